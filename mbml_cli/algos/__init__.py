@@ -1,0 +1,1 @@
+"""Algorithms: one readable module each (config, networks, update step)."""

@@ -1,0 +1,146 @@
+"""The recipe as typed dataclasses: one section per stage, a docstring line per field.
+
+Values are the authors' (DESIGN.md §4) unless a recipe overrides them. `recipe.py` turns YAML into
+these objects and reports bad input; this module only declares what a recipe may say.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def doc(text: str, default=None, **kw):
+    """A dataclass field with its one-line documentation in the metadata."""
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata={"doc": text, **kw.get("meta", {})})
+    return field(default=default, metadata={"doc": text, **kw.get("meta", {})})
+
+
+def rng(lo=None, hi=None):
+    return {"meta": {"min": lo, "max": hi}}
+
+
+@dataclass
+class EnvConfig:
+    name: str = doc("task distribution (see `mbml envs`)", "point_goal")
+    horizon: int = doc("episode length H; 0 = the distribution's default", 0, **rng(0))
+    n_train: int = doc("number of training tasks K; 0 = the distribution's default", 0, **rng(0))
+    n_test: int = doc("number of test tasks; 0 = the distribution's default", 0, **rng(0))
+
+
+@dataclass
+class CollectConfig:
+    """SAC on every training task at once; its replay buffer is the task's batch."""
+    steps: int = doc("environment steps per task", 60_000, **rng(1))
+    random_steps: int = doc("initial steps with uniform random actions", 10_000, **rng(0))
+    hidden: list = doc("hidden layer widths of actor and critics", default_factory=lambda: [256, 256])
+    lr: float = doc("Adam learning rate", 3e-4, **rng(0))
+    gamma: float = doc("discount", 0.99, **rng(0, 1))
+    tau: float = doc("Polyak rate of the target critics", 5e-3, **rng(0, 1))
+    batch_size: int = doc("mini-batch per task and update", 256, **rng(1))
+    updates_per_step: int = doc("gradient updates per environment step", 1, **rng(0))
+    log_every: int = doc("environment steps between metric rows", 1000, **rng(1))
+    checkpoint_every: int = doc("environment steps between resumable checkpoints", 5000, **rng(1))
+
+
+@dataclass
+class BCQConfig:
+    """BCQ (Fujimoto et al. 2019), one per training task, batched over tasks."""
+    iterations: int = doc("gradient steps", 50_000, **rng(1))
+    actor_hidden: list = doc("perturbation actor ξ widths", default_factory=lambda: [400, 300])
+    critic_hidden: list = doc("twin critic widths", default_factory=lambda: [400, 300])
+    vae_hidden: list = doc("VAE encoder/decoder widths", default_factory=lambda: [750, 750])
+    phi: float = doc("max perturbation φ (fraction of the action range)", 0.05, **rng(0, 1))
+    lmbda: float = doc("λ of the soft clipped double-Q target", 0.75, **rng(0, 1))
+    kl_weight: float = doc("weight of the VAE's KL term", 0.5, **rng(0))
+    lr: float = doc("Adam learning rate", 3e-4, **rng(0))
+    batch_size: int = doc("mini-batch per task", 100, **rng(1))
+    gamma: float = doc("discount", 0.99, **rng(0, 1))
+    tau: float = doc("Polyak rate of targets", 5e-3, **rng(0, 1))
+    n_candidates: int = doc("candidate actions at selection and in the target", 10, **rng(1))
+    eval_every: int = doc("iterations between policy evaluations on each task", 5000, **rng(1))
+    eval_episodes: int = doc("episodes per task and evaluation", 1, **rng(1))
+    checkpoint_every: int = doc("iterations between resumable checkpoints", 5000, **rng(1))
+
+
+@dataclass
+class RewardConfig:
+    """Per-task reward-model ensembles (and next-state ensembles where dynamics differ)."""
+    ensemble_size: int = doc("members per task", 20, **rng(1))
+    hidden: int = doc("width of the single hidden layer", 128, **rng(1))
+    steps: int = doc("gradient steps", 4000, **rng(1))
+    lr: float = doc("Adam learning rate", 3e-4, **rng(0))
+    batch_size: int = doc("bootstrap mini-batch per member", 256, **rng(1))
+    holdout: float = doc("fraction of each batch held out to measure error", 0.1, **rng(0, 0.9))
+    next_state: bool = doc("also fit next-state ensembles (tasks differ in dynamics)", False)
+
+
+@dataclass
+class RelabelConfig:
+    std_threshold: float = doc("ensemble std below which a relabelled reward is eligible (Eq. 7)", 0.05, **rng(0))
+    next_state_threshold: float = doc("next-state ensemble std threshold (dynamics tasks)", 0.2, **rng(0))
+
+
+@dataclass
+class DistillConfig:
+    """MBML distillation (Alg. 1, Eq. 3-10); ablations and baselines share it."""
+    epochs: int = doc("epochs", 1000, **rng(1))
+    steps_per_epoch: int = doc("gradient steps per epoch", 100, **rng(1))
+    q_hidden: list = doc("Q_D widths", default_factory=lambda: [1024] * 9)
+    g_hidden: list = doc("G_D widths", default_factory=lambda: [1024] * 7)
+    xi_hidden: list = doc("ξ_D widths", default_factory=lambda: [1024] * 8)
+    encoder_hidden: list = doc("encoder q_φ widths", default_factory=lambda: [200, 200, 200])
+    latent_dim: int = doc("dimension of the task embedding z", 20, **rng(1))
+    kl_beta: float = doc("β, weight of KL(q_φ(c) ‖ N(0, I)) (Eq. 3)", 0.1, **rng(0))
+    margin: float = doc("triplet margin m (Eq. 8)", 2.0, **rng(0))
+    context_size: int = doc("own transitions per context", 64, **rng(1))
+    relabel_context: int = doc("relabelled transitions of other tasks added to a context", 64, **rng(0))
+    batch_size: int = doc("(s, a) samples per task and step", 128, **rng(1))
+    n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
+    lr: float = doc("Adam learning rate", 3e-4, **rng(0))
+    eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
+
+
+@dataclass
+class EvalConfig:
+    """PEARL protocol on test tasks: episode 1 from the prior, then the posterior."""
+    episodes: int = doc("episodes per task", 5, **rng(3))
+    skip: int = doc("leading episodes not counted in the score", 2, **rng(0))
+    unseen_seed: int = doc("seed offset for `--unseen` draws", 1000)
+
+
+@dataclass
+class FinetuneConfig:
+    """SAC on a test task from the MBML policy vs from scratch (Sec. 5.3)."""
+    enabled: bool = doc("run fine-tuning in `mbml run`", False)
+    n_tasks: int = doc("test tasks to fine-tune on", 3, **rng(1))
+    init_steps: int = doc("transitions collected with the MBML policy", 10_000, **rng(1))
+    steps: int = doc("online SAC environment steps", 100_000, **rng(1))
+    bc_steps: int = doc("behaviour-cloning gradient steps", 2000, **rng(1))
+    tau: float = doc("Polyak rate", 5e-3, **rng(0, 1))
+    threshold: float = doc("fraction of the best return either run reaches that counts as reached", 0.9, **rng(0, 1))
+
+
+ALGOS = ("mbml", "no_relabel", "no_triplet", "neither", "gt_relabel", "contextual_bcq", "batch_pearl")
+STAGES = ("collect", "bcq", "reward", "relabel", "distill", "eval", "probe", "finetune")
+
+
+@dataclass
+class Recipe:
+    """A whole run. Everything needed to repeat it is here, or in the lock written beside it."""
+    name: str = doc("run name; the store defaults to runs/<name>-s<seed>.zarr", "run")
+    seed: int = doc("master seed: tasks, networks, sampling", 0, **rng(0))
+    store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
+    device: str = doc("torch device: cpu, cuda or auto", "cpu", meta={"choices": ["cpu", "cuda", "auto"]})
+    threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0))
+    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(STAGES[:7]),
+                       meta={"items": STAGES})
+    algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
+                      meta={"items": ALGOS})
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    bcq: BCQConfig = field(default_factory=BCQConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

@@ -1,0 +1,1 @@
+"""Stage modules: each registers its stage with `mbml_cli.stages.stage`."""
