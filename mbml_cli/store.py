@@ -34,6 +34,17 @@ def _is_url(path: str) -> bool:
     return "://" in str(path)
 
 
+def _open_group(path: str, mode: str) -> zarr.Group:
+    options = {"auto_mkdir": True} if str(path).startswith("file://") else None
+    return zarr.open_group(store=path, mode=mode, storage_options=options) if _is_url(path) \
+        else zarr.open_group(store=path, mode=mode)
+
+
+def _chunks(shape: tuple) -> tuple:
+    """One chunk for a whole array (zarr wants positive chunk sizes, even for empty or 0-d)."""
+    return tuple(max(1, s) for s in shape)
+
+
 class Store:
     def __init__(self, root: zarr.Group, path: str):
         self.root, self.path = root, str(path)
@@ -49,7 +60,7 @@ class Store:
             return store
         header = {"mbml": {"format": FORMAT, "version": __version__, "created": time.time()}, **attrs}
         if _is_url(path):
-            root = zarr.open_group(store=path, mode="w")
+            root = _open_group(path, "w")
             root.attrs.update(header)
             return cls(root, path)
         # Build next to the target and rename: a kill never leaves a half-made store behind.
@@ -70,7 +81,7 @@ class Store:
         if not _is_url(path) and not Path(path).exists():
             raise StoreError(f"{path}: no such store")
         try:
-            root = zarr.open_group(store=path, mode=mode)
+            root = _open_group(path, mode)
             header = root.attrs.get("mbml")
         except Exception:
             header = None
@@ -108,7 +119,7 @@ class Store:
         """Write (replace) one whole array."""
         value = np.asarray(value)
         arr = self.root.create_array(path, shape=value.shape, dtype=value.dtype,
-                                     chunks=value.shape or None, overwrite=True)
+                                     chunks=_chunks(value.shape), overwrite=True)
         if value.size:
             arr[...] = value
         if attrs:
@@ -183,7 +194,7 @@ class Store:
         for name, value in tensors.items():
             value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
             arr = slot_group.create_array(name, shape=value.shape, dtype=value.dtype,
-                                          chunks=value.shape or None)
+                                          chunks=_chunks(value.shape))
             if value.size:
                 arr[...] = value
         group.attrs.update({"current": slot, "meta": meta or {}, "saved": time.time()})

@@ -61,8 +61,9 @@ class TaskEnv(gym.Wrapper):
         space = base.action_space
         self._low = np.asarray(space.low, dtype=np.float64)
         self._high = np.asarray(space.high, dtype=np.float64)
-        base = gym.wrappers.RescaleAction(base, -1.0, 1.0) if not (
-            np.all(self._low == -1) and np.all(self._high == 1)) else base
+        if not (np.all(self._low == -1) and np.all(self._high == 1)):
+            ones = np.ones(space.shape, dtype=space.dtype)
+            base = gym.wrappers.RescaleAction(base, -ones, ones)
         super().__init__(base)
         self.dist, self.task = dist, task
         self._obs = None

@@ -1,0 +1,95 @@
+"""Recipes: every shipped recipe parses; extends and --set merge; bad input names file and key."""
+from pathlib import Path
+
+import pytest
+
+from mbml_cli import recipe as rc
+from mbml_cli.config import Recipe
+
+RECIPES = sorted(Path(__file__).resolve().parent.parent.joinpath("recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses(path):
+    recipe, lock = rc.load(path)
+    assert isinstance(recipe, Recipe) and lock == {}
+    assert recipe.name == path.stem
+
+
+def test_cpu_recipe_extends_paper_recipe():
+    paper, _ = rc.load(RECIPES[0].parent / "halfcheetah_vel.yaml")
+    cpu, _ = rc.load(RECIPES[0].parent / "halfcheetah_vel_cpu.yaml")
+    assert cpu.env.name == paper.env.name == "halfcheetah_vel"
+    assert cpu.env.horizon == 200 and paper.env.horizon == 1000
+    assert cpu.bcq.phi == paper.bcq.phi == 0.05            # inherited
+    assert cpu.distill.margin == paper.distill.margin == 2.0
+    assert len(paper.distill.q_hidden) == 9 and paper.distill.q_hidden[0] == 1024
+
+
+def test_set_overrides_and_resolve(tmp_path):
+    r, _ = rc.load(RECIPES[0].parent / "smoke.yaml", ["distill.margin=3", "seed=4", "algos=[mbml]"])
+    assert r.distill.margin == 3.0 and isinstance(r.distill.margin, float)
+    assert r.seed == 4 and r.algos == ["mbml"]
+    resolved = rc.resolve(r)
+    assert resolved.store == "runs/smoke-s4.zarr" and resolved.env.horizon == 20
+
+
+def test_section_hash_tracks_only_its_sections():
+    r, _ = rc.load(RECIPES[0].parent / "smoke.yaml")
+    r2, _ = rc.load(RECIPES[0].parent / "smoke.yaml", ["distill.margin=5"])
+    assert rc.section_hash(r, "collect") == rc.section_hash(r2, "collect")
+    assert rc.section_hash(r, "distill") != rc.section_hash(r2, "distill")
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, key, fragment", [
+    ("name: x\ndistill: {margn: 2}\n", "distill.margn", "did you mean distill.margin?"),
+    ("name: x\nseed: abc\n", "seed", "expected int"),
+    ("name: x\nbcq: {phi: 1.5}\n", "bcq.phi", "out of range"),
+    ("name: x\nenv: {name: cheetah}\n", "env.name", "unknown distribution"),
+    ("name: x\nalgos: [mbml, nether]\n", "algos", "did you mean 'neither'"),
+    ("name: x\ncollect: 3\n", "collect", "expected a mapping"),
+    ("name: x\nbcq: {actor_hidden: [64, 0]}\n", "bcq.actor_hidden", "positive integers"),
+    ("name: x\nreward: {next_state: 1}\n", "reward.next_state", "expected bool"),
+])
+def test_errors_name_file_and_key(tmp_path, text, key, fragment):
+    p = write(tmp_path, text)
+    with pytest.raises(rc.RecipeError) as e:
+        rc.load(p)
+    assert e.value.key == key
+    message = str(e.value)
+    assert message.startswith(str(p)) and key in message and fragment in message
+    assert "\n" not in message
+
+
+def test_extends_chain_and_missing_parent(tmp_path):
+    write(tmp_path, "name: base\nseed: 3\ndistill: {margin: 1.0, epochs: 7}\n", "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nname: child\ndistill: {epochs: 9}\n", "child.yaml")
+    r, _ = rc.load(child)
+    assert (r.name, r.seed, r.distill.margin, r.distill.epochs) == ("child", 3, 1.0, 9)
+    orphan = write(tmp_path, "extends: nowhere.yaml\n", "orphan.yaml")
+    with pytest.raises(rc.RecipeError, match="nowhere.yaml: no such recipe file"):
+        rc.load(orphan)
+
+
+def test_bad_yaml_and_not_a_mapping(tmp_path):
+    with pytest.raises(rc.RecipeError, match="not valid YAML"):
+        rc.load(write(tmp_path, "name: [unclosed\n"))
+    with pytest.raises(rc.RecipeError, match="must be a mapping"):
+        rc.load(write(tmp_path, "- a\n- b\n"))
+
+
+def test_bad_set_syntax():
+    with pytest.raises(rc.RecipeError, match="expected section.key=value"):
+        rc.load(RECIPES[0].parent / "smoke.yaml", ["distill.margin"])
+
+
+def test_every_field_documented():
+    docs = rc.field_docs()
+    assert len(docs) > 60
+    assert all(text for _, text, _ in docs), [k for k, t, _ in docs if not t]
