@@ -93,3 +93,9 @@ def test_every_field_documented():
     docs = rc.field_docs()
     assert len(docs) > 60
     assert all(text for _, text, _ in docs), [k for k, t, _ in docs if not t]
+
+
+def test_readme_documents_every_recipe_key():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [key for key, _, _ in rc.field_docs() if f"`{key}`" not in readme]
+    assert not missing, f"README recipe reference lacks {missing}"
