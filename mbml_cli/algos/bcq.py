@@ -1,0 +1,210 @@
+"""Batch-Constrained deep Q-learning (BCQ; Fujimoto, Meger & Precup 2019) for K tasks at once.
+
+One `BCQ` module holds K independent BCQ agents — weights with a leading task dimension
+(`nets.BatchedMLP`), inputs (K, B, ·):
+
+- `vae`: the generative model G_ω of the batch's actions. `encode(s, a) -> (mean, std)`,
+  `decode(s, z=None)` — z None draws N(0, I) clipped to ±0.5 — returns actions in [−1, 1];
+- `actor`: the perturbation model ξ_φ: `actor(s, a) -> clamp(a + φ·tanh(ξ(s, a)), −1, 1)`;
+- `critic`: twin Q: `critic(s, a) -> (q1, q2)`, each (K, B, 1), and `critic.q1(s, a)`;
+- `select_action(s)`: n candidates from G, perturbed by ξ, argmax of Q1 (the paper's Eq. 1).
+
+`update` is one gradient step of every part on every task; the losses are summed over tasks (each
+task's own mean), so batched training equals K separate single-task runs. `load_bcq` returns the
+trained policies of all K training tasks from a store.
+
+Equation numbers refer to Fujimoto et al. 2019 (arXiv:1812.02900): Eq. 10 the perturbation model,
+Eq. 11 the policy, Eq. 12 ξ's objective, Eq. 13 the soft clipped double-Q target, Eq. 28-30 the
+VAE's objective (Appendix), "Alg. 1 l. n" its Algorithm 1; "paper Eq. 1" is MBML's Eq. 1.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..config import BCQConfig
+from ..nets import BatchedMLP, soft_update, stack_states
+from .sac import TwinQ
+
+
+class VAE(nn.Module):
+    """Conditional VAE of the batch's actions: encoder (s, a) → (μ, σ), decoder (s, z) → a."""
+
+    def __init__(self, n_tasks: int, obs_dim: int, act_dim: int, hidden: list[int], latent_dim: int):
+        super().__init__()
+        self.encoder = BatchedMLP(n_tasks, obs_dim + act_dim, list(hidden), 2 * latent_dim)
+        self.decoder = BatchedMLP(n_tasks, obs_dim + latent_dim, list(hidden), act_dim)
+        self.latent_dim = latent_dim
+
+    def encode(self, s: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encoder(torch.cat([s, a], dim=-1)).chunk(2, dim=-1)
+        return mean, log_std.clamp(-4.0, 15.0).exp()          # the clamp of BCQ's reference code
+
+    def decode(self, s: torch.Tensor, z: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        if z is None:    # at generation time the latent is drawn from the clipped prior
+            z = torch.randn(s.shape[:-1] + (self.latent_dim,), generator=generator,
+                            device=s.device).clamp(-0.5, 0.5)
+        return torch.tanh(self.decoder(torch.cat([s, z], dim=-1)))
+
+    def forward(self, s, a, eps: torch.Tensor | None = None, generator=None):
+        """Reconstruction of `a` through z = μ + σ·ε, with (μ, σ)."""
+        mean, std = self.encode(s, a)
+        if eps is None:
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+        return self.decode(s, mean + std * eps), mean, std
+
+
+class Perturbation(nn.Module):
+    """ξ_φ(s, a) ∈ [−φ, φ]: the correction added to a generated action (Eq. 10)."""
+
+    def __init__(self, n_tasks: int, obs_dim: int, act_dim: int, hidden: list[int], phi: float):
+        super().__init__()
+        self.net = BatchedMLP(n_tasks, obs_dim + act_dim, list(hidden), act_dim)
+        self.phi = phi
+
+    def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return (a + self.phi * torch.tanh(self.net(torch.cat([s, a], dim=-1)))).clamp(-1.0, 1.0)
+
+
+class BCQ(nn.Module):
+    """K BCQ agents: `vae` (G), `actor` (ξ), `critic` (Q1, Q2). Built from a `BCQConfig`."""
+
+    def __init__(self, n_tasks: int, obs_dim: int, act_dim: int, cfg: BCQConfig):
+        super().__init__()
+        self.vae = VAE(n_tasks, obs_dim, act_dim, cfg.vae_hidden, 2 * act_dim)   # latent 2|A|
+        self.actor = Perturbation(n_tasks, obs_dim, act_dim, cfg.actor_hidden, cfg.phi)
+        self.critic = TwinQ(n_tasks, obs_dim, act_dim, cfg.critic_hidden)
+        self.n_tasks, self.obs_dim, self.act_dim = n_tasks, obs_dim, act_dim
+        self.n_candidates = cfg.n_candidates
+
+    @torch.no_grad()
+    def select_action(self, s: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """π(s) = argmax_{a_m + ξ(s, a_m)} Q1(s, ·) over a_m ~ G(s), m = 1..n (paper Eq. 1, Eq. 11).
+        (K, B, obs) → (K, B, act)."""
+        K, B, _ = s.shape
+        n = self.n_candidates
+        rep = s.repeat_interleave(n, dim=1)                                  # (K, B·n, obs)
+        cand = self.actor(rep, self.vae.decode(rep, generator=generator))    # (K, B·n, act)
+        q = self.critic.q1(rep, cand).view(K, B, n)
+        best = q.argmax(dim=-1)                                              # (K, B)
+        cand = cand.view(K, B, n, self.act_dim)
+        return cand.gather(2, best[..., None, None].expand(K, B, 1, self.act_dim)).squeeze(2)
+
+    def act(self, obs, generator: torch.Generator | None = None):
+        """numpy (K, obs) → numpy (K, act): one state per task, for `rollout.run_episode`."""
+        device = next(self.parameters()).device
+        s = torch.as_tensor(obs, dtype=torch.float32, device=device).unsqueeze(1)
+        return self.select_action(s, generator).squeeze(1).cpu().numpy()
+
+
+class BCQTrainer:
+    """The networks being trained, their Polyak targets (ξ′, Q′) and one Adam per part."""
+
+    def __init__(self, model: BCQ, lr: float):
+        self.model = model
+        self.actor_target = copy.deepcopy(model.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(model.critic).requires_grad_(False)
+        self.vae_opt = torch.optim.Adam(model.vae.parameters(), lr=lr)
+        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=lr)
+        self.critic_opt = torch.optim.Adam(model.critic.parameters(), lr=lr)
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"vae": self.vae_opt, "actor": self.actor_opt, "critic": self.critic_opt}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "actor_target": self.actor_target, "critic_target": self.critic_target}
+
+
+def sample_noise(n_tasks: int, batch_size: int, latent_dim: int, n_candidates: int,
+                 generator: torch.Generator | None = None, device="cpu") -> dict[str, torch.Tensor]:
+    """The random draws one `update` consumes (all (K, ·, latent)): ε of the VAE's reparameterisation,
+    the clipped-prior latents of the target's candidates and of ξ's training actions."""
+    def randn(*shape):
+        return torch.randn(shape, generator=generator, device=device)
+    return {"vae": randn(n_tasks, batch_size, latent_dim),
+            "next": randn(n_tasks, batch_size * n_candidates, latent_dim).clamp(-0.5, 0.5),
+            "actor": randn(n_tasks, batch_size, latent_dim).clamp(-0.5, 0.5)}
+
+
+def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
+           noise: dict[str, torch.Tensor] | None = None, generator: torch.Generator | None = None
+           ) -> dict[str, torch.Tensor]:
+    """One BCQ iteration (Alg. 1, l. 4-10) on every task. `batch`: obs, act, rew (K, B), next_obs,
+    terminal (K, B). Only `terminal` stops the bootstrap (time-limit truncation does not).
+    Returns per-task (K,) values: vae_loss, recon, kl, critic_loss, actor_loss, q."""
+    m = tr.model
+    s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
+    r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
+    K, B, _ = s.shape
+    n = cfg.n_candidates
+    if noise is None:
+        noise = sample_noise(K, B, m.vae.latent_dim, n, generator, s.device)
+
+    # ---- generator G_ω (Alg. 1 l. 5; VAE objective, Eq. 28-30)
+    recon, mean, std = m.vae(s, a, noise["vae"])
+    recon_loss = (recon - a).pow(2).mean(dim=(1, 2))
+    kl = -0.5 * (1 + (std.pow(2)).log() - mean.pow(2) - std.pow(2)).mean(dim=(1, 2))
+    vae_loss = recon_loss + cfg.kl_weight * kl                                   # (K,)
+    tr.vae_opt.zero_grad(set_to_none=True)
+    vae_loss.sum().backward()
+    tr.vae_opt.step()
+
+    # ---- critics (Alg. 1 l. 6-8): n candidates per next state, Eq. 13 target
+    with torch.no_grad():
+        s2_rep = s2.repeat_interleave(n, dim=1)                                 # (K, B·n, obs)
+        a2 = tr.actor_target(s2_rep, m.vae.decode(s2_rep, noise["next"]))       # a_i + ξ′(s′, a_i)
+        t1, t2 = tr.critic_target(s2_rep, a2)
+        tq = cfg.lmbda * torch.min(t1, t2) + (1 - cfg.lmbda) * torch.max(t1, t2)   # Eq. 13
+        tq = tq.view(K, B, n).max(dim=-1, keepdim=True)[0]                      # max over candidates
+        y = r + cfg.gamma * (1.0 - done) * tq                                    # terminal only
+    q1, q2 = m.critic(s, a)
+    critic_loss = (q1 - y).pow(2).mean(dim=(1, 2)) + (q2 - y).pow(2).mean(dim=(1, 2))
+    tr.critic_opt.zero_grad(set_to_none=True)
+    critic_loss.sum().backward()
+    tr.critic_opt.step()
+
+    # ---- perturbation model ξ_φ (Alg. 1 l. 9; Eq. 12): maximise Q1(s, a + ξ(s, a)), a ~ G(s)
+    with torch.no_grad():
+        sampled = m.vae.decode(s, noise["actor"])
+    actor_loss = -m.critic.q1(s, m.actor(s, sampled)).mean(dim=(1, 2))
+    tr.actor_opt.zero_grad(set_to_none=True)
+    actor_loss.sum().backward()
+    tr.actor_opt.step()
+
+    # ---- targets (Alg. 1 l. 10)
+    soft_update(tr.critic_target, m.critic, cfg.tau)
+    soft_update(tr.actor_target, m.actor, cfg.tau)
+    return {"vae_loss": vae_loss.detach(), "recon": recon_loss.detach(), "kl": kl.detach(),
+            "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+            "q": q1.detach().mean(dim=(1, 2))}
+
+
+# ---- the trained policies in a store ---------------------------------------------------------
+def weights_path(which: str, task: int) -> str:
+    """Per-task group: a shard writes only its own tasks' groups."""
+    return f"models/bcq/{which}/{task}"
+
+
+def load_bcq(store, recipe, which: str = "final", device="cpu") -> BCQ:
+    """The BCQ policies of all K training tasks (`models/bcq/<which>/<i>`, i < K) as one module.
+    `recipe` is the run's `Recipe` (or its dict); `which` is "final" or "best"."""
+    from ..errors import StageError
+    from ..recipe import from_dict
+
+    if isinstance(recipe, dict):
+        recipe = from_dict(recipe)
+    n = recipe.env.n_train or int(len(store.read_array("tasks/train")))
+    states, meta = [], {}
+    for i in range(n):
+        path = weights_path(which, i)
+        if not store.has_weights(path):
+            raise StageError(f"{store.path}: no BCQ weights for training task {i} at {path} "
+                             f"(run `mbml bcq {store.path}`)")
+        tensors, meta = store.load_weights(path)
+        states.append({k: torch.from_numpy(v) for k, v in tensors.items()})
+    model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
+    model.load_state_dict(stack_states(states))
+    return model.to(device).eval()
