@@ -5,6 +5,8 @@ in a module of `mbml_cli/pipeline/` (one module per stage).
 `run_stage` records status, the hash of the recipe sections it used, start/end time and progress;
 a finished stage whose hash still matches is skipped, and a stage re-entered with the same hash is
 told to resume (`ctx.resume`), a changed hash starts it afresh.
+A stage run on a shard of tasks returns `{"status": "partial", "message": ...}` while other tasks
+remain; that status is recorded instead of "done" (and, like "running"/"failed", resumes).
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     record = ctx.store.stage(key)
     if record.get("status") == "done" and record.get("hash") == digest and not force:
         return False
-    ctx.resume = record.get("hash") == digest and record.get("status") in ("running", "failed")
+    ctx.resume = record.get("hash") == digest and record.get("status") in ("running", "failed", "partial")
     ctx.store.set_stage(key, status="running", hash=digest, started=time.time(), ended=None,
                         progress=0.0, message="")
 
@@ -128,10 +130,13 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
 
     ctx.progress = progress
     try:
-        st.fn(ctx, **options)
+        result = st.fn(ctx, **options)
     except BaseException as e:
         ctx.store.set_stage(key, status="failed", ended=time.time(), message=str(e)[:500])
         raise
+    if isinstance(result, dict) and result.get("status") == "partial":
+        ctx.store.set_stage(key, status="partial", ended=time.time(), message=str(result.get("message", "")))
+        return True
     ctx.store.set_stage(key, status="done", ended=time.time(), progress=1.0)
     return True
 
