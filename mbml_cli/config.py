@@ -98,6 +98,7 @@ class DistillConfig:
     n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
+    checkpoint_every: int = doc("epochs between resumable checkpoints (weights, Adam and RNG state)", 10, **rng(1))
 
 
 @dataclass
@@ -106,6 +107,7 @@ class EvalConfig:
     episodes: int = doc("episodes per task", 5, **rng(3))
     skip: int = doc("leading episodes not counted in the score", 2, **rng(0))
     unseen_seed: int = doc("seed offset for `--unseen` draws", 1000)
+    probe_draws: int = doc("contexts drawn per task for `mbml probe` (each gives K(K-1) pairs)", 8, **rng(1))
 
 
 @dataclass
