@@ -1,0 +1,47 @@
+"""`mbml eval [RUN] --algo A [--unseen N]`: the unseen-task protocol (`mbml_cli/evaluate.py`) on a
+trained policy, on demand.
+
+Without `--unseen`, the run's test tasks → `eval/<algo>/test`; with `--unseen N`, N fresh tasks drawn
+with a new seed (`dist.tasks("unseen", N, seed + eval.unseen_seed)`) → `eval/<algo>/unseen`. Each
+holds the arrays `returns` (T, episodes), `z_mean` (T, latent) and `tasks` (T, p), with the score
+(mean over tasks of the mean return of the episodes after `eval.skip`) in its attributes.
+(Evaluations *during* training go to `eval/<algo>/history`; see `pipeline/distill.py`.)
+"""
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+
+from ..api import Run, load_policy
+from ..evaluate import returns_table, run_protocol
+from ..rollout import make_envs
+from ..stages import RunContext, stage
+
+ON_DEMAND_SEED = 77_777
+SECTIONS = ("collect", "bcq", "reward", "relabel", "distill", "eval")
+
+
+def write_result(store, path: str, result, tasks: np.ndarray, **attrs) -> None:
+    store.write_array(f"{path}/returns", result.returns.astype(np.float32))
+    store.write_array(f"{path}/z_mean", result.z_mean.astype(np.float32))
+    store.write_array(f"{path}/tasks", np.asarray(tasks, dtype=np.float64))
+    store.group(path).attrs.update({"score": result.score, "score_std": float(result.per_task.std()),
+                                    "skip": result.skip, **attrs})
+
+
+@stage("eval", sections=SECTIONS)
+def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = "final") -> None:
+    r, store = ctx.recipe, ctx.store
+    policy = load_policy(Run(store), algo, which, r.device)
+    if unseen:
+        tasks, name = ctx.dist.tasks("unseen", unseen, r.seed + r.eval.unseen_seed), "unseen"
+    else:
+        tasks, name = ctx.tasks("test"), "test"
+    envs = make_envs(ctx.dist, tasks, r.env.horizon)
+    result = run_protocol(envs, policy, r.eval.episodes, r.eval.skip, ON_DEMAND_SEED + r.seed)
+    for env in envs:
+        env.close()
+    write_result(store, f"eval/{algo}/{name}", result, tasks, which=which, epoch=policy.meta.get("epoch", -1))
+    Console().print(returns_table(result, tasks, f"{algo} ({which} weights) on {len(tasks)} {name} tasks: "
+                                                 f"score {result.score:.2f} ± {result.per_task.std():.2f} "
+                                                 f"(episodes {r.eval.skip + 1}–{r.eval.episodes})"))

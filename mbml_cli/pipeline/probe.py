@@ -1,0 +1,45 @@
+"""`mbml probe [RUN] --algo A`: does the trained encoder read rewards? (`evaluate.probe_encoder`)
+
+For every ordered pair of training tasks i ≠ j, task j's stored transitions carrying task i's TRUE
+rewards are encoded; the pair counts when that posterior is closer (KL) to task i's own posterior
+than to task j's. Near 0: the encoder identifies tasks by states and actions only; near 1: by rewards.
+Writes `eval/<algo>/probe/{closer, kl_own, kl_other}` (K, K) with the score in the attributes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..api import Run, load_policy
+from ..data import TaskData
+from ..evaluate import probe_encoder
+from ..stages import RunContext, stage
+from .evaluate import SECTIONS
+
+SEED_OFFSET = 6_000
+
+
+@stage("probe", sections=SECTIONS)
+def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
+    r, store = ctx.recipe, ctx.store
+    policy = load_policy(Run(store), algo, which, "cpu")
+    tasks = ctx.tasks("train")
+    data = TaskData.load(store, "train", list(range(len(tasks))))
+    gen = torch.Generator().manual_seed(r.seed + SEED_OFFSET)
+    res = probe_encoder(policy.module.encoder, data, tasks, ctx.dist, r.distill.context_size,
+                        r.eval.probe_draws, gen)
+    path = f"eval/{algo}/probe"
+    store.write_array(f"{path}/closer", res.closer)
+    store.write_array(f"{path}/kl_own", res.kl_own)
+    store.write_array(f"{path}/kl_other", res.kl_other)
+    store.group(path).attrs.update({"score": res.score, "which": which, "draws": r.eval.probe_draws,
+                                    "context_size": r.distill.context_size})
+    K = len(tasks)
+    off = ~np.eye(K, dtype=bool)
+    table = Table("pairs (i ≠ j)", "closer to task i", "KL to task i", "KL to task j",
+                  title=f"probe {algo}: task j's transitions with task i's true rewards")
+    table.add_row(str(K * (K - 1)), f"[bold]{100 * res.score:.1f}%[/bold]",
+                  f"{res.kl_own[off].mean():.3g}", f"{res.kl_other[off].mean():.3g}")
+    Console().print(table)
