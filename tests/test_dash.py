@@ -102,12 +102,16 @@ def test_reader_reads_what_the_stages_write(run_path):
     # per-task records are counted, not listed
     keys = [s.key for s in snap.stages]
     assert not any(k.split("/")[-1].isdigit() for k in keys)
-    # the running stage and its ETA: (updated − started)(1 − p)/p − (now − updated)
-    active = reader.current_stage(snap)
-    rec = store.stage(active.key)
-    now = rec["updated"] + 5.0
-    expected = (rec["updated"] - rec["started"]) * (1 - rec["progress"]) / rec["progress"] - 5.0
-    assert reader.eta(active, now) == pytest.approx(max(0.0, expected))
+    running = [k for k, rec in store.stages().items() if rec.get("status") == "running"]
+    assert (reader.current_stage(snap) is None) == (not running and all(s.status != "running" for s in snap.stages))
+
+
+def test_eta_and_stale():
+    """ETA = (updated − started)(1 − p)/p − (now − updated); silence for long is flagged."""
+    rec = reader.StageRecord("bcq", "running", progress=0.25, started=100.0, updated=130.0)
+    assert reader.eta(rec, now=140.0) == pytest.approx(30 * 3 - 10)
+    assert reader.stale(rec, now=140.0) is None and reader.stale(rec, now=130.0 + 3600) == 3600
+    assert reader.eta(reader.StageRecord("bcq", "done", progress=1.0, started=1.0), now=2.0) is None
 
 
 def test_reader_eval_scores_and_embedding(run_path):

@@ -12,8 +12,8 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -310,5 +310,3 @@ def main(path: str, interval: float = 2.0) -> None:
     """`mbml dash PATH`."""
     DashApp(path, interval=interval).run()
 
-
-__all__ = ["DashApp", "main", "fmt"]

@@ -11,8 +11,9 @@ as a note, never an error:
   `lock.revision`; `tasks/train`, `tasks/test` (n, p) with attrs `param`.
 - stage records `stages/<stage>` and `stages/<stage>/<algo>`: attrs `status` (running | done |
   failed | partial), `started`, `updated`, `ended` (unix s), `progress` (0..1), `message`. The ETA
-  is (updated − started)·(1 − progress)/progress − (now − updated). Records named by a number,
-  `stages/<stage>/<i>`, are per-task records: counted (done/all), not listed.
+  is (updated − started)·(1 − progress)/progress − (now − updated). Records named by a number
+  under a stage that has its own record, `stages/<stage>/<i>`, are per-task records: counted
+  (done/all), not listed (`stages/finetune/0`, under no record of its own, is listed).
 - metrics tables: any group under `metrics/` with an `n` attribute (`metrics/<stage>/<name>`),
   one 1-D column per array:
   * the x-axis is the first of `X_COLUMNS` present (step, iteration, epoch, …), else the row;
@@ -240,7 +241,7 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
             if "status" in sub.attrs:
                 found[name] = dict(sub.attrs)
             for child in sub.group_keys():
-                if child.isdigit():
+                if child.isdigit() and "status" in sub.attrs:   # per-task records of that stage
                     per_task.setdefault(name, []).append(str(sub[child].attrs.get("status", "")))
                 else:
                     found[f"{name}/{child}"] = dict(sub[child].attrs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from rich.text import Text
@@ -44,6 +44,18 @@ def fmt(v: float | None) -> str:
     if -2 <= e < 5:
         return f"{v:.{max(0, 2 - e)}f}"
     return f"{v:.1e}"
+
+
+def fmt_axis(v: float, span: float) -> str:
+    """An axis label with enough digits to tell labels `span` apart, at most 8 characters."""
+    if not math.isfinite(v) or span <= 0 or v == 0:
+        return fmt(v)
+    e, step = math.floor(math.log10(abs(v))), math.floor(math.log10(span / 2))
+    if -2 <= e < 5:
+        text = f"{v:.{min(6, max(0, -step, 2 - e))}f}"
+        if len(text) <= LABEL_W:
+            return text
+    return f"{v:.{min(3, max(1, e - step))}e}"
 
 
 def duration(seconds: float | None) -> str:
@@ -223,7 +235,8 @@ def render_plot(series: list[Series], width: int, height: int, title: str = "", 
     for r, line in enumerate(canvas.lines(palette)):
         out.append("\n")
         v = label_rows.get(r)
-        label = fmt(10 ** v if log else v) if v is not None else ""
+        span = (10 ** y_hi - 10 ** y_lo) if log else (y_hi - y_lo)
+        label = fmt_axis(10 ** v if log else v, span) if v is not None else ""
         out.append(label.rjust(LABEL_W)[:LABEL_W] + ("┤" if v is not None else "│"), "dim")
         out.append_text(line)
     left, right = fmt(x_lo), f"{fmt(x_hi)} {x_name}"
