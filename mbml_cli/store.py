@@ -142,6 +142,8 @@ class Store:
         """Append rows (same leading length in every column). Returns the new row count."""
         group = self.group(path)
         n = int(group.attrs.get("n", 0))
+        if any("/" in k for k in columns):       # a '/' would make a nested zarr node, not a column
+            raise ValueError(f"{path}: column names may not contain '/': {sorted(columns)}")
         values = {k: np.asarray(v) for k, v in columns.items()}
         m = len(next(iter(values.values())))
         if any(len(v) != m for v in values.values()):
