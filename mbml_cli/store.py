@@ -209,7 +209,9 @@ class Store:
             raise StoreError(f"{self.path}: no weights at {path}")
         group = self.root[path]
         slot = group[group.attrs["current"]]
-        return {k: np.asarray(slot[k][...]) for k in slot.array_keys()}, dict(group.attrs.get("meta", {}))
+        # names may contain "/" (e.g. `algos.sac.optimiser_state`): zarr stores those as nested groups
+        arrays = {k: np.asarray(v[...]) for k, v in slot.members(max_depth=None) if isinstance(v, zarr.Array)}
+        return arrays, dict(group.attrs.get("meta", {}))
 
     # ---- stage records -----------------------------------------------------------------------
     def stage(self, name: str) -> dict:
