@@ -149,8 +149,8 @@ def finetune(target: str = typer.Argument(..., help="store"),
              unseen: bool = typer.Option(False, "--unseen", help="a fresh task instead of a test task"),
              set_: Optional[List[str]] = SET, force: bool = FORCE):
     """SAC on an unseen task initialised from the MBML policy, against SAC from scratch."""
-    _stage("finetune", target, set_, force, key=f"finetune/{'unseen' if unseen else task}",
-           task=task, unseen=unseen)
+    key = "finetune/unseen" if unseen else ("finetune" if task is None else f"finetune/{task}")
+    _stage("finetune", target, set_, force, key=key, task=task, unseen=unseen)
 
 
 @app.command()

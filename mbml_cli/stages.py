@@ -147,7 +147,10 @@ PER_ALGO = ("distill", "eval", "probe")
 def run_pipeline(ctx: RunContext, console) -> None:
     """`mbml run`: the recipe's stages in order, distill/eval/probe once per algo."""
     _load_stages()
-    for name in ctx.recipe.stages:
+    names = list(ctx.recipe.stages)
+    if ctx.recipe.finetune.enabled and "finetune" not in names:
+        names.append("finetune")                 # `finetune.enabled` alone turns it on, after the rest
+    for name in names:
         if name == "finetune" and not ctx.recipe.finetune.enabled:
             continue
         for algo in (ctx.recipe.algos if name in PER_ALGO else [None]):
