@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import BCQConfig
 from ..nets import BatchedMLP, soft_update, stack_states
-from .sac import TwinQ
+from .sac import TwinQ, frozen
 
 
 class VAE(nn.Module):
@@ -129,6 +129,23 @@ def sample_noise(n_tasks: int, batch_size: int, latent_dim: int, n_candidates: i
             "actor": randn(n_tasks, batch_size, latent_dim).clamp(-0.5, 0.5)}
 
 
+@torch.no_grad()
+def td_target(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig, z_next: torch.Tensor) -> torch.Tensor:
+    """y = r + γ(1 − terminal) max_i [λ min_j Q′_j(s′, a_i) + (1 − λ) max_j Q′_j(s′, a_i)] over n
+    candidates a_i = ã_i + ξ′(s′, ã_i), ã_i = G(s′, z_i) (Alg. 1 l. 6-7, Eq. 13). Only a terminal state
+    stops the bootstrap; a time-limit cut does not. `z_next` (K, B·n, latent). Returns (K, B, 1)."""
+    s2 = batch["next_obs"]
+    r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
+    K, B, _ = s2.shape
+    n = cfg.n_candidates
+    s2_rep = s2.repeat_interleave(n, dim=1)                                     # (K, B·n, obs)
+    a2 = tr.actor_target(s2_rep, tr.model.vae.decode(s2_rep, z_next))           # ã_i + ξ′(s′, ã_i)
+    t1, t2 = tr.critic_target(s2_rep, a2)
+    tq = cfg.lmbda * torch.min(t1, t2) + (1 - cfg.lmbda) * torch.max(t1, t2)    # Eq. 13
+    tq = tq.view(K, B, n).max(dim=-1, keepdim=True)[0]                          # max over candidates
+    return r + cfg.gamma * (1.0 - done) * tq
+
+
 def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
            noise: dict[str, torch.Tensor] | None = None, generator: torch.Generator | None = None
            ) -> dict[str, torch.Tensor]:
@@ -136,8 +153,7 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     terminal (K, B). Only `terminal` stops the bootstrap (time-limit truncation does not).
     Returns per-task (K,) values: vae_loss, recon, kl, critic_loss, actor_loss, q."""
     m = tr.model
-    s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
-    r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
+    s, a = batch["obs"], batch["act"]
     K, B, _ = s.shape
     n = cfg.n_candidates
     if noise is None:
@@ -153,13 +169,7 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     tr.vae_opt.step()
 
     # ---- critics (Alg. 1 l. 6-8): n candidates per next state, Eq. 13 target
-    with torch.no_grad():
-        s2_rep = s2.repeat_interleave(n, dim=1)                                 # (K, B·n, obs)
-        a2 = tr.actor_target(s2_rep, m.vae.decode(s2_rep, noise["next"]))       # a_i + ξ′(s′, a_i)
-        t1, t2 = tr.critic_target(s2_rep, a2)
-        tq = cfg.lmbda * torch.min(t1, t2) + (1 - cfg.lmbda) * torch.max(t1, t2)   # Eq. 13
-        tq = tq.view(K, B, n).max(dim=-1, keepdim=True)[0]                      # max over candidates
-        y = r + cfg.gamma * (1.0 - done) * tq                                    # terminal only
+    y = td_target(tr, batch, cfg, noise["next"])
     q1, q2 = m.critic(s, a)
     critic_loss = (q1 - y).pow(2).mean(dim=(1, 2)) + (q2 - y).pow(2).mean(dim=(1, 2))
     tr.critic_opt.zero_grad(set_to_none=True)
@@ -169,9 +179,10 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     # ---- perturbation model ξ_φ (Alg. 1 l. 9; Eq. 12): maximise Q1(s, a + ξ(s, a)), a ~ G(s)
     with torch.no_grad():
         sampled = m.vae.decode(s, noise["actor"])
-    actor_loss = -m.critic.q1(s, m.actor(s, sampled)).mean(dim=(1, 2))
-    tr.actor_opt.zero_grad(set_to_none=True)
-    actor_loss.sum().backward()
+    with frozen(m.critic):
+        actor_loss = -m.critic.q1(s, m.actor(s, sampled)).mean(dim=(1, 2))
+        tr.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.sum().backward()
     tr.actor_opt.step()
 
     # ---- targets (Alg. 1 l. 10)

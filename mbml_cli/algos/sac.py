@@ -12,6 +12,7 @@ temperature loss, Eq. 21 the tanh change of variables; "Alg. 1 l. n" is that pap
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -21,6 +22,19 @@ from torch import nn
 from ..nets import BatchedMLP, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters of `module` take no gradient inside the block (inputs still do)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class TwinQ(nn.Module):
@@ -102,6 +116,17 @@ def sample_noise(n_tasks: int, batch_size: int, act_dim: int, generator: torch.G
             "pi": torch.randn(shape, generator=generator, device=device)}
 
 
+@torch.no_grad()
+def td_target(sac: SAC, batch: dict[str, torch.Tensor], gamma: float, eps_next: torch.Tensor) -> torch.Tensor:
+    """y = r + γ(1 − terminal)(min_j Q′_j(s′, a′) − α log π(a′|s′)), a′ ~ π(s′): Eq. 7 with the soft
+    value of Eq. 3. Only a terminal state stops the bootstrap; a time-limit cut does not. (K, B, 1)."""
+    r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
+    a2, logp2 = sac.actor(batch["next_obs"], eps_next)
+    t1, t2 = sac.critic_target(batch["next_obs"], a2)
+    v2 = torch.min(t1, t2) - sac.alpha[:, None, None] * logp2.unsqueeze(-1)       # soft value V(s′), Eq. 3
+    return r + gamma * (1.0 - done) * v2                                         # Eq. 7
+
+
 def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: float, tau: float,
            noise: dict[str, torch.Tensor] | None = None, generator: torch.Generator | None = None
            ) -> dict[str, torch.Tensor]:
@@ -111,18 +136,13 @@ def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: 
     bootstraps from its next state. Returns per-task (K,) values: critic_loss, actor_loss,
     alpha_loss, alpha, entropy, q.
     """
-    s, a, s2 = batch["obs"], batch["act"], batch["next_obs"]
-    r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
+    s, a = batch["obs"], batch["act"]
     if noise is None:
         noise = sample_noise(*a.shape[:2], sac.act_dim, generator, a.device)
     alpha = sac.alpha.detach()[:, None, None]                                   # (K, 1, 1)
 
     # ---- critics: Eq. 7-8 (Alg. 1 l. 9)
-    with torch.no_grad():
-        a2, logp2 = sac.actor(s2, noise["next"])
-        t1, t2 = sac.critic_target(s2, a2)
-        v2 = torch.min(t1, t2) - alpha * logp2.unsqueeze(-1)                      # soft value V(s′), Eq. 3
-        y = r + gamma * (1.0 - done) * v2                                        # Eq. 7: terminal only
+    y = td_target(sac, batch, gamma, noise["next"])
     q1, q2 = sac.critic(s, a)
     critic_loss = ((q1 - y).pow(2).mean(dim=(1, 2)) + (q2 - y).pow(2).mean(dim=(1, 2)))   # (K,) Eq. 8
     opt.critic.zero_grad(set_to_none=True)
@@ -131,10 +151,11 @@ def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: 
 
     # ---- actor: Eq. 12 (Alg. 1 l. 10)
     a_pi, logp = sac.actor(s, noise["pi"])
-    q_pi = torch.min(*sac.critic(s, a_pi)).squeeze(-1)
-    actor_loss = (alpha.squeeze(-1) * logp - q_pi).mean(dim=1)                   # (K,)
-    opt.actor.zero_grad(set_to_none=True)
-    actor_loss.sum().backward()
+    with frozen(sac.critic):                       # gradients reach the actor only (saves the critics' weight grads)
+        q_pi = torch.min(*sac.critic(s, a_pi)).squeeze(-1)
+        actor_loss = (alpha.squeeze(-1) * logp - q_pi).mean(dim=1)               # (K,)
+        opt.actor.zero_grad(set_to_none=True)
+        actor_loss.sum().backward()
     opt.actor.step()
 
     # ---- temperature: Eq. 18 (Alg. 1 l. 11), one log α per task, target entropy −|A|

@@ -1,0 +1,235 @@
+"""`mbml bcq`: one BCQ teacher per training task, all trained as one batched network.
+
+Reads `data/train/<i>` and the recipe's `bcq` section; writes
+
+- `models/bcq/final/<i>`, `models/bcq/best/<i>`: task i's BCQ (vae, actor, critic) — `best` at
+  the evaluation with its highest return; meta holds obs_dim, act_dim, iteration, return (and, on
+  `final`, the report: random_return, best_batch_return, bcq_return, fraction). `algos.bcq.load_bcq`
+  reads them back as one module over all K training tasks;
+- `metrics/bcq/train` (`train_<shard>` for a shard): per task `vae_loss_<i>`, `critic_loss_<i>`,
+  `actor_loss_<i>`, `q_<i>` (means since the last row), 20 rows per `eval_every`;
+- `metrics/bcq/eval` (`eval_<shard>`): every `eval_every` iterations and at the end, `iteration`,
+  `return` (mean over tasks) and a column `return_<i>` per task: each task's BCQ policy run on its
+  own task (`rollout.run_episode` over the K envs, `eval_episodes` episodes);
+- `models/bcq/checkpoint/<shard>`: the resumable checkpoint (networks, targets, Adam states, RNG
+  states, iteration, best returns, metric row counts); deleted when the shard is done;
+- `stages/bcq/<i>`: per-task records. Shards and the stage record work as in `mbml collect`.
+
+Resume is exact: mini-batches and noise come from two checkpointed generators, evaluations from
+generators seeded by (seed, iteration), so a killed and resumed run ends with the same weights.
+At the end the stage prints, per task, a random policy's return, the best episode return in the
+task's batch, the final BCQ policy's return (mean of `max(5, eval_episodes)` episodes) and the
+fraction of the way from the first to the second that BCQ covers.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from .. import stages
+from ..algos import bcq as bcq_algo
+from ..algos.sac import load_optimiser_state, optimiser_state
+from ..data import TaskData
+from ..nets import device_of, seed_everything, task_state
+from ..rollout import run_episode
+from .collect import (Reporter, derive_seed, episode_returns, finish_shard, flat_state, format_returns,
+                      plan_shard, shard_name, unflat_state)
+
+REPORT_EPISODES = 5
+LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
+
+
+def checkpoint_path(shard: str) -> str:
+    return f"models/bcq/checkpoint/{shard}"
+
+
+@stages.stage("bcq", sections=("collect", "bcq"), needs=("collect",))
+def bcq(ctx: stages.RunContext, tasks: list[int] | None = None):
+    _, todo, digest = plan_shard(ctx, "bcq", tasks)
+    if todo:
+        BCQRun(ctx, todo, digest).run()
+    return finish_shard(ctx, "bcq", digest)
+
+
+def evaluate(model: bcq_algo.BCQ, envs, episodes: int, seed: int) -> np.ndarray:
+    """Mean return per task of `model`'s policy over `episodes` episodes on its own task's env."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    total = np.zeros(len(envs))
+    for e in range(episodes):
+        total += run_episode(envs, lambda obs: model.act(obs, gen), seed=derive_seed(seed, e)).returns
+    return total / episodes
+
+
+def random_returns(envs, episodes: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    act_dim = envs[0].action_space.shape[0]
+    total = np.zeros(len(envs))
+    for e in range(episodes):
+        total += run_episode(envs, lambda obs: rng.uniform(-1, 1, (len(obs), act_dim)),
+                             seed=derive_seed(seed, e)).returns
+    return total / episodes
+
+
+def best_batch_return(store, task: int) -> float:
+    """The best finished episode's return in task `task`'s batch."""
+    group = store.root[f"data/train/{task}"]
+    n = int(group.attrs["n"])
+    rew = np.asarray(group["rew"][:n], np.float64)
+    ends = np.asarray(group["terminal"][:n]) | np.asarray(group["truncated"][:n])
+    returns = episode_returns(rew, ends)
+    return max(returns) if returns else float("nan")
+
+
+class BCQRun:
+    """One batched BCQ over the tasks `todo`: data, networks, evaluation envs, checkpoint."""
+
+    def __init__(self, ctx: stages.RunContext, todo: list[int], digest: str):
+        self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.bcq
+        self.todo, self.digest = todo, digest
+        self.shard = shard_name(todo, self.r.env.n_train)
+        suffix = "" if self.shard == "all" else f"_{self.shard}"
+        self.train_name, self.eval_name = f"train{suffix}", f"eval{suffix}"
+        self.device = device_of(self.r.device)
+        self.data = TaskData.load(self.store, "train", todo, device=self.device)
+        self.K, self.obs_dim, self.act_dim = self.data.n_tasks, self.data.obs.shape[-1], self.data.act.shape[-1]
+        params = ctx.tasks("train")
+        self.envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
+
+        seed_everything(derive_seed(self.r.seed, 11, *todo), self.r.threads)   # network initialisation
+        self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
+        self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr)
+        self.gen_sample = torch.Generator().manual_seed(derive_seed(self.r.seed, 12, *todo))
+        self.gen_noise = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 13, *todo))
+        self.it = 0
+        self.best = np.full(self.K, -np.inf)
+        self.last_eval = np.full(self.K, np.nan)
+        self.acc = {name: torch.zeros(self.K, dtype=torch.float64) for name in LOSSES}
+        self.acc_n = 0
+        self.log_every = max(1, self.cfg.eval_every // 20)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        tensors = {"rng/sample": self.gen_sample.get_state(), "rng/noise": self.gen_noise.get_state()}
+        for name, module in self.tr.modules().items():
+            tensors.update(flat_state(name, module))
+        for name, o in self.tr.optimisers().items():
+            tensors.update(optimiser_state(name, o))
+        tensors.update({f"acc/{k}": v for k, v in self.acc.items()})
+        meta = {"iteration": self.it, "best": self.best.tolist(), "last_eval": self.last_eval.tolist(),
+                "acc_n": self.acc_n, "tasks": self.todo, "hash": self.digest,
+                "train_rows": self.store.rows(f"metrics/bcq/{self.train_name}"),
+                "eval_rows": self.store.rows(f"metrics/bcq/{self.eval_name}")}
+        self.store.save_weights(checkpoint_path(self.shard), tensors, meta)
+
+    def load_checkpoint(self) -> bool:
+        path = checkpoint_path(self.shard)
+        if not (self.ctx.resume and self.store.has_weights(path)):
+            return False
+        tensors, meta = self.store.load_weights(path)
+        if meta.get("hash") != self.digest or meta.get("tasks") != self.todo:
+            return False
+        for name, module in self.tr.modules().items():
+            module.load_state_dict(unflat_state(name, tensors))
+        for name, o in self.tr.optimisers().items():
+            load_optimiser_state(name, o, tensors)
+        self.gen_sample.set_state(torch.from_numpy(np.array(tensors["rng/sample"])))
+        self.gen_noise.set_state(torch.from_numpy(np.array(tensors["rng/noise"])))
+        self.acc = {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in self.acc}
+        self.acc_n = int(meta["acc_n"])
+        self.it = int(meta["iteration"])
+        self.best = np.asarray(meta["best"], np.float64)
+        self.last_eval = np.asarray(meta["last_eval"], np.float64)
+        self.store.set_rows(f"metrics/bcq/{self.train_name}", int(meta["train_rows"]))
+        self.store.set_rows(f"metrics/bcq/{self.eval_name}", int(meta["eval_rows"]))
+        return True
+
+    def start_fresh(self) -> None:
+        for path in (f"metrics/bcq/{self.train_name}", f"metrics/bcq/{self.eval_name}", checkpoint_path(self.shard)):
+            self.store.delete(path)
+        for i in self.todo:
+            self.store.delete(bcq_algo.weights_path("final", i))
+            self.store.delete(bcq_algo.weights_path("best", i))
+
+    # ---- pieces of the loop --------------------------------------------------------------------
+    def meta(self, k: int, **extra) -> dict:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": self.it, "task": self.todo[k],
+                "hash": self.digest, **extra}
+
+    def log_losses(self) -> None:
+        n = max(self.acc_n, 1)
+        row = {"iteration": self.it}
+        for k, i in enumerate(self.todo):
+            for name, v in self.acc.items():
+                row[f"{name}_{i}"] = float(v[k]) / n
+        self.store.log("bcq", self.train_name, row)
+        self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
+        self.acc_n = 0
+
+    def evaluate_and_keep_best(self) -> None:
+        returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, self.it))
+        self.last_eval = returns
+        row = {"iteration": self.it, "return": float(returns.mean())}
+        row.update({f"return_{i}": float(returns[k]) for k, i in enumerate(self.todo)})
+        self.store.log("bcq", self.eval_name, row)
+        for k, i in enumerate(self.todo):
+            if returns[k] > self.best[k]:
+                self.best[k] = returns[k]
+                self.store.save_weights(bcq_algo.weights_path("best", i), task_state(self.model, k),
+                                        self.meta(k, **{"return": float(returns[k])}))
+
+    def run(self) -> None:
+        cfg = self.cfg
+        if not self.load_checkpoint():
+            self.start_fresh()
+        started, start_it, t0 = time.time(), self.it, time.perf_counter()
+        report = Reporter(f"bcq {self.shard}", cfg.iterations, self.it)
+        try:
+            while self.it < cfg.iterations:
+                batch = self.data.sample(cfg.batch_size, self.gen_sample)
+                noise = bcq_algo.sample_noise(self.K, cfg.batch_size, self.model.vae.latent_dim,
+                                              cfg.n_candidates, self.gen_noise, self.device)
+                out = bcq_algo.update(self.tr, batch, cfg, noise)
+                for name in self.acc:
+                    self.acc[name] += out[name].double().cpu()
+                self.acc_n += 1
+                self.it += 1
+                if self.it % self.log_every == 0 or self.it == cfg.iterations:
+                    self.log_losses()
+                    self.ctx.progress(self.it / cfg.iterations)
+                    report.update(self.it)
+                if self.it % cfg.eval_every == 0 or self.it == cfg.iterations:
+                    self.evaluate_and_keep_best()
+                    rate = (self.it - start_it) / max(time.perf_counter() - t0, 1e-9)
+                    report.update(self.it, f"{rate:,.0f} it/s  {format_returns(self.todo, self.last_eval)}", line=True)
+                if self.it % cfg.checkpoint_every == 0 and self.it < cfg.iterations:
+                    self.save_checkpoint()
+        finally:
+            report.close()
+        self.finish(report, started, time.perf_counter() - t0, start_it)
+
+    def finish(self, report: Reporter, started: float, elapsed: float, start_it: int) -> None:
+        seed = self.r.seed
+        episodes = max(REPORT_EPISODES, self.cfg.eval_episodes)
+        final = evaluate(self.model, self.envs, episodes, derive_seed(seed, 15))
+        rand = random_returns(self.envs, episodes, derive_seed(seed, 16))
+        table = Table("task", "random", "best in batch", "BCQ", "fraction", title=f"bcq {self.shard}: final policies "
+                      f"({episodes} episodes each)")
+        for k, i in enumerate(self.todo):
+            best = best_batch_return(self.store, i)
+            frac = (final[k] - rand[k]) / (best - rand[k]) if best != rand[k] else float("nan")
+            report_meta = {"return": float(final[k]), "random_return": float(rand[k]),
+                           "best_batch_return": float(best), "bcq_return": float(final[k]), "fraction": float(frac)}
+            self.store.save_weights(bcq_algo.weights_path("final", i), task_state(self.model, k),
+                                    self.meta(k, **report_meta))
+            self.store.set_stage(f"bcq/{i}", status="done", hash=self.digest, started=started,
+                                 ended=time.time(), progress=1.0, shard=self.shard, **report_meta)
+            table.add_row(str(i), f"{rand[k]:.1f}", f"{best:.1f}", f"{final[k]:.1f}", f"{frac:.2f}")
+        self.store.delete(checkpoint_path(self.shard))
+        for env in self.envs:
+            env.close()
+        report.console.print(table)
+        report.console.print(f"bcq {self.shard}: {self.K} tasks × {self.cfg.iterations} iterations "
+                             f"({self.it - start_it} this run) in {elapsed:.1f}s", highlight=False)
