@@ -112,14 +112,34 @@ class EvalConfig:
 
 @dataclass
 class FinetuneConfig:
-    """SAC on a test task from the MBML policy vs from scratch (Sec. 5.3)."""
-    enabled: bool = doc("run fine-tuning in `mbml run`", False)
-    n_tasks: int = doc("test tasks to fine-tune on", 3, **rng(1))
-    init_steps: int = doc("transitions collected with the MBML policy", 10_000, **rng(1))
-    steps: int = doc("online SAC environment steps", 100_000, **rng(1))
-    bc_steps: int = doc("behaviour-cloning gradient steps", 2000, **rng(1))
+    """SAC on a test task from the MBML policy vs from scratch (Sec. 5.3, Fig. 8).
+
+    Both runs of a task take `init_steps + steps` environment interactions with the same seeds. The
+    MBML run collects its first `init_steps` with the MBML policy (z from the prior in episode 1,
+    then from the posterior of everything collected), freezes z, fits its actor to those actions and
+    initialises both critics from Q_D(·, ·, z); the scratch run takes uniform random actions for
+    those steps (SAC's usual warm-up) and keeps random weights. Then both train the same SAC."""
+    enabled: bool = doc("run fine-tuning in `mbml run` (after the recipe's stages)", False)
+    n_tasks: int = doc("test tasks to fine-tune on in `mbml run` / `mbml finetune` without --task", 3, **rng(1))
+    init_steps: int = doc("transitions collected with the MBML policy (random actions for scratch)", 10_000, **rng(1))
+    steps: int = doc("online SAC environment steps after the initial ones", 100_000, **rng(1))
+    bc_steps: int = doc("behaviour-cloning gradient steps (maximum likelihood of the collected actions)", 2000, **rng(1))
+    hidden: list = doc("actor widths (tanh-Gaussian, no z input); the critics take Q_D's widths",
+                       default_factory=lambda: [256, 256])
+    lr: float = doc("Adam learning rate (behaviour cloning, actor, critics, temperature)", 3e-4, **rng(0))
+    gamma: float = doc("discount", 0.99, **rng(0, 1))
     tau: float = doc("Polyak rate", 5e-3, **rng(0, 1))
-    threshold: float = doc("fraction of the best return either run reaches that counts as reached", 0.9, **rng(0, 1))
+    batch_size: int = doc("mini-batch per critic (each critic gets its own) and per BC step", 256, **rng(1))
+    alpha_init: float = doc("initial entropy temperature α (then tuned towards entropy −dim A), both runs", 1.0, **rng(0))
+    policy_noise: float = doc("std of the Gaussian noise on the target action (target policy smoothing)", 0.2, **rng(0))
+    noise_clip: float = doc("the target-action noise is clipped to ±noise_clip", 0.5, **rng(0))
+    eval_every: int = doc("environment steps between evaluations (deterministic policy, not counted as interactions)",
+                          1000, **rng(1))
+    eval_episodes: int = doc("episodes per evaluation", 1, **rng(1))
+    checkpoint_every: int = doc("environment steps between resumable checkpoints", 5000, **rng(1))
+    threshold: float = doc("return counted as reached: the worst initial return plus this fraction of the way to "
+                           "the best return either run reaches (= this fraction of the best when the worst "
+                           "initial return is 0)", 0.9, **rng(0, 1))
 
 
 ALGOS = ("mbml", "no_relabel", "no_triplet", "neither", "gt_relabel", "contextual_bcq", "batch_pearl")

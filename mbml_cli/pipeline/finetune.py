@@ -1,0 +1,448 @@
+"""`mbml finetune RUN [--task K | --unseen]`: SAC on unseen tasks initialised from the MBML policy,
+against the same SAC from a random initialisation (paper Sec. 5.3, Fig. 8; the algorithm is
+`algos/finetune.py`).
+
+Which tasks: `--task K` the run's test task K; `--unseen` one fresh task
+`dist.tasks("unseen", 1, seed + eval.unseen_seed)`; neither (and `mbml run` with `finetune.enabled`)
+the first `finetune.n_tasks` test tasks. All runs of one invocation — every task × {mbml, scratch} —
+train as ONE batched agent, their R environments stepped in lockstep, for
+`finetune.init_steps + finetune.steps` interactions each:
+
+  t < init_steps   MBML runs act with the MBML policy (episode 1: z from the prior, later episodes:
+                   z from the posterior of everything collected so far); scratch runs act uniformly
+                   at random (SAC's warm-up). No updates.
+  t = init_steps   MBML runs: z frozen to the posterior mean of all init_steps transitions, both
+                   critics ← Q_D(·, ·, z), actor fitted to the collected actions (bc_steps steps).
+  t > init_steps   one SAC update per environment step for every run (`algos.finetune.update`).
+
+The two runs of a task share every environment seed (training resets and evaluation resets) and
+start from the same random actor weights (the MBML run's are then behaviour-cloned).
+
+Writes
+  finetune/<init>/<task>          (init ∈ mbml, scratch) append-only rows: interactions, return —
+                                  the mean return of `eval_episodes` deterministic episodes (tanh μ)
+                                  every `eval_every` steps from t = init_steps on; evaluation
+                                  episodes are not counted as interactions
+  finetune/summary/<task>         attributes: threshold, interactions to reach it per init (None:
+                                  never), saving in % (and whether it is a lower bound), returns
+  metrics/finetune/<init>/<task>  per evaluation: interactions, train_return, critic_loss,
+                                  actor_loss, alpha, entropy, q (means since the last row)
+  data/finetune/<init>/<task>     every transition (obs, act, rew, next_obs, terminal, truncated)
+  models/finetune/<init>/<task>   final weights of that run (its slice of the batched agent)
+  models/finetune/checkpoint/<name>  resumable checkpoint (name: all, the task index, or unseen)
+
+Exact resume: like `collect`, all randomness comes from checkpointed generators and the
+environments are rebuilt by replaying the unfinished episode's stored actions, so a killed
+invocation resumed with the same inputs writes the same numbers as an uninterrupted one. (A run's
+random streams depend on which tasks share its invocation: `--task 0` and the all-tasks run differ.)
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .. import stages
+from ..algos import finetune as ft
+from ..algos.sac import load_optimiser_state, optimiser_state
+from ..api import Run, load_policy
+from ..errors import StageError
+from ..nets import device_of, seed_everything, task_state
+
+INITS = ("mbml", "scratch")
+COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated")
+SALT = 7_000                     # separates these seeds from the other stages'
+console = Console()
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed from non-negative integers: independent streams per (seed, purpose, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def table_path(init: str, task: str) -> str:
+    return f"finetune/{init}/{task}"
+
+
+def data_path(init: str, task: str) -> str:
+    return f"data/finetune/{init}/{task}"
+
+
+def episode_returns(rew: np.ndarray, ends: np.ndarray) -> list[float]:
+    out, start = [], 0
+    for e in np.flatnonzero(ends):
+        out.append(float(rew[start:e + 1].sum()))
+        start = e + 1
+    return out
+
+
+# ---- the stage -------------------------------------------------------------------------------------
+@stages.stage("finetune", sections=("finetune",), needs=("distill/mbml",))
+def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = False) -> None:
+    r = ctx.recipe
+    if unseen and task is not None:
+        raise StageError("mbml finetune: give --task K or --unseen, not both")
+    if unseen:
+        params, names, ids, shard = ctx.dist.tasks("unseen", 1, r.seed + r.eval.unseen_seed), ["unseen"], [(1, 0)], "unseen"
+    else:
+        test = ctx.tasks("test")
+        if task is not None:
+            if not 0 <= task < len(test):
+                raise StageError(f"--task {task}: out of range (this run has test tasks 0..{len(test) - 1})")
+            chosen, shard = [task], str(task)
+        else:
+            chosen, shard = list(range(min(r.finetune.n_tasks, len(test)))), "all"
+        params, names, ids = test[chosen], [str(i) for i in chosen], [(0, i) for i in chosen]
+    Finetuner(ctx, names, np.asarray(params), ids, shard).run()
+    print_summary(ctx.store, r.finetune.threshold)
+
+
+class Finetuner:
+    """R = 2T runs (rows 0..T−1 MBML-initialised, T..2T−1 scratch) of T tasks, as one agent."""
+
+    def __init__(self, ctx: stages.RunContext, names: list[str], params: np.ndarray, ids: list[tuple[int, int]],
+                 shard: str):
+        self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.finetune
+        self.names, self.params, self.ids, self.shard = names, params, ids, shard
+        self.T = T = len(names)
+        self.R = R = 2 * T
+        self.runs = [(INITS[k // T], names[k % T]) for k in range(R)]     # (init, task) of each row
+        self.device = device_of(self.r.device)
+        self.digest = stages.section_hash(self.r, *stages.REGISTRY["finetune"].sections)
+        self.total = self.cfg.init_steps + self.cfg.steps
+
+        self.policy = load_policy(Run(self.store), "mbml", "final", self.r.device)     # the multi-task policy
+        self.envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
+        self.eval_envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
+        self.obs_dim = self.envs[0].observation_space.shape[0]
+        self.act_dim = self.envs[0].action_space.shape[0]
+        flat_ids = [p for i in ids for p in i]
+
+        # networks: same random actor for both runs of a task; critics Q_D-shaped (Sec. 5.3)
+        meta = self.policy.meta
+        seed_everything(derive_seed(self.r.seed, SALT, *flat_ids), self.r.threads)
+        self.agent = ft.FinetuneAgent(R, self.obs_dim, self.act_dim, meta["latent_dim"], self.cfg.hidden,
+                                      meta["q_hidden"], self.cfg.alpha_init).to(self.device)
+        with torch.no_grad():
+            for p in self.agent.actor.parameters():
+                p[T:] = p[:T]
+        ft.set_obs_stats(self.agent, self.policy.module.obs_mean, self.policy.module.obs_std)
+        self.opt = ft.Optimisers(self.agent, self.cfg.lr)
+        self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, SALT + 1, *flat_ids))
+        self.cpu_gen = torch.Generator().manual_seed(derive_seed(self.r.seed, SALT + 2, *flat_ids))
+
+        N = self.total
+        self.host = {"obs": np.zeros((R, N, self.obs_dim), np.float32),
+                     "act": np.zeros((R, N, self.act_dim), np.float32),
+                     "rew": np.zeros((R, N), np.float32),
+                     "next_obs": np.zeros((R, N, self.obs_dim), np.float32),
+                     "terminal": np.zeros((R, N), bool), "truncated": np.zeros((R, N), bool)}
+        if self.device.type == "cpu":
+            self.buf = {k: torch.from_numpy(self.host[k]) for k in ("obs", "act", "rew", "next_obs")}
+            self.buf_terminal = torch.zeros((R, N))
+        else:
+            self.buf = {k: torch.zeros(self.host[k].shape, device=self.device) for k in ("obs", "act", "rew", "next_obs")}
+            self.buf_terminal = torch.zeros((R, N), device=self.device)
+        self.t = 0
+        self.flushed = 0
+        self.episodes = np.zeros(R, np.int64)             # episodes started per run
+        self.n_evals = 0
+        self.obs = np.zeros((R, self.obs_dim), np.float32)
+        self.recent = [deque(maxlen=5) for _ in range(R)]
+        self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
+        self.acc = {k: torch.zeros(R, dtype=torch.float64) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
+        self.acc_n = 0
+        self.bc_loss = float("nan")
+
+    # ---- environments ------------------------------------------------------------------------------
+    def reset_seed(self, k: int, episode: int) -> int:
+        return derive_seed(self.r.seed, SALT + 3, *self.ids[k % self.T], episode)
+
+    def reset_env(self, k: int) -> np.ndarray:
+        seed = self.reset_seed(k, int(self.episodes[k]))
+        self.episodes[k] += 1
+        return np.asarray(self.envs[k].reset(seed=seed)[0], np.float32)
+
+    def restore_envs(self) -> None:
+        """Each env back to its state at step t: reset with the unfinished episode's seed, replay its actions."""
+        h = self.host
+        for k in range(self.R):
+            ends = h["terminal"][k, :self.t] | h["truncated"][k, :self.t]
+            for ret in episode_returns(h["rew"][k, :self.t], ends)[-5:]:
+                self.recent[k].append(ret)
+            idx = np.flatnonzero(ends)
+            start = int(idx[-1]) + 1 if len(idx) else 0
+            self.episodes[k] -= 1
+            obs = self.reset_env(k)
+            for j in range(start, self.t):
+                obs = np.asarray(self.envs[k].step(h["act"][k, j])[0], np.float32)
+                if not np.array_equal(obs, h["next_obs"][k, j]):
+                    raise StageError(f"finetune: {self.runs[k]}'s environment does not replay deterministically "
+                                     f"(step {j}); cannot resume exactly — run again with --force")
+            self.obs[k] = obs
+
+    def context(self, k: int, stop: int) -> dict[str, np.ndarray]:
+        return {f: self.host[f][k, :stop] for f in ("obs", "act", "rew", "next_obs")}
+
+    # ---- acting and stepping -------------------------------------------------------------------------
+    def act(self) -> np.ndarray:
+        T = self.T
+        if self.t < self.cfg.init_steps:
+            a = np.empty((self.R, self.act_dim), np.float32)
+            a[:T] = self.policy.act(self.obs[:T], self.z, self.cpu_gen)                  # the MBML policy
+            a[T:] = (torch.rand((T, self.act_dim), generator=self.cpu_gen) * 2 - 1).numpy()   # uniform warm-up
+            return a
+        obs = torch.as_tensor(self.obs, device=self.device)
+        return self.agent.act(obs, generator=self.gen).cpu().numpy().astype(np.float32)
+
+    def step_envs(self, actions: np.ndarray) -> None:
+        t, h = self.t, self.host
+        for k, env in enumerate(self.envs):
+            nxt, rew, term, trunc, _ = env.step(actions[k])
+            h["obs"][k, t], h["act"][k, t], h["rew"][k, t] = self.obs[k], actions[k], rew
+            h["next_obs"][k, t], h["terminal"][k, t], h["truncated"][k, t] = nxt, term, trunc
+            if term or trunc:
+                start = np.flatnonzero(h["terminal"][k, :t] | h["truncated"][k, :t])
+                start = int(start[-1]) + 1 if len(start) else 0
+                self.recent[k].append(float(h["rew"][k, start:t + 1].sum()))
+                self.obs[k] = self.reset_env(k)
+                if k < self.T and t + 1 < self.cfg.init_steps:     # PEARL protocol: z from the posterior
+                    self.z[k] = ft.sample_z(self.policy, self.context(k, t + 1), self.cpu_gen)
+            else:
+                self.obs[k] = nxt
+        self.buf_terminal[:, t] = torch.as_tensor(h["terminal"][:, t], dtype=torch.float32)
+        if self.device.type != "cpu":
+            for c, b in self.buf.items():
+                b[:, t] = torch.as_tensor(h[c][:, t], device=self.device)
+        self.t += 1
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.t, (self.R, self.cfg.batch_size), generator=self.gen, device=self.device)
+        rows = torch.arange(self.R, device=self.device)[:, None]
+        batch = {c: b[rows, idx] for c, b in self.buf.items()}
+        batch["terminal"] = self.buf_terminal[rows, idx]
+        return batch
+
+    # ---- Sec. 5.3 initialisation ----------------------------------------------------------------------
+    def initialise(self) -> None:
+        T, n = self.T, self.cfg.init_steps
+        z = ft.frozen_z(self.policy, {f: self.host[f][:T, :n] for f in ("obs", "act", "rew", "next_obs")})
+        self.z[:] = z
+        ft.init_from_mbml(self.agent, list(range(T)), self.policy.module.q, torch.as_tensor(z, device=self.device))
+        weight = torch.tensor([1.0] * T + [0.0] * T, device=self.device)
+        losses = ft.behaviour_clone(self.agent, self.buf["obs"][:, :n], self.buf["act"][:, :n], weight,
+                                    self.cfg.bc_steps, self.cfg.lr, self.cfg.batch_size, self.gen)
+        self.bc_loss = losses[-1] if losses else float("nan")
+
+    # ---- evaluation and logging -------------------------------------------------------------------------
+    def evaluate(self) -> np.ndarray:
+        """(R,) mean return of `eval_episodes` deterministic episodes; seeds shared by a task's two runs."""
+        totals = np.zeros(self.R)
+        for e in range(self.cfg.eval_episodes):
+            obs = np.stack([np.asarray(env.reset(seed=derive_seed(self.r.seed, SALT + 4, *self.ids[k % self.T],
+                                                                   self.n_evals, e))[0], np.float32)
+                            for k, env in enumerate(self.eval_envs)])
+            alive = np.ones(self.R, bool)
+            while alive.any():
+                a = self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
+                for k in np.flatnonzero(alive):
+                    nxt, rew, term, trunc, _ = self.eval_envs[k].step(a[k])
+                    totals[k] += rew
+                    obs[k] = nxt
+                    alive[k] = not (term or trunc)
+        self.n_evals += 1
+        return totals / self.cfg.eval_episodes
+
+    def log(self, returns: np.ndarray) -> None:
+        n = max(self.acc_n, 1)
+        for k, (init, name) in enumerate(self.runs):
+            self.store.append_rows(table_path(init, name), {"interactions": np.array([self.t], np.int64),
+                                                            "return": np.array([returns[k]], np.float64)})
+            row = {"interactions": self.t,
+                   "train_return": float(np.mean(self.recent[k])) if self.recent[k] else float("nan"),
+                   **{m: float(v[k]) / n if self.acc_n else float("nan") for m, v in self.acc.items()}}
+            self.store.log("finetune", f"{init}/{name}", row)
+        self.acc = {m: torch.zeros_like(v) for m, v in self.acc.items()}
+        self.acc_n = 0
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        if self.t > self.flushed:
+            for k, (init, name) in enumerate(self.runs):
+                self.store.append_rows(data_path(init, name), {c: self.host[c][k, self.flushed:self.t] for c in COLUMNS})
+            self.flushed = self.t
+
+    def checkpoint_path(self) -> str:
+        return f"models/finetune/checkpoint/{self.shard}"
+
+    def save_checkpoint(self) -> None:
+        self.flush()
+        tensors = {**{f"agent/{k}": v for k, v in self.agent.state_dict().items()},
+                   "rng": self.gen.get_state(), "cpu_rng": self.cpu_gen.get_state(), "z": torch.from_numpy(self.z),
+                   **{f"acc/{k}": v for k, v in self.acc.items()}}
+        for name, o in self.opt.items():
+            tensors.update(optimiser_state(name, o))
+        rows = {f"{init}/{name}": [self.store.rows(table_path(init, name)),
+                                   self.store.rows(f"metrics/finetune/{init}/{name}")] for init, name in self.runs}
+        meta = {"t": self.t, "episodes": self.episodes.tolist(), "n_evals": self.n_evals, "acc_n": self.acc_n,
+                "names": self.names, "hash": self.digest, "rows": rows, "bc_loss": self.bc_loss}
+        self.store.save_weights(self.checkpoint_path(), tensors, meta)
+
+    def load_checkpoint(self) -> bool:
+        path = self.checkpoint_path()
+        if not (self.ctx.resume and self.store.has_weights(path)):
+            return False
+        tensors, meta = self.store.load_weights(path)
+        if meta.get("hash") != self.digest or meta.get("names") != self.names:
+            return False
+        self.agent.load_state_dict({k[len("agent/"):]: torch.as_tensor(np.array(v)) for k, v in tensors.items()
+                                    if k.startswith("agent/")})
+        for name, o in self.opt.items():
+            load_optimiser_state(name, o, tensors)
+        self.gen.set_state(torch.from_numpy(np.array(tensors["rng"])))
+        self.cpu_gen.set_state(torch.from_numpy(np.array(tensors["cpu_rng"])))
+        self.z[:] = np.array(tensors["z"])
+        self.acc = {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in self.acc}
+        self.acc_n, self.n_evals, self.bc_loss = int(meta["acc_n"]), int(meta["n_evals"]), float(meta["bc_loss"])
+        self.t = self.flushed = int(meta["t"])
+        self.episodes = np.asarray(meta["episodes"], np.int64)
+        for k, (init, name) in enumerate(self.runs):
+            table_rows, metric_rows = meta["rows"][f"{init}/{name}"]
+            self.store.set_rows(table_path(init, name), table_rows)
+            self.store.set_rows(f"metrics/finetune/{init}/{name}", metric_rows)
+            if self.store.rows(data_path(init, name)) < self.t:
+                raise StageError(f"{self.store.path}: {data_path(init, name)} has fewer rows than its checkpoint; "
+                                 "run again with --force")
+            self.store.set_rows(data_path(init, name), self.t)
+            stored = self.store.read_rows(data_path(init, name), 0, self.t)
+            for c in COLUMNS:
+                self.host[c][k, :self.t] = stored[c]
+        self.buf_terminal[:, :self.t] = torch.as_tensor(self.host["terminal"][:, :self.t], dtype=torch.float32)
+        if self.device.type != "cpu":
+            for c, b in self.buf.items():
+                b[:, :self.t] = torch.as_tensor(self.host[c][:, :self.t], device=self.device)
+        self.restore_envs()
+        return True
+
+    def start_fresh(self) -> None:
+        self.store.delete(self.checkpoint_path())
+        for k, (init, name) in enumerate(self.runs):
+            for path in (table_path(init, name), data_path(init, name), f"metrics/finetune/{init}/{name}",
+                         f"finetune/summary/{name}", f"models/finetune/{init}/{name}"):
+                self.store.delete(path)
+            self.obs[k] = self.reset_env(k)
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        resumed = self.load_checkpoint()
+        if not resumed:
+            self.start_fresh()
+        started, t0 = time.time(), self.t
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.fields[info]}"), console=Console(stderr=True), refresh_per_second=4,
+                       disable=not Console(stderr=True).is_terminal)
+        label = f"finetune {self.shard} ({self.T} task{'s' if self.T > 1 else ''} × mbml, scratch)"
+        if resumed:
+            console.print(f"{label}: resuming at {self.t}/{self.total} interactions")
+        with bar:
+            job = bar.add_task(label, total=self.total, completed=self.t, info="collecting with the MBML policy")
+            while self.t < self.total:
+                self.step_envs(self.act())
+                if self.t == cfg.init_steps:                                   # Sec. 5.3 initialisation
+                    self.initialise()
+                elif self.t > cfg.init_steps:                                  # one update per step
+                    out = ft.update(self.agent, self.opt, self.sample(), self.sample(), cfg.gamma, cfg.tau,
+                                    cfg.policy_noise, cfg.noise_clip, generator=self.gen)
+                    for m in self.acc:
+                        self.acc[m] += out[m].double().cpu()
+                    self.acc_n += 1
+                if self.t >= cfg.init_steps and ((self.t - cfg.init_steps) % cfg.eval_every == 0 or self.t == self.total):
+                    returns = self.evaluate()
+                    self.log(returns)
+                    self.ctx.progress(self.t / self.total)
+                    T = self.T
+                    info = "return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) + \
+                           " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:])
+                    bar.update(job, completed=self.t, info=info)
+                    if bar.disable:
+                        console.print(f"{label} {self.t}/{self.total}: {info}", highlight=False)
+                elif self.t % 50 == 0:
+                    bar.update(job, completed=self.t)
+                if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
+                    self.save_checkpoint()
+        self.flush()
+        self.finish(time.time() - started, self.t - t0)
+
+    def finish(self, wall: float, steps: int) -> None:
+        h, n = self.host, self.cfg.init_steps
+        for k, (init, name) in enumerate(self.runs):
+            self.store.save_weights(f"models/finetune/{init}/{name}", task_state(self.agent, k),
+                                    {"init": init, "task": name, "interactions": self.t, "obs_dim": self.obs_dim,
+                                     "act_dim": self.act_dim, "hash": self.digest})
+        for k, name in enumerate(self.names):
+            ends = h["terminal"][k, :n] | h["truncated"][k, :n]
+            mbml_eps = episode_returns(h["rew"][k, :n], ends)
+            self.write_summary(name, self.params[k], mbml_eps)
+        self.store.delete(self.checkpoint_path())
+        for env in self.envs + self.eval_envs:
+            env.close()
+        console.print(f"finetune {self.shard}: {self.R} runs × {self.total} interactions "
+                      f"({steps} this invocation) in {wall:.1f}s", highlight=False)
+
+    def write_summary(self, name: str, param: np.ndarray, mbml_episodes: list[float]) -> None:
+        curves = {}
+        for init in INITS:
+            rows = self.store.read_rows(table_path(init, name))
+            curves[init] = (rows["interactions"], rows["return"])
+        res = ft.interactions_to_threshold(curves, self.cfg.threshold)
+        saved, lower = ft.saving(res["reached"]["mbml"], res["reached"]["scratch"], self.total)
+        skip = min(self.r.eval.skip, max(len(mbml_episodes) - 1, 0))
+        attrs = {"task": name, "param": [float(v) for v in np.atleast_1d(param)], "fraction": self.cfg.threshold,
+                 "threshold": res["threshold"], "best": res["best"], "worst_initial": res["worst_initial"],
+                 "mbml": res["reached"]["mbml"], "scratch": res["reached"]["scratch"], "saving": saved,
+                 "saving_lower_bound": lower, "interactions": self.total, "init_steps": self.cfg.init_steps,
+                 "mbml_policy_return": float(np.mean(mbml_episodes[skip:])) if mbml_episodes else None,
+                 "bc_loss": self.bc_loss,
+                 **{f"{init}_first": float(curves[init][1][0]) for init in INITS},
+                 **{f"{init}_final": float(curves[init][1][-1]) for init in INITS}}
+        self.store.delete(f"finetune/summary/{name}")
+        self.store.group(f"finetune/summary/{name}").attrs.update(attrs)
+
+
+# ---- the table ---------------------------------------------------------------------------------------
+def summary_rows(store) -> list[dict]:
+    if not store.exists("finetune/summary"):
+        return []
+    group = store.root["finetune/summary"]
+    keys = sorted(group.group_keys(), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    return [dict(group[k].attrs) for k in keys]
+
+
+def fmt_steps(v) -> str:
+    return "never" if v is None else f"{v:,}"
+
+
+def print_summary(store, fraction: float) -> Table:
+    """Interactions each init needs to reach the threshold, the saving, and the returns: the MBML
+    policy's own (its collection episodes after the first `eval.skip`), at the first evaluation
+    (after behaviour cloning / at random initialisation) and at the last."""
+    table = Table("task", "param", "threshold", "MBML init", "scratch", "saving", "MBML π", "first m / s",
+                  "last m / s", title="fine-tuning: interactions to reach the threshold",
+                  caption=f"threshold = worst first return + {fraction:g} × (best return − worst first return)")
+    for row in summary_rows(store):
+        saving = "—" if row.get("saving") is None else \
+            (("≥ " if row.get("saving_lower_bound") else "") + f"{row['saving']:.0f}%")
+        scratch = fmt_steps(row["scratch"]) + ("" if row["scratch"] is not None else f" (> {row['interactions']:,})")
+        table.add_row(row["task"], ", ".join(f"{v:.2f}" for v in row["param"]), f"{row['threshold']:.1f}",
+                      fmt_steps(row["mbml"]), scratch, saving,
+                      "—" if row.get("mbml_policy_return") is None else f"{row['mbml_policy_return']:.1f}",
+                      f"{row['mbml_first']:.1f} / {row['scratch_first']:.1f}",
+                      f"{row['mbml_final']:.1f} / {row['scratch_final']:.1f}")
+    (console if console.is_terminal else Console(width=120)).print(table)   # a log file gets the whole table
+    return table
