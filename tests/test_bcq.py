@@ -11,6 +11,15 @@ from mbml_cli.nets import stack_states, task_state
 from mbml_cli.store import Store
 
 K, OBS, ACT, B = 3, 4, 2, 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks: one thread is faster (and immune to oversubscription on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 CFG = BCQConfig(actor_hidden=[8, 8], critic_hidden=[8, 8], vae_hidden=[8, 8], n_candidates=4, lr=1e-2, tau=0.05)
 
 

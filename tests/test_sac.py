@@ -10,6 +10,15 @@ from mbml_cli.nets import stack_states, task_state
 K, OBS, ACT, B = 3, 4, 2, 16
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small networks: one thread is faster (and immune to oversubscription on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def batch(seed: int, k: int = K) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {"obs": torch.randn(k, B, OBS, generator=g), "act": torch.rand(k, B, ACT, generator=g) * 2 - 1,
