@@ -7,15 +7,16 @@ One `BCQ` module holds K independent BCQ agents — weights with a leading task 
   `decode(s, z=None)` — z None draws N(0, I) clipped to ±0.5 — returns actions in [−1, 1];
 - `actor`: the perturbation model ξ_φ: `actor(s, a) -> clamp(a + φ·tanh(ξ(s, a)), −1, 1)`;
 - `critic`: twin Q: `critic(s, a) -> (q1, q2)`, each (K, B, 1), and `critic.q1(s, a)`;
-- `select_action(s)`: n candidates from G, perturbed by ξ, argmax of Q1 (the paper's Eq. 1).
+- `select_action(s)`: n candidates from G, perturbed by ξ, argmax of Q1 (paper Eq. 1, BCQ's Eq. 11).
 
 `update` is one gradient step of every part on every task; the losses are summed over tasks (each
 task's own mean), so batched training equals K separate single-task runs. `load_bcq` returns the
 trained policies of all K training tasks from a store.
 
-Equation numbers refer to Fujimoto et al. 2019 (arXiv:1812.02900): Eq. 10 the perturbation model,
-Eq. 11 the policy, Eq. 12 ξ's objective, Eq. 13 the soft clipped double-Q target, Eq. 28-30 the
-VAE's objective (Appendix), "Alg. 1 l. n" its Algorithm 1; "paper Eq. 1" is MBML's Eq. 1.
+Equation numbers refer to Fujimoto et al. 2019 (arXiv:1812.02900): Eq. 11 the policy (n candidates
+from G, perturbed by ξ, argmax of Q), Eq. 12 ξ's objective, Eq. 13 the soft clipped double-Q target;
+the VAE is trained by reconstruction + KL as in that paper's Alg. 1 and reference code. "paper Eq. 1"
+is MBML's Eq. 1 (how BCQ selects an action).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class VAE(nn.Module):
 
 
 class Perturbation(nn.Module):
-    """ξ_φ(s, a) ∈ [−φ, φ]: the correction added to a generated action (Eq. 10)."""
+    """ξ_φ(s, a) ∈ [−φ, φ]: the correction added to a generated action (Sec. 4 of BCQ)."""
 
     def __init__(self, n_tasks: int, obs_dim: int, act_dim: int, hidden: list[int], phi: float):
         super().__init__()
@@ -82,7 +83,7 @@ class BCQ(nn.Module):
 
     @torch.no_grad()
     def select_action(self, s: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """π(s) = argmax_{a_m + ξ(s, a_m)} Q1(s, ·) over a_m ~ G(s), m = 1..n (paper Eq. 1, Eq. 11).
+        """π(s) = argmax_{a_m + ξ(s, a_m)} Q1(s, ·) over a_m ~ G(s), m = 1..n (paper Eq. 1; BCQ Eq. 11).
         (K, B, obs) → (K, B, act)."""
         K, B, _ = s.shape
         n = self.n_candidates
@@ -132,7 +133,7 @@ def sample_noise(n_tasks: int, batch_size: int, latent_dim: int, n_candidates: i
 @torch.no_grad()
 def td_target(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig, z_next: torch.Tensor) -> torch.Tensor:
     """y = r + γ(1 − terminal) max_i [λ min_j Q′_j(s′, a_i) + (1 − λ) max_j Q′_j(s′, a_i)] over n
-    candidates a_i = ã_i + ξ′(s′, ã_i), ã_i = G(s′, z_i) (Alg. 1 l. 6-7, Eq. 13). Only a terminal state
+    candidates a_i = ã_i + ξ′(s′, ã_i), ã_i = G(s′, z_i) (Eq. 13). Only a terminal state
     stops the bootstrap; a time-limit cut does not. `z_next` (K, B·n, latent). Returns (K, B, 1)."""
     s2 = batch["next_obs"]
     r, done = batch["rew"].unsqueeze(-1), batch["terminal"].float().unsqueeze(-1)
@@ -149,7 +150,7 @@ def td_target(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig, z_
 def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
            noise: dict[str, torch.Tensor] | None = None, generator: torch.Generator | None = None
            ) -> dict[str, torch.Tensor]:
-    """One BCQ iteration (Alg. 1, l. 4-10) on every task. `batch`: obs, act, rew (K, B), next_obs,
+    """One BCQ iteration (BCQ's Alg. 1) on every task. `batch`: obs, act, rew (K, B), next_obs,
     terminal (K, B). Only `terminal` stops the bootstrap (time-limit truncation does not).
     Returns per-task (K,) values: vae_loss, recon, kl, critic_loss, actor_loss, q."""
     m = tr.model
@@ -159,8 +160,9 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     if noise is None:
         noise = sample_noise(K, B, m.vae.latent_dim, n, generator, s.device)
 
-    # ---- generator G_ω (Alg. 1 l. 5; VAE objective, Eq. 28-30)
-    recon, mean, std = m.vae(s, a, noise["vae"])
+    # ---- generator G_ω: VAE reconstruction + KL (Alg. 1)
+    s_in = s.detach()   # `obs` may carry gradient (Contextual BCQ's z): only the critics pass it on
+    recon, mean, std = m.vae(s_in, a, noise["vae"])
     recon_loss = (recon - a).pow(2).mean(dim=(1, 2))
     kl = -0.5 * (1 + (std.pow(2)).log() - mean.pow(2) - std.pow(2)).mean(dim=(1, 2))
     vae_loss = recon_loss + cfg.kl_weight * kl                                   # (K,)
@@ -168,7 +170,7 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     vae_loss.sum().backward()
     tr.vae_opt.step()
 
-    # ---- critics (Alg. 1 l. 6-8): n candidates per next state, Eq. 13 target
+    # ---- critics (Alg. 1): n candidates per next state, Eq. 13 target
     y = td_target(tr, batch, cfg, noise["next"])
     q1, q2 = m.critic(s, a)
     critic_loss = (q1 - y).pow(2).mean(dim=(1, 2)) + (q2 - y).pow(2).mean(dim=(1, 2))
@@ -176,16 +178,16 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     critic_loss.sum().backward()
     tr.critic_opt.step()
 
-    # ---- perturbation model ξ_φ (Alg. 1 l. 9; Eq. 12): maximise Q1(s, a + ξ(s, a)), a ~ G(s)
+    # ---- perturbation model ξ_φ (Eq. 12): maximise Q1(s, a + ξ(s, a)), a ~ G(s)
     with torch.no_grad():
-        sampled = m.vae.decode(s, noise["actor"])
+        sampled = m.vae.decode(s_in, noise["actor"])
     with frozen(m.critic):
-        actor_loss = -m.critic.q1(s, m.actor(s, sampled)).mean(dim=(1, 2))
+        actor_loss = -m.critic.q1(s_in, m.actor(s_in, sampled)).mean(dim=(1, 2))
         tr.actor_opt.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
     tr.actor_opt.step()
 
-    # ---- targets (Alg. 1 l. 10)
+    # ---- Polyak targets ξ′, Q′ (Alg. 1)
     soft_update(tr.critic_target, m.critic, cfg.tau)
     soft_update(tr.actor_target, m.actor, cfg.tau)
     return {"vae_loss": vae_loss.detach(), "recon": recon_loss.detach(), "kl": kl.detach(),

@@ -6,9 +6,10 @@ Task k's slice of every tensor is exactly the network a single-task SAC would ho
 are *summed* over tasks (each task's own mean), so the gradient of task k's slice is the gradient a
 single-task run would compute: K tasks batched = K separate runs (tests/test_sac.py checks this).
 
-Equation numbers refer to Haarnoja et al. 2018b (arXiv:1812.05905): Eq. 7 the soft Q target,
-Eq. 8 the soft Q loss, Eq. 12 the policy loss with the reparameterisation of Eq. 11, Eq. 18 the
-temperature loss, Eq. 21 the tanh change of variables; "Alg. 1 l. n" is that paper's Algorithm 1.
+Equation numbers are those of Haarnoja et al. 2018a (arXiv:1801.01290): Eq. 3 the soft value,
+Eq. 7-8 the soft Q loss and its target, Eq. 11-12 the reparameterised policy loss, Eq. 21 (App. C)
+the tanh change of variables; the temperature loss is Eq. 18 of Haarnoja et al. 2018b
+(arXiv:1812.05905). Twin critics and the min over them are as in 2018b and TD3.
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: 
         noise = sample_noise(*a.shape[:2], sac.act_dim, generator, a.device)
     alpha = sac.alpha.detach()[:, None, None]                                   # (K, 1, 1)
 
-    # ---- critics: Eq. 7-8 (Alg. 1 l. 9)
+    # ---- critics: Eq. 7-8
     y = td_target(sac, batch, gamma, noise["next"])
     q1, q2 = sac.critic(s, a)
     critic_loss = ((q1 - y).pow(2).mean(dim=(1, 2)) + (q2 - y).pow(2).mean(dim=(1, 2)))   # (K,) Eq. 8
@@ -149,22 +150,23 @@ def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: 
     critic_loss.sum().backward()
     opt.critic.step()
 
-    # ---- actor: Eq. 12 (Alg. 1 l. 10)
-    a_pi, logp = sac.actor(s, noise["pi"])
+    # ---- actor: Eq. 12
+    s_pi = s.detach()   # `obs` may carry gradient (batch PEARL's z): only the critics pass it on
+    a_pi, logp = sac.actor(s_pi, noise["pi"])
     with frozen(sac.critic):                       # gradients reach the actor only (saves the critics' weight grads)
-        q_pi = torch.min(*sac.critic(s, a_pi)).squeeze(-1)
+        q_pi = torch.min(*sac.critic(s_pi, a_pi)).squeeze(-1)
         actor_loss = (alpha.squeeze(-1) * logp - q_pi).mean(dim=1)               # (K,)
         opt.actor.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
     opt.actor.step()
 
-    # ---- temperature: Eq. 18 (Alg. 1 l. 11), one log α per task, target entropy −|A|
+    # ---- temperature: Eq. 18 of 2018b, one log α per task, target entropy −|A|
     alpha_loss = -(sac.log_alpha[:, None] * (logp.detach() + sac.target_entropy)).mean(dim=1)
     opt.alpha.zero_grad(set_to_none=True)
     alpha_loss.sum().backward()
     opt.alpha.step()
 
-    soft_update(sac.critic_target, sac.critic, tau)                             # Alg. 1 l. 12
+    soft_update(sac.critic_target, sac.critic, tau)                             # Polyak targets
     return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(), "alpha": sac.alpha.detach().clone(),
             "entropy": -logp.detach().mean(dim=1), "q": q1.detach().mean(dim=(1, 2))}
