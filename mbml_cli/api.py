@@ -119,6 +119,18 @@ def open_run(path: str | Path) -> Run:
     return Run(Store.open(str(path), mode="r"))
 
 
+def policy_class(meta: dict):
+    """The module class a stored policy was saved from (`meta["kind"]`; MBML and its ablations
+    have none)."""
+    if meta.get("kind") == "contextual_bcq":
+        from .algos.contextual_bcq import ContextualBCQPolicy
+        return ContextualBCQPolicy
+    if meta.get("kind") == "batch_pearl":
+        from .algos.batch_pearl import PearlPolicy
+        return PearlPolicy
+    return DistilledPolicy
+
+
 def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final", device: str = "cpu") -> Policy:
     """The distilled policy `algo` of a run: `which` = "final" (last epoch) or "best" (best evaluation)."""
     run = run if isinstance(run, Run) else open_run(run)
@@ -128,6 +140,6 @@ def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final",
     if not run.store.has_weights(path):
         raise StageError(f"{run.path}: no trained {algo!r} policy (run `mbml distill {run.path} --algo {algo}`)")
     tensors, meta = run.store.load_weights(path)
-    module = DistilledPolicy.from_meta(meta)
+    module = policy_class(meta).from_meta(meta)
     module.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
     return Policy(module.to(device_of(device)), algo, which, meta)

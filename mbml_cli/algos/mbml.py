@@ -283,3 +283,22 @@ def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) 
     losses["total"].backward()
     optimizer.step()
     return {k: float(v.detach()) for k, v in losses.items()}
+
+
+class MBMLTrainer:
+    """MBML (or an ablation) as the distill stage drives every algorithm: `step`, and the modules and
+    optimisers a checkpoint holds."""
+
+    def __init__(self, policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel: Relabelled | None,
+                 variant: Variant, cfg: DistillConfig):
+        self.policy, self.data, self.teachers, self.rel, self.variant, self.cfg = policy, data, teachers, rel, variant, cfg
+        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": self.opt}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy}
+
+    def step(self, generator: torch.Generator) -> dict[str, float]:
+        return train_step(self.policy, self.opt, self.data, self.teachers, self.rel, self.variant, self.cfg, generator)

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ..algos.mbml import VARIANTS, DistilledPolicy, Relabelled, Teachers, train_step
+from ..algos.batch_pearl import PearlPolicy, PearlTrainer
+from ..algos.contextual_bcq import ContextualBCQPolicy, ContextualBCQTrainer
+from ..algos.mbml import VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers
 from ..api import Policy, weights_path
 from ..data import TaskData
 from ..errors import StageError
@@ -31,7 +33,9 @@ from ..rollout import make_envs
 from ..stages import RunContext, stage
 
 SEED_OFFSET = 4_000
-ALGO_SEEDS = {name: k for k, name in enumerate(VARIANTS)}
+BASELINES = ("contextual_bcq", "batch_pearl")        # no teachers, no relabelling (issue #5)
+ALGOS = (*VARIANTS, *BASELINES)
+ALGO_SEEDS = {name: k for k, name in enumerate(ALGOS)}
 console = Console()
 
 
@@ -83,58 +87,81 @@ def data_stats(data: TaskData):
     return obs.mean(0), obs.std(0).clamp_min(1e-3), rew.mean(), rew.std().clamp_min(1e-3)
 
 
+def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: Teachers | None):
+    """The algorithm's trainer (`step(generator) -> losses`, `modules()`, `optimisers()`, `.policy`)."""
+    r, cfg = ctx.recipe, ctx.recipe.distill
+    obs_dim, act_dim = data.obs.shape[-1], data.act.shape[-1]
+    if algo == "contextual_bcq":
+        policy = ContextualBCQPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
+                                     cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
+    elif algo == "batch_pearl":
+        policy = PearlPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden)
+    else:
+        variant = VARIANTS[algo]
+        rel = None
+        if variant.needs_relabel:
+            rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
+            rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
+                             None if rel.next_obs is None else rel.next_obs.to(device))
+        teachers = teachers or load_teachers(ctx, device)
+        policy = DistilledPolicy(obs_dim, act_dim, teachers.vae_latent, cfg.latent_dim, cfg.encoder_hidden,
+                                 cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
+    policy = policy.to(device)
+    policy.set_stats(*data_stats(data))
+    if algo == "contextual_bcq":
+        return ContextualBCQTrainer(policy, data, cfg, r.bcq)
+    if algo == "batch_pearl":
+        return PearlTrainer(policy, data, cfg, r.bcq.gamma, r.bcq.tau)
+    return MBMLTrainer(policy, data, teachers, rel, variant, cfg)
+
+
 # ---- checkpoints -----------------------------------------------------------------------------------
-def checkpoint_tensors(policy: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict:
-    out = {f"policy.{k}": v for k, v in policy.state_dict().items()}
-    for i, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"opt.{i}.{key}"] = torch.as_tensor(value)
+def checkpoint_tensors(trainer, gen: torch.Generator) -> dict:
+    """Every module's state and every optimiser's per-parameter state, as plain tensors."""
+    out = {}
+    for name, module in trainer.modules().items():
+        out.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+    for name, opt in trainer.optimisers().items():
+        for i, state in opt.state_dict()["state"].items():
+            for key, value in state.items():
+                out[f"opt.{name}.{i}.{key}"] = torch.as_tensor(value)
     out["rng"] = gen.get_state()
     return out
 
 
-def restore_checkpoint(tensors: dict, policy: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator):
-    policy.load_state_dict({k[len("policy."):]: torch.as_tensor(v) for k, v in tensors.items()
-                            if k.startswith("policy.")})
-    state: dict = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, i, key = name.split(".", 2)
-            state.setdefault(int(i), {})[key] = torch.as_tensor(value)
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+def restore_checkpoint(tensors: dict, trainer, gen: torch.Generator) -> None:
+    for name, module in trainer.modules().items():
+        module.load_state_dict({k[len(name) + 1:]: torch.as_tensor(v) for k, v in tensors.items()
+                                if k.startswith(f"{name}.")})
+    for name, opt in trainer.optimisers().items():
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith(f"opt.{name}."):
+                i, field = key[len(f"opt.{name}."):].split(".", 1)
+                state.setdefault(int(i), {})[field] = torch.as_tensor(value)
+        opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     gen.set_state(torch.as_tensor(tensors["rng"], dtype=torch.uint8))
 
 
 # ---- the stage -------------------------------------------------------------------------------------
 @stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"))
 def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
-    if algo not in VARIANTS:
-        raise StageError(f"mbml distill --algo {algo}: not built yet (built: {', '.join(VARIANTS)})")
-    variant = VARIANTS[algo]
+    if algo not in ALGOS:
+        raise StageError(f"mbml distill --algo {algo}: unknown algorithm (one of {', '.join(ALGOS)})")
     r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
     device = device_of(r.device)
     gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGO_SEEDS[algo], r.threads)
     K = len(ctx.tasks("train"))
     data = TaskData.load(store, "train", list(range(K)), device=device)
-    rel = None
-    if variant.needs_relabel:
-        rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
-        rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
-                         None if rel.next_obs is None else rel.next_obs.to(device))
-    teachers = teachers or load_teachers(ctx, device)
-
-    policy = DistilledPolicy(data.obs.shape[-1], data.act.shape[-1], teachers.vae_latent, cfg.latent_dim,
-                             cfg.encoder_hidden, cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, r.bcq.phi,
-                             r.bcq.n_candidates).to(device)
-    policy.set_stats(*data_stats(data))
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    trainer = make_trainer(ctx, algo, data, device, teachers)
+    policy = trainer.policy
 
     base, metrics, history = f"models/distill/{algo}", f"metrics/distill/{algo}", f"eval/{algo}/history"
     ck_path = f"{base}/checkpoint"
     start, best = 0, {"score": -np.inf, "epoch": -1}
     if ctx.resume and store.has_weights(ck_path):
         tensors, meta = store.load_weights(ck_path)
-        restore_checkpoint(tensors, policy, opt, gen)
+        restore_checkpoint(tensors, trainer, gen)
         start, best = meta["epoch"] + 1, meta["best"]
         store.set_rows(metrics, meta["metric_rows"])
         store.set_rows(history, meta["history_rows"])
@@ -147,17 +174,17 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
 
     test_tasks = ctx.tasks("test")
     envs = make_envs(ctx.dist, test_tasks, r.env.horizon)
-    names = ("loss_q", "loss_g", "loss_xi", "loss_triplet", "kl", "valid_pairs")
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         policy.train()
-        sums = dict.fromkeys(names, 0.0)
+        sums: dict[str, float] = {}
         for _ in range(cfg.steps_per_epoch):
-            losses = train_step(policy, opt, data, teachers, rel, variant, cfg, gen)
+            losses = trainer.step(gen)
             if not np.isfinite(losses["total"]):
                 raise StageError(f"distill/{algo}: loss is {losses['total']} at epoch {epoch + 1}")
-            for k in names:
-                sums[k] += losses[k]
+            for k, v in losses.items():
+                if k != "total":
+                    sums[k] = sums.get(k, 0.0) + v
         row = {"step": (epoch + 1) * cfg.steps_per_epoch, "epoch": epoch + 1,
                **{k: v / cfg.steps_per_epoch for k, v in sums.items()}, "wall": time.time() - t0}
         store.log("distill", algo, row)
@@ -173,10 +200,10 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
                 best = {"score": float(result.score), "epoch": epoch + 1}
                 store.save_weights(f"{base}/best", policy.state_dict(), {**policy.meta, **best, "algo": algo})
             console.print(f"distill/{algo} epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
-                          f"(best {best['score']:.2f} @ {best['epoch']}), loss_q {row['loss_q']:.3g}, "
-                          f"triplet {row['loss_triplet']:.3g}", highlight=False)
+                          f"(best {best['score']:.2f} @ {best['epoch']}), "
+                          + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), highlight=False)
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
-            store.save_weights(ck_path, checkpoint_tensors(policy, opt, gen),
+            store.save_weights(ck_path, checkpoint_tensors(trainer, gen),
                                {"epoch": epoch, "best": best, "metric_rows": store.rows(metrics),
                                 "history_rows": store.rows(history)})
         ctx.progress((epoch + 1) / cfg.epochs)

@@ -1,0 +1,86 @@
+"""Batch PEARL — the paper's second baseline (Sec. 5.1): PEARL (Rakelly et al. 2019) trained only
+from the K stored batches. In PEARL's Alg. 1 the data-collection lines (1–10) are skipped; on line
+13 both the context c_i and the RL mini-batch are drawn uniformly from task i's batch. The agent is
+SAC on the state augmented with z; the encoder q_φ (MBML's architecture) is trained by the critic
+loss plus β·KL(q_φ(c) ‖ N(0, I)) (PEARL's Eq. 2 and Sec. 4.2), the actor sees z detached.
+
+Implementation: SAC of `algos/sac.py` with one network (n_tasks = 1) on [s, z]; `sac.update` hands the
+augmented state to the actor and α detached and to the critics with its gradient.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import DistillConfig
+from ..data import TaskData
+from . import sac
+from .encoder import ContextEncoder, kl_to_prior, product_of_gaussians, sample_z
+from .mbml import sample_rows, transitions
+
+
+class PearlPolicy(nn.Module):
+    """q_φ and a SAC agent on [s, z]: tanh-Gaussian actor and twin critics of MBML's Q_D size."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: list, hidden: list):
+        super().__init__()
+        self.meta = {"kind": "batch_pearl", "obs_dim": obs_dim, "act_dim": act_dim, "latent_dim": latent_dim,
+                     "encoder_hidden": list(encoder_hidden), "hidden": list(hidden)}
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
+        self.sac = sac.SAC(1, obs_dim + latent_dim, act_dim, list(hidden))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "PearlPolicy":
+        return cls(**{k: meta[k] for k in ("obs_dim", "act_dim", "latent_dim", "encoder_hidden", "hidden")})
+
+    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
+        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
+        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
+
+    def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(obs - self.obs_mean) / self.obs_std, z], dim=-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """PEARL evaluates with the policy's mean action tanh(μ(s, z)). (B, obs), (B, L) → (B, act)."""
+        return self.sac.actor.mode(self.state_with(obs, z).unsqueeze(0)).squeeze(0)
+
+
+class PearlTrainer:
+    """One PEARL step (its Alg. 1 lines 11–20, minus collection) on all K tasks' batches at once."""
+
+    def __init__(self, policy: PearlPolicy, data: TaskData, cfg: DistillConfig, gamma: float, tau: float):
+        self.policy, self.data, self.cfg, self.gamma, self.tau = policy, data, cfg, gamma, tau
+        self.opt = sac.SACOptimisers(policy.sac, cfg.lr)
+        self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**dict(self.opt.items()), "encoder": self.encoder_opt}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy}
+
+    def step(self, generator: torch.Generator) -> dict[str, float]:
+        p, data, cfg = self.policy, self.data, self.cfg
+        K, B = data.n_tasks, cfg.batch_size
+        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
+        mu, var = product_of_gaussians(*p.encoder.factors(**ctx))
+        z = sample_z(mu, var, generator)                                                       # line 14
+        kl = kl_to_prior(mu, var).mean()                                                       # line 15
+        batch = data.sample(B, generator)                                                      # line 13: b_i ~ B_i
+        zb = z.unsqueeze(1).expand(K, B, p.latent_dim)
+        flat = lambda t: t.reshape((1, K * B) + t.shape[2:])
+        rl = {"obs": flat(p.state_with(batch["obs"], zb)),
+              "next_obs": flat(p.state_with(batch["next_obs"], zb.detach())),
+              "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
+        self.encoder_opt.zero_grad(set_to_none=True)
+        (cfg.kl_beta * kl).backward(retain_graph=True)                                        # line 18: ∇φ β·KL
+        losses = sac.update(p.sac, self.opt, rl, self.gamma, self.tau, generator=generator)   # lines 16–20
+        self.encoder_opt.step()                                                                # ... + ∇φ L_critic
+        return {"critic_loss": float(losses["critic_loss"].sum()), "actor_loss": float(losses["actor_loss"].sum()),
+                "alpha": float(losses["alpha"].sum()), "q": float(losses["q"].sum()), "kl": float(kl.detach()),
+                "total": float(losses["critic_loss"].sum() + cfg.kl_beta * kl.detach())}

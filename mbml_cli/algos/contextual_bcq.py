@@ -1,0 +1,100 @@
+"""Contextual BCQ — the paper's first baseline (Sec. 5.1): BCQ whose generator (VAE), perturbation
+actor ξ and twin critics all take the task embedding z as an input, trained on the union of the K
+batches at once, with no per-task teachers. The encoder q_φ (MBML's architecture) is trained only
+by the critic's TD loss plus β·KL(q_φ(c) ‖ N(0, I)), on contexts drawn from the same task as the
+RL mini-batch (PEARL's recipe for training an encoder; Rakelly et al. 2019, Alg. 1).
+
+Implementation: z is appended to the (normalised) state, so the networks are exactly BCQ's
+(`algos/bcq.py`, one network: n_tasks = 1) on the augmented state [s, z] and one `bcq.update` is
+one BCQ iteration; `bcq.update` hands the augmented state to the VAE and ξ detached and to the
+critics with its gradient, so q_φ learns from the TD loss alone (plus the KL term below).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import BCQConfig, DistillConfig
+from ..data import TaskData
+from . import bcq
+from .encoder import ContextEncoder, kl_to_prior, product_of_gaussians, sample_z
+from .mbml import sample_rows, transitions
+
+
+class ContextualBCQPolicy(nn.Module):
+    """q_φ and one BCQ on [s, z]: Q(s, a, z), G(s, ν, z), ξ(s, a, z) with MBML's network sizes."""
+
+    def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: list, q_hidden: list,
+                 g_hidden: list, xi_hidden: list, phi: float = 0.05, n_candidates: int = 10):
+        super().__init__()
+        self.meta = {"kind": "contextual_bcq", "obs_dim": obs_dim, "act_dim": act_dim, "latent_dim": latent_dim,
+                     "encoder_hidden": list(encoder_hidden), "q_hidden": list(q_hidden),
+                     "g_hidden": list(g_hidden), "xi_hidden": list(xi_hidden), "phi": float(phi),
+                     "n_candidates": int(n_candidates)}
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
+        cfg = BCQConfig(actor_hidden=list(xi_hidden), critic_hidden=list(q_hidden), vae_hidden=list(g_hidden),
+                        phi=phi, n_candidates=n_candidates)
+        self.bcq = bcq.BCQ(1, obs_dim + latent_dim, act_dim, cfg)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "ContextualBCQPolicy":
+        return cls(**{k: meta[k] for k in ("obs_dim", "act_dim", "latent_dim", "encoder_hidden", "q_hidden",
+                                            "g_hidden", "xi_hidden", "phi", "n_candidates")})
+
+    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
+        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
+        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
+
+    def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The augmented state [normalised s, z]."""
+        return torch.cat([(obs - self.obs_mean) / self.obs_std, z], dim=-1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """BCQ's selection (its Eq. 11 / MBML's Eq. 1) given z. obs (B, obs_dim), z (B, L) → (B, act_dim)."""
+        return self.bcq.select_action(self.state_with(obs, z).unsqueeze(0), generator).squeeze(0)
+
+
+class ContextualBCQTrainer:
+    """One training step of Contextual BCQ on all K tasks' batches at once."""
+
+    def __init__(self, policy: ContextualBCQPolicy, data: TaskData, cfg: DistillConfig, bcq_cfg: BCQConfig):
+        self.policy, self.data, self.cfg = policy, data, cfg
+        # BCQ's own constants (λ, γ, τ, KL weight, candidates) with MBML's learning rate
+        self.bcq_cfg = BCQConfig(**{**bcq_cfg.__dict__, "phi": policy.meta["phi"], "lr": cfg.lr,
+                                    "n_candidates": policy.meta["n_candidates"]})
+        self.bcq = bcq.BCQTrainer(policy.bcq, cfg.lr)
+        self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
+
+    def optimisers(self) -> dict[str, torch.optim.Optimizer]:
+        return {**self.bcq.optimisers(), "encoder": self.encoder_opt}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy, "actor_target": self.bcq.actor_target,
+                "critic_target": self.bcq.critic_target}
+
+    def step(self, generator: torch.Generator) -> dict[str, float]:
+        p, data, cfg = self.policy, self.data, self.cfg
+        K, B = data.n_tasks, cfg.batch_size
+        # context c_i and mini-batch, both from task i's own batch
+        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
+        mu, var = product_of_gaussians(*p.encoder.factors(**ctx))                             # (K, L)
+        z = sample_z(mu, var, generator)                                                       # reparameterised
+        kl = kl_to_prior(mu, var).mean()
+        batch = data.sample(B, generator)
+        zb = z.unsqueeze(1).expand(K, B, p.latent_dim)
+        flat = lambda t: t.reshape((1, K * B) + t.shape[2:])                                   # one network
+        rl = {"obs": flat(p.state_with(batch["obs"], zb)),                                     # z with gradient
+              "next_obs": flat(p.state_with(batch["next_obs"], zb.detach())),
+              "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
+        self.encoder_opt.zero_grad(set_to_none=True)
+        (cfg.kl_beta * kl).backward(retain_graph=True)                                        # β·KL
+        losses = bcq.update(self.bcq, rl, self.bcq_cfg, generator=generator)                   # + TD loss → q_φ
+        self.encoder_opt.step()
+        return {"critic_loss": float(losses["critic_loss"].sum()), "actor_loss": float(losses["actor_loss"].sum()),
+                "vae_loss": float(losses["vae_loss"].sum()), "q": float(losses["q"].sum()), "kl": float(kl.detach()),
+                "total": float(losses["critic_loss"].sum() + cfg.kl_beta * kl.detach())}
