@@ -89,21 +89,21 @@ def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch):
     ref_history = store.read_rows("eval/mbml/history")
     ref_weights, _ = store.load_weights("models/distill/mbml/final")
 
-    import mbml_cli.pipeline.distill as distill
-    real_step, calls = distill.train_step, {"n": 0}
+    from mbml_cli.algos.mbml import MBMLTrainer
+    real_step, calls = MBMLTrainer.step, {"n": 0}
 
-    def dying_step(*args, **kwargs):               # dies in the middle of epoch 3
+    def dying_step(self, *args, **kwargs):         # dies in the middle of epoch 3
         calls["n"] += 1
         if calls["n"] == 2 * ctx.recipe.distill.steps_per_epoch + 2:
             raise Killed()
-        return real_step(*args, **kwargs)
+        return real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(distill, "train_step", dying_step)
+    monkeypatch.setattr(MBMLTrainer, "step", dying_step)
     with pytest.raises(Killed):
         run_stage(ctx, "distill", force=True, key="distill/mbml", algo="mbml")
     assert store.stage("distill/mbml")["status"] == "failed"
     assert store.rows("metrics/distill/mbml") == 2
-    monkeypatch.setattr(distill, "train_step", real_step)
+    monkeypatch.setattr(MBMLTrainer, "step", real_step)
     assert run_stage(ctx, "distill", key="distill/mbml", algo="mbml")           # resumes after epoch 2
     assert store.stage("distill/mbml")["status"] == "done"
 
