@@ -108,6 +108,8 @@ class EvalConfig:
     skip: int = doc("leading episodes not counted in the score", 2, **rng(0))
     unseen_seed: int = doc("seed offset for `--unseen` draws", 1000)
     probe_draws: int = doc("contexts drawn per task for `mbml probe` (each gives K(K-1) pairs)", 8, **rng(1))
+    repeats: int = doc("independent runs of the protocol per task (own z draws and resets); returns are "
+                       "averaged over them", 1, **rng(1))
 
 
 @dataclass
