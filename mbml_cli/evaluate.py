@@ -21,7 +21,7 @@ from rich.table import Table
 from .algos.encoder import kl_diag
 from .algos.mbml import gather_rows
 from .data import TaskData
-from .rollout import Episodes, run_episode
+from .rollout import Episodes, make_envs, run_episode
 
 
 # ---- protocol ------------------------------------------------------------------------------------
@@ -65,6 +65,19 @@ def run_protocol(envs: list, policy, episodes: int, skip: int, seed: int) -> Pro
         collected.append(ep)
         posterior = policy.infer(**context_of(collected))  # from everything collected so far
     return ProtocolResult(returns, np.asarray(posterior.mean), np.asarray(posterior.var), skip)
+
+
+def make_eval_envs(dist, tasks: np.ndarray, horizon: int, repeats: int = 1) -> list:
+    """The envs of `evaluate_tasks`: every task `repeats` times (repeat-major)."""
+    return make_envs(dist, np.tile(np.asarray(tasks), (repeats, 1)), horizon)
+
+
+def evaluate_tasks(envs: list, policy, episodes: int, skip: int, seed: int, repeats: int = 1) -> ProtocolResult:
+    """`run_protocol` on T tasks × `repeats` independent runs, all in lockstep (`make_eval_envs`);
+    returns (T, episodes) are the mean over the repeats, z_mean/z_var those of the first repeat."""
+    res = run_protocol(envs, policy, episodes, skip, seed)
+    T = len(envs) // repeats
+    return ProtocolResult(res.returns.reshape(repeats, T, -1).mean(0), res.z_mean[:T], res.z_var[:T], skip)
 
 
 def returns_table(result: ProtocolResult, tasks: np.ndarray, title: str) -> Table:

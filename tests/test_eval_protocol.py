@@ -90,3 +90,12 @@ def test_real_policy_is_deterministic_given_the_seed():
     assert a.returns.shape == (3, 3) and a.z_mean.shape == (3, 3)
     np.testing.assert_array_equal(a.returns, b.returns)
     np.testing.assert_array_equal(a.z_mean, b.z_mean)
+
+
+def test_repeats_average_independent_runs():
+    from mbml_cli.evaluate import evaluate_tasks
+    policy = RecordingPolicy()
+    res = evaluate_tasks(envs(2 * 3), policy, episodes=5, skip=2, seed=0, repeats=3)
+    assert res.returns.shape == (2, 5) and res.z_mean.shape == (2, 1)
+    np.testing.assert_array_equal(res.returns, np.tile(np.arange(1, 6) * H, (2, 1)))
+    assert res.score == pytest.approx(4 * H)

@@ -27,9 +27,8 @@ from ..algos.mbml import VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Tea
 from ..api import Policy, weights_path
 from ..data import TaskData
 from ..errors import StageError
-from ..evaluate import run_protocol
+from ..evaluate import evaluate_tasks, make_eval_envs
 from ..nets import device_of, seed_everything
-from ..rollout import make_envs
 from ..stages import RunContext, stage
 
 SEED_OFFSET = 4_000
@@ -173,7 +172,7 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
             store.delete(f"{base}/{which}")
 
     test_tasks = ctx.tasks("test")
-    envs = make_envs(ctx.dist, test_tasks, r.env.horizon)
+    envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         policy.train()
@@ -192,7 +191,8 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last:
             policy.eval()
-            result = run_protocol(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch))
+            result = evaluate_tasks(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
+                                    r.eval.repeats)
             store.append_rows(history, {"epoch": np.array([epoch + 1]), "score": np.array([result.score]),
                                         "returns": result.returns[None].astype(np.float32),
                                         "z_mean": result.z_mean[None].astype(np.float32)})

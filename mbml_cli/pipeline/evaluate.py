@@ -13,8 +13,7 @@ import numpy as np
 from rich.console import Console
 
 from ..api import Run, load_policy
-from ..evaluate import returns_table, run_protocol
-from ..rollout import make_envs
+from ..evaluate import evaluate_tasks, make_eval_envs, returns_table
 from ..stages import RunContext, stage
 
 ON_DEMAND_SEED = 77_777
@@ -37,8 +36,8 @@ def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = 
         tasks, name = ctx.dist.tasks("unseen", unseen, r.seed + r.eval.unseen_seed), "unseen"
     else:
         tasks, name = ctx.tasks("test"), "test"
-    envs = make_envs(ctx.dist, tasks, r.env.horizon)
-    result = run_protocol(envs, policy, r.eval.episodes, r.eval.skip, ON_DEMAND_SEED + r.seed)
+    envs = make_eval_envs(ctx.dist, tasks, r.env.horizon, r.eval.repeats)
+    result = evaluate_tasks(envs, policy, r.eval.episodes, r.eval.skip, ON_DEMAND_SEED + r.seed, r.eval.repeats)
     for env in envs:
         env.close()
     write_result(store, f"eval/{algo}/{name}", result, tasks, which=which, epoch=policy.meta.get("epoch", -1))
