@@ -132,7 +132,9 @@ class FinetuneConfig:
     gamma: float = doc("discount", 0.99, **rng(0, 1))
     tau: float = doc("Polyak rate", 5e-3, **rng(0, 1))
     batch_size: int = doc("mini-batch per critic (each critic gets its own) and per BC step", 256, **rng(1))
-    alpha_init: float = doc("initial entropy temperature α (then tuned towards entropy −dim A), both runs", 1.0, **rng(0))
+    alpha_init: float = doc("initial entropy temperature α of both runs (then tuned towards entropy −dim A); "
+                            "below SAC's usual 1 because with rewards of order 1 per step α = 1 lets the entropy "
+                            "bonus undo the behaviour cloning (and slows scratch SAC too)", 0.1, **rng(0))
     policy_noise: float = doc("std of the Gaussian noise on the target action (target policy smoothing)", 0.2, **rng(0))
     noise_clip: float = doc("the target-action noise is clipped to ±noise_clip", 0.5, **rng(0))
     eval_every: int = doc("environment steps between evaluations (deterministic policy, not counted as interactions)",

@@ -371,7 +371,7 @@ class Finetuner:
                            " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:])
                     bar.update(job, completed=self.t, info=info)
                     if bar.disable:
-                        console.print(f"{label} {self.t}/{self.total}: {info}", highlight=False)
+                        console.print(f"{label} {self.t}/{self.total}: {info}", highlight=False, soft_wrap=True)
                 elif self.t % 50 == 0:
                     bar.update(job, completed=self.t)
                 if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
