@@ -15,34 +15,22 @@ from torch import nn
 from ..config import DistillConfig
 from ..data import TaskData
 from . import sac
-from .encoder import ContextEncoder, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 from .mbml import sample_rows, transitions
 
 
-class PearlPolicy(nn.Module):
+class PearlPolicy(ContextPolicy):
     """q_φ and a SAC agent on [s, z]: tanh-Gaussian actor and twin critics of MBML's Q_D size."""
 
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: list, hidden: list):
-        super().__init__()
+        super().__init__(obs_dim, act_dim, encoder_hidden, latent_dim)
         self.meta = {"kind": "batch_pearl", "obs_dim": obs_dim, "act_dim": act_dim, "latent_dim": latent_dim,
                      "encoder_hidden": list(encoder_hidden), "hidden": list(hidden)}
-        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
-        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
         self.sac = sac.SAC(1, obs_dim + latent_dim, act_dim, list(hidden))
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
 
     @classmethod
     def from_meta(cls, meta: dict) -> "PearlPolicy":
         return cls(**{k: meta[k] for k in ("obs_dim", "act_dim", "latent_dim", "encoder_hidden", "hidden")})
-
-    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
-        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
-        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
-
-    def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([(obs - self.obs_mean) / self.obs_std, z], dim=-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -17,41 +17,28 @@ from torch import nn
 from ..config import BCQConfig, DistillConfig
 from ..data import TaskData
 from . import bcq
-from .encoder import ContextEncoder, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 from .mbml import sample_rows, transitions
 
 
-class ContextualBCQPolicy(nn.Module):
+class ContextualBCQPolicy(ContextPolicy):
     """q_φ and one BCQ on [s, z]: Q(s, a, z), G(s, ν, z), ξ(s, a, z) with MBML's network sizes."""
 
     def __init__(self, obs_dim: int, act_dim: int, latent_dim: int, encoder_hidden: list, q_hidden: list,
                  g_hidden: list, xi_hidden: list, phi: float = 0.05, n_candidates: int = 10):
-        super().__init__()
+        super().__init__(obs_dim, act_dim, encoder_hidden, latent_dim)
         self.meta = {"kind": "contextual_bcq", "obs_dim": obs_dim, "act_dim": act_dim, "latent_dim": latent_dim,
                      "encoder_hidden": list(encoder_hidden), "q_hidden": list(q_hidden),
                      "g_hidden": list(g_hidden), "xi_hidden": list(xi_hidden), "phi": float(phi),
                      "n_candidates": int(n_candidates)}
-        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
-        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
         cfg = BCQConfig(actor_hidden=list(xi_hidden), critic_hidden=list(q_hidden), vae_hidden=list(g_hidden),
                         phi=phi, n_candidates=n_candidates)
         self.bcq = bcq.BCQ(1, obs_dim + latent_dim, act_dim, cfg)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
 
     @classmethod
     def from_meta(cls, meta: dict) -> "ContextualBCQPolicy":
         return cls(**{k: meta[k] for k in ("obs_dim", "act_dim", "latent_dim", "encoder_hidden", "q_hidden",
                                             "g_hidden", "xi_hidden", "phi", "n_candidates")})
-
-    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
-        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
-        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
-
-    def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The augmented state [normalised s, z]."""
-        return torch.cat([(obs - self.obs_mean) / self.obs_std, z], dim=-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -93,3 +93,28 @@ def sample_z(mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator | N
     """z = μ + σ ⊙ ε, ε ~ N(0, I): the reparameterisation trick (Eq. 3)."""
     eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu.device)
     return mu + var.sqrt() * eps
+
+
+class ContextPolicy(nn.Module):
+    """Base of every task-conditioned policy: the encoder q_φ and fixed state-normalisation buffers
+    (statistics of the training batches, saved with the weights). Subclasses add their networks and
+    `act(obs, z, generator)`."""
+
+    def __init__(self, obs_dim: int, act_dim: int, encoder_hidden: list, latent_dim: int):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.latent_dim = obs_dim, act_dim, latent_dim
+        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
+        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
+        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
+
+    def normalise(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.obs_mean) / self.obs_std
+
+    def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The augmented state [normalised s, z] of the baselines' networks."""
+        return torch.cat([self.normalise(obs), z], dim=-1)
