@@ -47,11 +47,11 @@ def fmt(mean: float, std: float) -> str:
 def summary(ctx: RunContext, console: Console | None = None) -> None:
     console = console or Console()
     rows = summarise(ctx.store, ctx.recipe.algos, ctx.recipe.eval.skip)
-    table = Table("algo", "best (epoch)", "last (epoch)", "eval stage", "probe",
+    table = Table("algo", "best @epoch", "last @epoch", "eval stage", "probe",
                   title=f"{ctx.recipe.name}: test-task score, mean ± std over tasks")
     for row in rows:
-        table.add_row(row["algo"], f"{fmt(row['best'], row['best_std'])} ({row['best_epoch']})",
-                      f"{fmt(row['last'], row['last_std'])} ({row['last_epoch']})",
+        table.add_row(row["algo"], f"{fmt(row['best'], row['best_std'])} @{row['best_epoch']}",
+                      f"{fmt(row['last'], row['last_std'])} @{row['last_epoch']}",
                       "—" if np.isnan(row["eval"]) else f"{row['eval']:.2f}",
                       "—" if np.isnan(row["probe"]) else f"{100 * row['probe']:.0f}%")
     console.print(table)
