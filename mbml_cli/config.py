@@ -142,8 +142,10 @@ class FinetuneConfig:
     eval_episodes: int = doc("episodes per evaluation", 1, **rng(1))
     checkpoint_every: int = doc("environment steps between resumable checkpoints", 5000, **rng(1))
     threshold: float = doc("return counted as reached: the worst initial return plus this fraction of the way to "
-                           "the best return either run reaches (= this fraction of the best when the worst "
-                           "initial return is 0)", 0.9, **rng(0, 1))
+                           "the best (smoothed) return either run reaches (= this fraction of the best when the "
+                           "worst initial return is 0)", 0.9, **rng(0, 1))
+    smooth: int = doc("evaluations in the trailing mean the threshold is applied to (1 = single evaluations)",
+                      3, **rng(1))
 
 
 ALGOS = ("mbml", "no_relabel", "no_triplet", "neither", "gt_relabel", "contextual_bcq", "batch_pearl")

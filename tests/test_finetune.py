@@ -190,3 +190,16 @@ def test_interactions_to_threshold_with_negative_returns():
     pos = {"a": (np.array([1, 2]), np.array([0.0, 100.0])), "b": (np.array([1, 2]), np.array([5.0, 89.0]))}
     res = ft.interactions_to_threshold(pos, 0.9)
     assert res["threshold"] == pytest.approx(90.0) and res["reached"] == {"a": 2, "b": None}   # 90% of the best
+
+
+def test_threshold_on_smoothed_curves_ignores_a_lucky_evaluation():
+    inter = np.array([0, 10, 20, 30, 40, 50])
+    curves = {"lucky": (inter, np.array([-100.0, -100.0, -10.0, -100.0, -100.0, -100.0])),
+              "steady": (inter, np.array([-100.0, -60.0, -40.0, -30.0, -20.0, -20.0]))}
+    np.testing.assert_allclose(ft.trailing_mean(curves["steady"][1], 3), [-100, -80, -200 / 3, -130 / 3, -30, -70 / 3])
+    raw = ft.interactions_to_threshold(curves, 0.9, smooth=1)
+    assert raw["reached"] == {"lucky": 20, "steady": None}                  # one spike sets the bar and wins
+    res = ft.interactions_to_threshold(curves, 0.9, smooth=3)
+    assert res["best"] == pytest.approx(-70 / 3) and res["worst_initial"] == -100.0
+    assert res["threshold"] == pytest.approx(-100 + 0.9 * (100 - 70 / 3))
+    assert res["reached"] == {"lucky": None, "steady": 40}                  # −30 ≥ thr ≈ −31

@@ -259,20 +259,32 @@ def update(agent: FinetuneAgent, opt: Optimisers, batch1: dict, batch2: dict, ga
 
 
 # ---- 6. Fig. 8's measure --------------------------------------------------------------------------
-def interactions_to_threshold(curves: dict[str, tuple[np.ndarray, np.ndarray]], fraction: float) -> dict:
+def trailing_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the last min(k, i + 1) values at every i (the first value stays as it is)."""
+    c = np.cumsum(np.concatenate([[0.0], np.asarray(x, np.float64)]))
+    i = np.arange(1, len(x) + 1)
+    lo = np.maximum(i - k, 0)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+def interactions_to_threshold(curves: dict[str, tuple[np.ndarray, np.ndarray]], fraction: float,
+                              smooth: int = 1) -> dict:
     """`curves`: init name → (interactions, return), each run's evaluations in order.
 
-    The threshold lies `fraction` of the way from the worst initial return (the lower of the runs'
-    first evaluations) to the best return any run reaches:  thr = worst₀ + fraction·(best − worst₀).
+    Each curve is first smoothed by a trailing mean over `smooth` evaluations (one evaluation of a
+    changing policy is noisy; a lucky episode should not count as reaching the threshold). The
+    threshold lies `fraction` of the way from the worst initial return (the lower of the runs' first
+    evaluations) to the best smoothed return any run reaches:  thr = worst₀ + fraction·(best − worst₀).
     With worst₀ = 0 this is `fraction` × the best return; it is well defined for negative returns.
-    A run reaches it at the interactions of its first evaluation with return ≥ thr (None: never)."""
-    first = [float(ret[0]) for _, ret in curves.values()]
-    best = max(float(np.max(ret)) for _, ret in curves.values())
-    worst0 = min(first)
+    A run reaches it at the interactions of its first evaluation whose smoothed return is ≥ thr
+    (None: never)."""
+    smoothed = {name: trailing_mean(ret, smooth) for name, (_, ret) in curves.items()}
+    worst0 = min(float(ret[0]) for _, ret in curves.values())
+    best = max(float(np.max(v)) for v in smoothed.values())
     thr = worst0 + fraction * (best - worst0)
     reached = {}
-    for name, (inter, ret) in curves.items():
-        hits = np.flatnonzero(np.asarray(ret) >= thr)
+    for name, (inter, _) in curves.items():
+        hits = np.flatnonzero(smoothed[name] >= thr)
         reached[name] = int(inter[hits[0]]) if len(hits) else None
     return {"threshold": thr, "best": best, "worst_initial": worst0, "reached": reached}
 

@@ -99,7 +99,7 @@ def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = Fal
             chosen, shard = list(range(min(r.finetune.n_tasks, len(test)))), "all"
         params, names, ids = test[chosen], [str(i) for i in chosen], [(0, i) for i in chosen]
     Finetuner(ctx, names, np.asarray(params), ids, shard).run()
-    print_summary(ctx.store, r.finetune.threshold)
+    print_summary(ctx.store, r.finetune.threshold, r.finetune.smooth)
 
 
 class Finetuner:
@@ -400,10 +400,11 @@ class Finetuner:
         for init in INITS:
             rows = self.store.read_rows(table_path(init, name))
             curves[init] = (rows["interactions"], rows["return"])
-        res = ft.interactions_to_threshold(curves, self.cfg.threshold)
+        res = ft.interactions_to_threshold(curves, self.cfg.threshold, self.cfg.smooth)
         saved, lower = ft.saving(res["reached"]["mbml"], res["reached"]["scratch"], self.total)
         skip = min(self.r.eval.skip, max(len(mbml_episodes) - 1, 0))
         attrs = {"task": name, "param": [float(v) for v in np.atleast_1d(param)], "fraction": self.cfg.threshold,
+                 "smooth": self.cfg.smooth,
                  "threshold": res["threshold"], "best": res["best"], "worst_initial": res["worst_initial"],
                  "mbml": res["reached"]["mbml"], "scratch": res["reached"]["scratch"], "saving": saved,
                  "saving_lower_bound": lower, "interactions": self.total, "init_steps": self.cfg.init_steps,
@@ -428,13 +429,14 @@ def fmt_steps(v) -> str:
     return "never" if v is None else f"{v:,}"
 
 
-def print_summary(store, fraction: float) -> Table:
+def print_summary(store, fraction: float, smooth: int = 1) -> Table:
     """Interactions each init needs to reach the threshold, the saving, and the returns: the MBML
     policy's own (its collection episodes after the first `eval.skip`), at the first evaluation
     (after behaviour cloning / at random initialisation) and at the last."""
     table = Table("task", "param", "threshold", "MBML init", "scratch", "saving", "MBML π", "first m / s",
                   "last m / s", title="fine-tuning: interactions to reach the threshold",
-                  caption=f"threshold = worst first return + {fraction:g} × (best return − worst first return)")
+                  caption=f"threshold = worst first return + {fraction:g} × (best return − worst first return), "
+                          f"on returns averaged over the last {smooth} evaluations")
     for row in summary_rows(store):
         saving = "—" if row.get("saving") is None else \
             (("≥ " if row.get("saving_lower_bound") else "") + f"{row['saving']:.0f}%")
