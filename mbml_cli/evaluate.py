@@ -85,7 +85,8 @@ def returns_table(result: ProtocolResult, tasks: np.ndarray, title: str) -> Tabl
     table = Table("task", "parameter", *[f"ep {e + 1}" + ("" if e >= result.skip else " ·") for e in range(E)],
                   "score", title=title)
     for t in range(len(tasks)):
-        table.add_row(str(t), ", ".join(f"{v:.2f}" for v in np.atleast_1d(tasks[t])),
+        param = np.atleast_1d(tasks[t])
+        table.add_row(str(t), ", ".join(f"{v:.2f}" for v in param[:3]) + (", …" if len(param) > 3 else ""),
                       *[f"{r:.1f}" for r in result.returns[t]], f"{result.per_task[t]:.1f}")
     table.add_row("mean", "", *[f"{r:.1f}" for r in result.returns.mean(0)],
                   f"[bold]{result.score:.1f}[/bold] ± {result.per_task.std():.1f}")
