@@ -109,9 +109,12 @@ class BCQRun:
         self.acc = {name: torch.zeros(self.K, dtype=torch.float64) for name in LOSSES}
         self.acc_n = 0
         self.log_every = max(1, self.cfg.eval_every // 20)
+        self.pending: list[dict] = []     # loss rows not yet in the store (written in one append)
+        self.last_write = time.perf_counter()
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        self.write_losses()
         tensors = {"rng/sample": self.gen_sample.get_state(), "rng/noise": self.gen_noise.get_state()}
         for name, module in self.tr.modules().items():
             tensors.update(flat_state(name, module))
@@ -164,9 +167,17 @@ class BCQRun:
         for k, i in enumerate(self.todo):
             for name, v in self.acc.items():
                 row[f"{name}_{i}"] = float(v[k]) / n
-        self.store.log("bcq", self.train_name, row)
+        self.pending.append(row)
         self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
         self.acc_n = 0
+
+    def write_losses(self) -> None:
+        """Append the pending loss rows at once (one zarr write per column instead of one per row)."""
+        if self.pending:
+            self.store.append_rows(f"metrics/bcq/{self.train_name}",
+                                   {k: np.asarray([r[k] for r in self.pending], np.float64) for k in self.pending[0]})
+            self.pending = []
+        self.last_write = time.perf_counter()
 
     def evaluate_and_keep_best(self) -> None:
         returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, self.it))
@@ -198,7 +209,9 @@ class BCQRun:
                 self.it += 1
                 if self.it % self.log_every == 0 or self.it == cfg.iterations:
                     self.log_losses()
-                    self.ctx.progress(self.it / cfg.iterations)
+                    if time.perf_counter() - self.last_write > 10 or self.it == cfg.iterations:
+                        self.write_losses()
+                        self.ctx.progress(self.it / cfg.iterations)
                     report.update(self.it)
                 if self.it % cfg.eval_every == 0 or self.it == cfg.iterations:
                     self.evaluate_and_keep_best()
