@@ -21,7 +21,7 @@ identical copies like the MBML runs') and the same actor, so the initialisation 
 difference. Every tensor carries a leading run dimension R (`nets.BatchedMLP`); losses are summed
 over runs (each run's own mean), so batched = R separate runs, and `update` has no loop over runs.
 Haarnoja et al. 2018b (arXiv:1812.05905) equation numbers are marked "SAC Eq. n", Fujimoto et al.
-2018 (TD3, arXiv:1802.09477) "TD3 Eq. n"; "Sec. 5.3" is the MBML paper.
+2018 (TD3, arXiv:1802.09477) "TD3 Sec. n"; a bare "Sec. 5.3" is the MBML paper.
 """
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def update(agent: FinetuneAgent, opt: Optimisers, batch1: dict, batch2: dict, ga
         noise = sample_noise(agent.n_runs, B, agent.act_dim, generator, r.device)
     alpha = agent.alpha.detach()[:, None]                                     # (R, 1)
 
-    # ---- critics: the soft target of SAC Eq. 7-8 with TD3's target policy smoothing (TD3 Eq. 14)
+    # ---- critics: the soft target of SAC Eq. 7-8 with target policy smoothing (TD3 Sec. 5.3)
     with torch.no_grad():
         s2_n = agent.norm(s2)
         a2, logp2 = agent.actor(s2_n, noise["next"])                           # a′ ~ π(·|s′)
