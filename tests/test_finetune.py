@@ -48,11 +48,12 @@ def test_initialised_critics_equal_q_d_with_frozen_z():
     obs_dim, act_dim, L = 5, 3, 4
     policy = DistilledPolicy(obs_dim, act_dim, 6, L, [8], [32, 24, 16], [8], [8])
     policy.set_stats(torch.randn(obs_dim), torch.rand(obs_dim) + 0.5, 0.0, 1.0)
+    policy.set_q_stats(-40.0, 12.5)                                  # Q_D's output scale (teachers' Q stats)
     agent = ft.FinetuneAgent(3, obs_dim, act_dim, L, [16, 16], [32, 24, 16])
     ft.set_obs_stats(agent, policy.obs_mean, policy.obs_std)
     untouched = {k: v.clone() for k, v in agent.critic1.state_dict().items()}
     z = torch.randn(2, L)
-    ft.init_from_mbml(agent, [0, 2], policy.q, z)                    # runs 0 and 2 from Q_D; run 1 stays random
+    ft.init_from_mbml(agent, [0, 2], policy.q, z, float(policy.q_std), float(policy.q_mean))   # runs 0, 2 from Q_D
 
     s, a = torch.randn(3, 64, obs_dim) * 3, torch.rand(3, 64, act_dim) * 2 - 1
     q1, q2 = agent.q(s, a)

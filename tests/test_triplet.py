@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mbml_cli.algos.mbml import (VARIANTS, DistilledPolicy, Relabelled, Teachers, hardest_triplet_loss,
+from mbml_cli.algos.mbml import (VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers, hardest_triplet_loss,
                                  step_losses, triplet_loss)
 from mbml_cli.config import DistillConfig
 from mbml_cli.data import TaskData
@@ -117,3 +117,30 @@ def test_stop_gradient_in_generator_and_perturbation_losses():
     policy.zero_grad()
     out["loss_q"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())  # reparam z
+
+
+def test_q_d_regresses_standardised_teacher_values():
+    """The trainer sets Q_D's scale from the teachers' Q on the batches; Eq. 3 is then the squared
+    error in units of that std, and Q_D's output is back in the teachers' units."""
+    policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
+    MBMLTrainer(policy, data, teachers, rel, VARIANTS["mbml"], cfg)
+    n = int(data.sizes.min())
+    q = teachers.q(data.obs[:, :n], data.act[:, :n])
+    assert float(policy.q_mean) == pytest.approx(float(q.mean()), rel=1e-5)
+    assert float(policy.q_std) == pytest.approx(float(q.std()), rel=1e-5)
+    z = torch.randn(4, cfg.latent_dim)
+    s, a = data.obs[0, :4], data.act[0, :4]
+    raw = policy.q(torch.cat([(s - policy.obs_mean) / policy.obs_std, a, z], -1)).squeeze(-1)
+    torch.testing.assert_close(policy.q_value(s, a, z), raw * float(q.std()) + float(q.mean()))
+
+    gen = torch.Generator().manual_seed(1)
+    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, gen)
+    unscaled = DistilledPolicy(OBS, ACT, 2 * ACT, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
+                               cfg.g_hidden, cfg.xi_hidden)
+    unscaled.load_state_dict(policy.state_dict())
+    unscaled.set_q_stats(0.0, 1.0)
+    with torch.no_grad():                         # the same raw network, scale 1: loss × std² apart
+        unscaled.q[-1].weight.mul_(float(q.std()))
+        unscaled.q[-1].bias.mul_(float(q.std())).add_(float(q.mean()))
+    ref = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    assert out["loss_q"].item() * float(q.std()) ** 2 == pytest.approx(ref["loss_q"].item(), rel=1e-4)

@@ -123,10 +123,12 @@ def linear_layers(seq: nn.Sequential) -> list[nn.Linear]:
 
 
 @torch.no_grad()
-def load_q_d(critic: ZCritic, rows: list[int], q_d: nn.Sequential, z: torch.Tensor) -> None:
-    """Critic rows `rows` ← Q_D(·, ·, z_r) (Sec. 5.3). nn.Linear keeps W (out, in) and computes x Wᵀ;
-    `BatchedLinear` keeps W (R, in, out) and computes x W, so each run's slice is Wᵀ; biases (out,)
-    become (1, out). z (len(rows), L) goes into the frozen input buffer."""
+def load_q_d(critic: ZCritic, rows: list[int], q_d: nn.Sequential, z: torch.Tensor,
+             scale: float = 1.0, shift: float = 0.0) -> None:
+    """Critic rows `rows` ← scale·Q_D(·, ·, z_r) + shift (Sec. 5.3; scale and shift are the distilled
+    policy's `q_std` and `q_mean`, folded into the last layer). nn.Linear keeps W (out, in) and
+    computes x Wᵀ; `BatchedLinear` keeps W (R, in, out) and computes x W, so each run's slice is Wᵀ;
+    biases (out,) become (1, out). z (len(rows), L) goes into the frozen input buffer."""
     layers = linear_layers(q_d)
     if len(layers) != len(critic.net.layers):
         raise ValueError(f"critic has {len(critic.net.layers)} layers, Q_D has {len(layers)}")
@@ -134,16 +136,18 @@ def load_q_d(critic: ZCritic, rows: list[int], q_d: nn.Sequential, z: torch.Tens
     for ours, theirs in zip(critic.net.layers, layers):
         if ours.weight.shape[1:] != theirs.weight.T.shape:
             raise ValueError(f"critic layer {tuple(ours.weight.shape[1:])} ≠ Q_D layer {tuple(theirs.weight.T.shape)}")
-        ours.weight[idx] = theirs.weight.T.to(ours.weight)
-        ours.bias[idx] = theirs.bias.reshape(1, -1).to(ours.bias)
+        last = ours is critic.net.layers[-1]
+        ours.weight[idx] = (theirs.weight.T * (scale if last else 1.0)).to(ours.weight)
+        ours.bias[idx] = (theirs.bias.reshape(1, -1) * scale + shift if last else theirs.bias.reshape(1, -1)).to(ours.bias)
     critic.z[idx] = torch.as_tensor(z, dtype=critic.z.dtype, device=critic.z.device).reshape(len(rows), 1, -1)
 
 
 @torch.no_grad()
-def init_from_mbml(agent: FinetuneAgent, rows: list[int], q_d: nn.Sequential, z) -> None:
-    """Both critics and both targets of the MBML runs ← Q_D(·, ·, z) (Sec. 5.3)."""
+def init_from_mbml(agent: FinetuneAgent, rows: list[int], q_d: nn.Sequential, z,
+                   scale: float = 1.0, shift: float = 0.0) -> None:
+    """Both critics and both targets of the MBML runs ← scale·Q_D(·, ·, z) + shift (Sec. 5.3)."""
     for critic in (agent.critic1, agent.critic2, agent.target1, agent.target2):
-        load_q_d(critic, rows, q_d, z)
+        load_q_d(critic, rows, q_d, z, scale, shift)
 
 
 # ---- 3. behaviour cloning by maximum likelihood -----------------------------------------------------

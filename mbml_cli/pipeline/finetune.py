@@ -233,7 +233,9 @@ class Finetuner:
         T, n = self.T, self.cfg.init_steps
         z = ft.frozen_z(self.policy, {f: self.host[f][:T, :n] for f in ("obs", "act", "rew", "next_obs")})
         self.z[:] = z
-        ft.init_from_mbml(self.agent, list(range(T)), self.policy.module.q, torch.as_tensor(z, device=self.device))
+        q_d = self.policy.module
+        ft.init_from_mbml(self.agent, list(range(T)), q_d.q, torch.as_tensor(z, device=self.device),
+                          float(q_d.q_std), float(q_d.q_mean))
         weight = torch.tensor([1.0] * T + [0.0] * T, device=self.device)
         losses = ft.behaviour_clone(self.agent, self.buf["obs"][:, :n], self.buf["act"][:, :n], weight,
                                     self.cfg.bc_steps, self.cfg.lr, self.cfg.batch_size, self.gen)
