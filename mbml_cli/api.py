@@ -141,5 +141,9 @@ def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final",
         raise StageError(f"{run.path}: no trained {algo!r} policy (run `mbml distill {run.path} --algo {algo}`)")
     tensors, meta = run.store.load_weights(path)
     module = policy_class(meta).from_meta(meta)
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+    state = {k: torch.as_tensor(v) for k, v in tensors.items()}
+    for name in ("q_mean", "q_std"):     # stores from before Q_D had an output scale: scale 1, shift 0
+        if name in module.state_dict() and name not in state:
+            state[name] = module.state_dict()[name]
+    module.load_state_dict(state)
     return Policy(module.to(device_of(device)), algo, which, meta)
