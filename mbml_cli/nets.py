@@ -36,7 +36,7 @@ class BatchedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+            x = layer(x).relu_()      # in place: baddbmm's output is not needed by its backward
         return self.layers[-1](x)
 
 

@@ -18,7 +18,7 @@ Reads `data/train/<i>` and the recipe's `bcq` section; writes
 Resume is exact: mini-batches and noise come from two checkpointed generators, evaluations from
 generators seeded by (seed, iteration), so a killed and resumed run ends with the same weights.
 At the end the stage prints, per task, a random policy's return, the best episode return in the
-task's batch, the final BCQ policy's return (mean of `max(5, eval_episodes)` episodes) and the
+task's batch, the final BCQ policy's return (mean of `max(10, eval_episodes)` episodes) and the
 fraction of the way from the first to the second that BCQ covers.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from ..rollout import run_episode
 from .collect import (Reporter, derive_seed, episode_returns, finish_shard, flat_state, format_returns,
                       plan_shard, shard_name, unflat_state)
 
-REPORT_EPISODES = 5
+REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
 
 
@@ -224,25 +224,34 @@ class BCQRun:
         self.finish(report, started, time.perf_counter() - t0, start_it)
 
     def finish(self, report: Reporter, started: float, elapsed: float, start_it: int) -> None:
-        seed = self.r.seed
-        episodes = max(REPORT_EPISODES, self.cfg.eval_episodes)
-        final = evaluate(self.model, self.envs, episodes, derive_seed(seed, 15))
-        rand = random_returns(self.envs, episodes, derive_seed(seed, 16))
-        table = Table("task", "random", "best in batch", "BCQ", "fraction", title=f"bcq {self.shard}: final policies "
-                      f"({episodes} episodes each)")
-        for k, i in enumerate(self.todo):
-            best = best_batch_return(self.store, i)
-            frac = (final[k] - rand[k]) / (best - rand[k]) if best != rand[k] else float("nan")
-            report_meta = {"return": float(final[k]), "random_return": float(rand[k]),
-                           "best_batch_return": float(best), "bcq_return": float(final[k]), "fraction": float(frac)}
-            self.store.save_weights(bcq_algo.weights_path("final", i), task_state(self.model, k),
-                                    self.meta(k, **report_meta))
+        rows = final_report(self.model, self.envs, self.store, self.todo, self.r.seed, self.cfg.eval_episodes)
+        table = Table("task", "random", "best in batch", "BCQ", "fraction",
+                      title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
+        for k, (i, row) in enumerate(zip(self.todo, rows)):
+            self.store.save_weights(bcq_algo.weights_path("final", i), task_state(self.model, k), self.meta(k, **row))
             self.store.set_stage(f"bcq/{i}", status="done", hash=self.digest, started=started,
-                                 ended=time.time(), progress=1.0, shard=self.shard, **report_meta)
-            table.add_row(str(i), f"{rand[k]:.1f}", f"{best:.1f}", f"{final[k]:.1f}", f"{frac:.2f}")
+                                 ended=time.time(), progress=1.0, shard=self.shard, **row)
+            table.add_row(str(i), f"{row['random_return']:.1f}", f"{row['best_batch_return']:.1f}",
+                          f"{row['bcq_return']:.1f}", f"{row['fraction']:.2f}")
         self.store.delete(checkpoint_path(self.shard))
         for env in self.envs:
             env.close()
         report.console.print(table)
         report.console.print(f"bcq {self.shard}: {self.K} tasks × {self.cfg.iterations} iterations "
                              f"({self.it - start_it} this run) in {elapsed:.1f}s", highlight=False)
+
+
+def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1) -> list[dict]:
+    """Per task: a random policy's return, the best episode return in the task's batch, `model`'s
+    return (means over `max(REPORT_EPISODES, eval_episodes)` episodes) and the fraction of the way
+    from the first to the second that BCQ covers."""
+    episodes = max(REPORT_EPISODES, eval_episodes)
+    final = evaluate(model, envs, episodes, derive_seed(seed, 15))
+    rand = random_returns(envs, episodes, derive_seed(seed, 16))
+    rows = []
+    for k, i in enumerate(tasks):
+        best = best_batch_return(store, i)
+        frac = (final[k] - rand[k]) / (best - rand[k]) if best != rand[k] else float("nan")
+        rows.append({"return": float(final[k]), "random_return": float(rand[k]), "best_batch_return": float(best),
+                     "bcq_return": float(final[k]), "fraction": float(frac), "episodes": episodes})
+    return rows
