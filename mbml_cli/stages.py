@@ -1,7 +1,7 @@
 """What each stage reads and writes, its record in the store, resume, and `mbml run`'s order.
 
 A stage is a function `fn(ctx: RunContext, **options)` registered with `@stage(name, sections)`
-in a module of `mbml_cli/pipeline/` (one module per stage).
+in a module of `mbml_cli/pipeline/` (one module per stage, besides the shared `common` and `online`).
 `run_stage` records status, the hash of the recipe sections it used, start/end time and progress;
 a finished stage whose hash still matches is skipped, and a stage re-entered with the same hash is
 told to resume (`ctx.resume`), a changed hash starts it afresh.

@@ -31,12 +31,11 @@ from rich.table import Table
 
 from .. import stages
 from ..algos import bcq as bcq_algo
-from ..algos.sac import load_optimiser_state, optimiser_state
 from ..data import TaskData
 from ..nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
-from .collect import (Reporter, derive_seed, episode_returns, finish_shard, flat_state, format_returns,
-                      plan_shard, shard_name, unflat_state)
+from .common import (Reporter, derive_seed, episode_returns, finish_shard, format_returns, load_training_state,
+                     plan_shard, read_checkpoint, shard_name, training_state)
 
 REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
@@ -113,14 +112,13 @@ class BCQRun:
         self.last_write = time.perf_counter()
 
     # ---- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict, dict]:
+        """(modules, optimisers, generators) of the checkpoint."""
+        return self.tr.modules(), self.tr.optimisers(), {"rng/sample": self.gen_sample, "rng/noise": self.gen_noise}
+
     def save_checkpoint(self) -> None:
         self.write_losses()
-        tensors = {"rng/sample": self.gen_sample.get_state(), "rng/noise": self.gen_noise.get_state()}
-        for name, module in self.tr.modules().items():
-            tensors.update(flat_state(name, module))
-        for name, o in self.tr.optimisers().items():
-            tensors.update(optimiser_state(name, o))
-        tensors.update({f"acc/{k}": v for k, v in self.acc.items()})
+        tensors = training_state(*self.state(), self.acc)
         meta = {"iteration": self.it, "best": self.best.tolist(), "last_eval": self.last_eval.tolist(),
                 "acc_n": self.acc_n, "tasks": self.todo, "hash": self.digest,
                 "train_rows": self.store.rows(f"metrics/bcq/{self.train_name}"),
@@ -128,19 +126,11 @@ class BCQRun:
         self.store.save_weights(checkpoint_path(self.shard), tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        path = checkpoint_path(self.shard)
-        if not (self.ctx.resume and self.store.has_weights(path)):
+        found = read_checkpoint(self.ctx, checkpoint_path(self.shard), hash=self.digest, tasks=self.todo)
+        if found is None:
             return False
-        tensors, meta = self.store.load_weights(path)
-        if meta.get("hash") != self.digest or meta.get("tasks") != self.todo:
-            return False
-        for name, module in self.tr.modules().items():
-            module.load_state_dict(unflat_state(name, tensors))
-        for name, o in self.tr.optimisers().items():
-            load_optimiser_state(name, o, tensors)
-        self.gen_sample.set_state(torch.from_numpy(np.array(tensors["rng/sample"])))
-        self.gen_noise.set_state(torch.from_numpy(np.array(tensors["rng/noise"])))
-        self.acc = {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in self.acc}
+        tensors, meta = found
+        self.acc = load_training_state(tensors, *self.state(), self.acc)
         self.acc_n = int(meta["acc_n"])
         self.it = int(meta["iteration"])
         self.best = np.asarray(meta["best"], np.float64)

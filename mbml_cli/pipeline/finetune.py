@@ -27,19 +27,20 @@ Writes
                                   never), saving in % (and whether it is a lower bound), returns
   metrics/finetune/<init>/<task>  per evaluation: interactions, train_return, critic_loss,
                                   actor_loss, alpha, entropy, q (means since the last row)
-  data/finetune/<init>/<task>     every transition (obs, act, rew, next_obs, terminal, truncated)
+  data/finetune/<init>/<task>     every transition (obs, act, rew, next_obs, terminal, truncated:
+                                  the columns of `pipeline/online.py`, one row of its arrays per run)
   models/finetune/<init>/<task>   final weights of that run (its slice of the batched agent)
   models/finetune/checkpoint/<name>  resumable checkpoint (name: all, the task index, or unseen)
 
 Exact resume: like `collect`, all randomness comes from checkpointed generators and the
-environments are rebuilt by replaying the unfinished episode's stored actions, so a killed
-invocation resumed with the same inputs writes the same numbers as an uninterrupted one. (A run's
-random streams depend on which tasks share its invocation: `--task 0` and the all-tasks run differ.)
+environments are rebuilt by replaying the unfinished episode's stored actions (`pipeline/online.py`),
+so a killed invocation resumed with the same inputs writes the same numbers as an uninterrupted one.
+(A run's random streams depend on which tasks share its invocation: `--task 0` and the all-tasks
+run differ.)
 """
 from __future__ import annotations
 
 import time
-from collections import deque
 
 import numpy as np
 import torch
@@ -49,20 +50,15 @@ from rich.table import Table
 
 from .. import stages
 from ..algos import finetune as ft
-from ..algos.sac import load_optimiser_state, optimiser_state
 from ..api import Run, load_policy
 from ..errors import StageError
 from ..nets import device_of, seed_everything, task_state
+from .common import derive_seed, episode_returns, load_training_state, read_checkpoint, training_state
+from .online import LockstepEnvs
 
 INITS = ("mbml", "scratch")
-COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated")
 SALT = 7_000                     # separates these seeds from the other stages'
 console = Console()
-
-
-def derive_seed(*parts: int) -> int:
-    """A 32-bit seed from non-negative integers: independent streams per (seed, purpose, ...)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def table_path(init: str, task: str) -> str:
@@ -71,14 +67,6 @@ def table_path(init: str, task: str) -> str:
 
 def data_path(init: str, task: str) -> str:
     return f"data/finetune/{init}/{task}"
-
-
-def episode_returns(rew: np.ndarray, ends: np.ndarray) -> list[float]:
-    out, start = [], 0
-    for e in np.flatnonzero(ends):
-        out.append(float(rew[start:e + 1].sum()))
-        start = e + 1
-    return out
 
 
 # ---- the stage -------------------------------------------------------------------------------------
@@ -117,10 +105,13 @@ class Finetuner:
         self.total = self.cfg.init_steps + self.cfg.steps
 
         self.policy = load_policy(Run(self.store), "mbml", "final", self.r.device)     # the multi-task policy
-        self.envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
+        envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
+        self.envs = LockstepEnvs(envs, self.total, self.device, self.reset_seed,        # transitions of every run
+                                 paths=[data_path(*run) for run in self.runs],
+                                 labels=[f"finetune: {run}" for run in self.runs])
         self.eval_envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
-        self.obs_dim = self.envs[0].observation_space.shape[0]
-        self.act_dim = self.envs[0].action_space.shape[0]
+        self.obs_dim = self.envs.host["obs"].shape[-1]
+        self.act_dim = self.envs.host["act"].shape[-1]
         flat_ids = [p for i in ids for p in i]
 
         # networks: same random actor for both runs of a task; critics Q_D-shaped (Sec. 5.3)
@@ -136,108 +127,53 @@ class Finetuner:
         self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, SALT + 1, *flat_ids))
         self.cpu_gen = torch.Generator().manual_seed(derive_seed(self.r.seed, SALT + 2, *flat_ids))
 
-        N = self.total
-        self.host = {"obs": np.zeros((R, N, self.obs_dim), np.float32),
-                     "act": np.zeros((R, N, self.act_dim), np.float32),
-                     "rew": np.zeros((R, N), np.float32),
-                     "next_obs": np.zeros((R, N, self.obs_dim), np.float32),
-                     "terminal": np.zeros((R, N), bool), "truncated": np.zeros((R, N), bool)}
-        if self.device.type == "cpu":
-            self.buf = {k: torch.from_numpy(self.host[k]) for k in ("obs", "act", "rew", "next_obs")}
-            self.buf_terminal = torch.zeros((R, N))
-        else:
-            self.buf = {k: torch.zeros(self.host[k].shape, device=self.device) for k in ("obs", "act", "rew", "next_obs")}
-            self.buf_terminal = torch.zeros((R, N), device=self.device)
-        self.t = 0
-        self.flushed = 0
-        self.episodes = np.zeros(R, np.int64)             # episodes started per run
         self.n_evals = 0
-        self.obs = np.zeros((R, self.obs_dim), np.float32)
-        self.recent = [deque(maxlen=5) for _ in range(R)]
         self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
         self.acc = {k: torch.zeros(R, dtype=torch.float64) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
         self.acc_n = 0
         self.bc_loss = float("nan")
 
     # ---- environments ------------------------------------------------------------------------------
+    @property
+    def t(self) -> int:
+        """Interactions of every run so far."""
+        return self.envs.t
+
     def reset_seed(self, k: int, episode: int) -> int:
         return derive_seed(self.r.seed, SALT + 3, *self.ids[k % self.T], episode)
 
-    def reset_env(self, k: int) -> np.ndarray:
-        seed = self.reset_seed(k, int(self.episodes[k]))
-        self.episodes[k] += 1
-        return np.asarray(self.envs[k].reset(seed=seed)[0], np.float32)
-
-    def restore_envs(self) -> None:
-        """Each env back to its state at step t: reset with the unfinished episode's seed, replay its actions."""
-        h = self.host
-        for k in range(self.R):
-            ends = h["terminal"][k, :self.t] | h["truncated"][k, :self.t]
-            for ret in episode_returns(h["rew"][k, :self.t], ends)[-5:]:
-                self.recent[k].append(ret)
-            idx = np.flatnonzero(ends)
-            start = int(idx[-1]) + 1 if len(idx) else 0
-            self.episodes[k] -= 1
-            obs = self.reset_env(k)
-            for j in range(start, self.t):
-                obs = np.asarray(self.envs[k].step(h["act"][k, j])[0], np.float32)
-                if not np.array_equal(obs, h["next_obs"][k, j]):
-                    raise StageError(f"finetune: {self.runs[k]}'s environment does not replay deterministically "
-                                     f"(step {j}); cannot resume exactly — run again with --force")
-            self.obs[k] = obs
-
     def context(self, k: int, stop: int) -> dict[str, np.ndarray]:
-        return {f: self.host[f][k, :stop] for f in ("obs", "act", "rew", "next_obs")}
+        return {f: self.envs.host[f][k, :stop] for f in ("obs", "act", "rew", "next_obs")}
 
     # ---- acting and stepping -------------------------------------------------------------------------
     def act(self) -> np.ndarray:
         T = self.T
         if self.t < self.cfg.init_steps:
             a = np.empty((self.R, self.act_dim), np.float32)
-            a[:T] = self.policy.act(self.obs[:T], self.z, self.cpu_gen)                  # the MBML policy
+            a[:T] = self.policy.act(self.envs.obs[:T], self.z, self.cpu_gen)             # the MBML policy
             a[T:] = (torch.rand((T, self.act_dim), generator=self.cpu_gen) * 2 - 1).numpy()   # uniform warm-up
             return a
-        obs = torch.as_tensor(self.obs, device=self.device)
+        obs = torch.as_tensor(self.envs.obs, device=self.device)
         return self.agent.act(obs, generator=self.gen).cpu().numpy().astype(np.float32)
 
-    def step_envs(self, actions: np.ndarray) -> None:
-        t, h = self.t, self.host
-        for k, env in enumerate(self.envs):
-            nxt, rew, term, trunc, _ = env.step(actions[k])
-            h["obs"][k, t], h["act"][k, t], h["rew"][k, t] = self.obs[k], actions[k], rew
-            h["next_obs"][k, t], h["terminal"][k, t], h["truncated"][k, t] = nxt, term, trunc
-            if term or trunc:
-                start = np.flatnonzero(h["terminal"][k, :t] | h["truncated"][k, :t])
-                start = int(start[-1]) + 1 if len(start) else 0
-                self.recent[k].append(float(h["rew"][k, start:t + 1].sum()))
-                self.obs[k] = self.reset_env(k)
-                if k < self.T and t + 1 < self.cfg.init_steps:     # PEARL protocol: z from the posterior
-                    self.z[k] = ft.sample_z(self.policy, self.context(k, t + 1), self.cpu_gen)
-            else:
-                self.obs[k] = nxt
-        self.buf_terminal[:, t] = torch.as_tensor(h["terminal"][:, t], dtype=torch.float32)
-        if self.device.type != "cpu":
-            for c, b in self.buf.items():
-                b[:, t] = torch.as_tensor(h[c][:, t], device=self.device)
-        self.t += 1
+    def episode_ended(self, k: int, rows: int) -> None:
+        """PEARL protocol: an MBML run's next episode in the init phase acts with z from the posterior."""
+        if k < self.T and rows < self.cfg.init_steps:
+            self.z[k] = ft.sample_z(self.policy, self.context(k, rows), self.cpu_gen)
 
     def sample(self) -> dict[str, torch.Tensor]:
-        idx = torch.randint(0, self.t, (self.R, self.cfg.batch_size), generator=self.gen, device=self.device)
-        rows = torch.arange(self.R, device=self.device)[:, None]
-        batch = {c: b[rows, idx] for c, b in self.buf.items()}
-        batch["terminal"] = self.buf_terminal[rows, idx]
-        return batch
+        return self.envs.sample(self.cfg.batch_size, self.gen)
 
     # ---- Sec. 5.3 initialisation ----------------------------------------------------------------------
     def initialise(self) -> None:
         T, n = self.T, self.cfg.init_steps
-        z = ft.frozen_z(self.policy, {f: self.host[f][:T, :n] for f in ("obs", "act", "rew", "next_obs")})
+        z = ft.frozen_z(self.policy, {f: self.envs.host[f][:T, :n] for f in ("obs", "act", "rew", "next_obs")})
         self.z[:] = z
         q_d = self.policy.module
         ft.init_from_mbml(self.agent, list(range(T)), q_d.q, torch.as_tensor(z, device=self.device),
                           float(q_d.q_std), float(q_d.q_mean))
         weight = torch.tensor([1.0] * T + [0.0] * T, device=self.device)
-        losses = ft.behaviour_clone(self.agent, self.buf["obs"][:, :n], self.buf["act"][:, :n], weight,
+        losses = ft.behaviour_clone(self.agent, self.envs.buf["obs"][:, :n], self.envs.buf["act"][:, :n], weight,
                                     self.cfg.bc_steps, self.cfg.lr, self.cfg.batch_size, self.gen)
         self.bc_loss = losses[-1] if losses else float("nan")
 
@@ -262,82 +198,56 @@ class Finetuner:
 
     def log(self, returns: np.ndarray) -> None:
         n = max(self.acc_n, 1)
+        recent = self.envs.mean_recent()
         for k, (init, name) in enumerate(self.runs):
             self.store.append_rows(table_path(init, name), {"interactions": np.array([self.t], np.int64),
                                                             "return": np.array([returns[k]], np.float64)})
             row = {"interactions": self.t,
-                   "train_return": float(np.mean(self.recent[k])) if self.recent[k] else float("nan"),
+                   "train_return": recent[k],
                    **{m: float(v[k]) / n if self.acc_n else float("nan") for m, v in self.acc.items()}}
             self.store.log("finetune", f"{init}/{name}", row)
         self.acc = {m: torch.zeros_like(v) for m, v in self.acc.items()}
         self.acc_n = 0
 
     # ---- checkpoints ------------------------------------------------------------------------------------
-    def flush(self) -> None:
-        if self.t > self.flushed:
-            for k, (init, name) in enumerate(self.runs):
-                self.store.append_rows(data_path(init, name), {c: self.host[c][k, self.flushed:self.t] for c in COLUMNS})
-            self.flushed = self.t
-
     def checkpoint_path(self) -> str:
         return f"models/finetune/checkpoint/{self.shard}"
 
+    def state(self) -> tuple[dict, dict, dict]:
+        """(modules, optimisers, generators) of the checkpoint."""
+        return {"agent": self.agent}, dict(self.opt.items()), {"rng": self.gen, "cpu_rng": self.cpu_gen}
+
     def save_checkpoint(self) -> None:
-        self.flush()
-        tensors = {**{f"agent/{k}": v for k, v in self.agent.state_dict().items()},
-                   "rng": self.gen.get_state(), "cpu_rng": self.cpu_gen.get_state(), "z": torch.from_numpy(self.z),
-                   **{f"acc/{k}": v for k, v in self.acc.items()}}
-        for name, o in self.opt.items():
-            tensors.update(optimiser_state(name, o))
+        self.envs.flush(self.store)
+        tensors = {**training_state(*self.state(), self.acc), "z": torch.from_numpy(self.z)}
         rows = {f"{init}/{name}": [self.store.rows(table_path(init, name)),
                                    self.store.rows(f"metrics/finetune/{init}/{name}")] for init, name in self.runs}
-        meta = {"t": self.t, "episodes": self.episodes.tolist(), "n_evals": self.n_evals, "acc_n": self.acc_n,
+        meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "n_evals": self.n_evals, "acc_n": self.acc_n,
                 "names": self.names, "hash": self.digest, "rows": rows, "bc_loss": self.bc_loss}
         self.store.save_weights(self.checkpoint_path(), tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        path = self.checkpoint_path()
-        if not (self.ctx.resume and self.store.has_weights(path)):
+        found = read_checkpoint(self.ctx, self.checkpoint_path(), hash=self.digest, names=self.names)
+        if found is None:
             return False
-        tensors, meta = self.store.load_weights(path)
-        if meta.get("hash") != self.digest or meta.get("names") != self.names:
-            return False
-        self.agent.load_state_dict({k[len("agent/"):]: torch.as_tensor(np.array(v)) for k, v in tensors.items()
-                                    if k.startswith("agent/")})
-        for name, o in self.opt.items():
-            load_optimiser_state(name, o, tensors)
-        self.gen.set_state(torch.from_numpy(np.array(tensors["rng"])))
-        self.cpu_gen.set_state(torch.from_numpy(np.array(tensors["cpu_rng"])))
+        tensors, meta = found
+        self.acc = load_training_state(tensors, *self.state(), self.acc)
         self.z[:] = np.array(tensors["z"])
-        self.acc = {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in self.acc}
         self.acc_n, self.n_evals, self.bc_loss = int(meta["acc_n"]), int(meta["n_evals"]), float(meta["bc_loss"])
-        self.t = self.flushed = int(meta["t"])
-        self.episodes = np.asarray(meta["episodes"], np.int64)
-        for k, (init, name) in enumerate(self.runs):
+        for init, name in self.runs:
             table_rows, metric_rows = meta["rows"][f"{init}/{name}"]
             self.store.set_rows(table_path(init, name), table_rows)
             self.store.set_rows(f"metrics/finetune/{init}/{name}", metric_rows)
-            if self.store.rows(data_path(init, name)) < self.t:
-                raise StageError(f"{self.store.path}: {data_path(init, name)} has fewer rows than its checkpoint; "
-                                 "run again with --force")
-            self.store.set_rows(data_path(init, name), self.t)
-            stored = self.store.read_rows(data_path(init, name), 0, self.t)
-            for c in COLUMNS:
-                self.host[c][k, :self.t] = stored[c]
-        self.buf_terminal[:, :self.t] = torch.as_tensor(self.host["terminal"][:, :self.t], dtype=torch.float32)
-        if self.device.type != "cpu":
-            for c, b in self.buf.items():
-                b[:, :self.t] = torch.as_tensor(self.host[c][:, :self.t], device=self.device)
-        self.restore_envs()
+        self.envs.load(self.store, int(meta["t"]), meta["episodes"])
         return True
 
     def start_fresh(self) -> None:
         self.store.delete(self.checkpoint_path())
-        for k, (init, name) in enumerate(self.runs):
+        for init, name in self.runs:
             for path in (table_path(init, name), data_path(init, name), f"metrics/finetune/{init}/{name}",
                          f"finetune/summary/{name}", f"models/finetune/{init}/{name}"):
                 self.store.delete(path)
-            self.obs[k] = self.reset_env(k)
+        self.envs.start()
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -355,7 +265,7 @@ class Finetuner:
         with bar:
             job = bar.add_task(label, total=self.total, completed=self.t, info="collecting with the MBML policy")
             while self.t < self.total:
-                self.step_envs(self.act())
+                self.envs.step(self.act(), self.episode_ended)
                 if self.t == cfg.init_steps:                                   # Sec. 5.3 initialisation
                     self.initialise()
                 elif self.t > cfg.init_steps:                                  # one update per step
@@ -378,11 +288,11 @@ class Finetuner:
                     bar.update(job, completed=self.t)
                 if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
                     self.save_checkpoint()
-        self.flush()
+        self.envs.flush(self.store)
         self.finish(time.time() - started, self.t - t0)
 
     def finish(self, wall: float, steps: int) -> None:
-        h, n = self.host, self.cfg.init_steps
+        h, n = self.envs.host, self.cfg.init_steps
         for k, (init, name) in enumerate(self.runs):
             self.store.save_weights(f"models/finetune/{init}/{name}", task_state(self.agent, k),
                                     {"init": init, "task": name, "interactions": self.t, "obs_dim": self.obs_dim,
@@ -392,7 +302,8 @@ class Finetuner:
             mbml_eps = episode_returns(h["rew"][k, :n], ends)
             self.write_summary(name, self.params[k], mbml_eps)
         self.store.delete(self.checkpoint_path())
-        for env in self.envs + self.eval_envs:
+        self.envs.close()
+        for env in self.eval_envs:
             env.close()
         console.print(f"finetune {self.shard}: {self.R} runs × {self.total} interactions "
                       f"({steps} this invocation) in {wall:.1f}s", highlight=False)
