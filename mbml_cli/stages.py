@@ -5,6 +5,8 @@ in a module of `mbml_cli/pipeline/` (one module per stage, besides the shared `c
 `run_stage` records status, the hash of the recipe sections it used, start/end time and progress;
 a finished stage whose hash still matches is skipped, and a stage re-entered with the same hash is
 told to resume (`ctx.resume`), a changed hash starts it afresh.
+A stage may also register `check(ctx, **options)`: it runs before any record is written, so bad
+options fail with a one-line error and leave the store as it was.
 A stage run on a shard of tasks returns `{"status": "partial", "message": ...}` while other tasks
 remain; that status is recorded instead of "done" (and, like "running"/"failed", resumes).
 """
@@ -45,14 +47,15 @@ class Stage:
     fn: Callable
     sections: tuple[str, ...]       # recipe sections whose change invalidates the stage
     needs: tuple[str, ...]          # stages that must be done first
+    check: Callable | None = None   # check(ctx, **options): raises StageError before anything is written
 
 
 REGISTRY: dict[str, Stage] = {}
 
 
-def stage(name: str, sections: tuple[str, ...] = (), needs: tuple[str, ...] = ()):
+def stage(name: str, sections: tuple[str, ...] = (), needs: tuple[str, ...] = (), check: Callable | None = None):
     def register(fn):
-        REGISTRY[name] = Stage(name, fn, sections or (name,), needs)
+        REGISTRY[name] = Stage(name, fn, sections or (name,), needs, check)
         return fn
     return register
 
@@ -117,6 +120,8 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
         if ctx.store.stage(need).get("status") != "done":
             raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {name!r} "
                              f"(run `mbml {need} {ctx.store.path}`)")
+    if st.check is not None:
+        st.check(ctx, **options)
     digest = section_hash(ctx.recipe, *st.sections)
     record = ctx.store.stage(key)
     if record.get("status") == "done" and record.get("hash") == digest and not force:

@@ -175,6 +175,7 @@ def test_finetune_one_unseen_task_via_cli(smoke_run, tmp_path):
     assert store.group("finetune/summary/unseen").attrs["interactions"] == 150
     bad = runner.invoke(app, ["finetune", str(path), "--task", "7"])
     assert bad.exit_code == 2 and "out of range" in bad.output
+    assert Store.open(path).stage("finetune/7") == {}              # refused before any record is written
 
 
 # ---- the threshold measure -----------------------------------------------------------------------

@@ -70,22 +70,27 @@ def data_path(init: str, task: str) -> str:
 
 
 # ---- the stage -------------------------------------------------------------------------------------
-@stages.stage("finetune", sections=("finetune",), needs=("distill/mbml",))
-def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = False) -> None:
+def chosen_tasks(ctx: stages.RunContext, task: int | None = None, unseen: bool = False):
+    """(params, names, ids, shard) of the tasks to fine-tune on; a bad choice raises StageError."""
     r = ctx.recipe
     if unseen and task is not None:
         raise StageError("mbml finetune: give --task K or --unseen, not both")
     if unseen:
-        params, names, ids, shard = ctx.dist.tasks("unseen", 1, r.seed + r.eval.unseen_seed), ["unseen"], [(1, 0)], "unseen"
+        return ctx.dist.tasks("unseen", 1, r.seed + r.eval.unseen_seed), ["unseen"], [(1, 0)], "unseen"
+    test = ctx.tasks("test")
+    if task is not None:
+        if not 0 <= task < len(test):
+            raise StageError(f"--task {task}: out of range (this run has test tasks 0..{len(test) - 1})")
+        chosen, shard = [task], str(task)
     else:
-        test = ctx.tasks("test")
-        if task is not None:
-            if not 0 <= task < len(test):
-                raise StageError(f"--task {task}: out of range (this run has test tasks 0..{len(test) - 1})")
-            chosen, shard = [task], str(task)
-        else:
-            chosen, shard = list(range(min(r.finetune.n_tasks, len(test)))), "all"
-        params, names, ids = test[chosen], [str(i) for i in chosen], [(0, i) for i in chosen]
+        chosen, shard = list(range(min(r.finetune.n_tasks, len(test)))), "all"
+    return test[chosen], [str(i) for i in chosen], [(0, i) for i in chosen], shard
+
+
+@stages.stage("finetune", sections=("finetune",), needs=("distill/mbml",), check=chosen_tasks)
+def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = False) -> None:
+    r = ctx.recipe
+    params, names, ids, shard = chosen_tasks(ctx, task, unseen)
     Finetuner(ctx, names, np.asarray(params), ids, shard).run()
     print_summary(ctx.store, r.finetune.threshold, r.finetune.smooth)
 
