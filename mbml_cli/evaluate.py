@@ -31,6 +31,7 @@ class ProtocolResult:
     z_mean: np.ndarray       # (T, latent) posterior mean given all episodes
     z_var: np.ndarray        # (T, latent)
     skip: int
+    z_points: np.ndarray | None = None   # (T, n, latent) posterior means after every episode (of every repeat)
 
     @property
     def per_task(self) -> np.ndarray:
@@ -58,13 +59,16 @@ def run_protocol(envs: list, policy, episodes: int, skip: int, seed: int) -> Pro
     posterior = policy.prior(T)                            # episode 1: z from the prior
     collected: list[Episodes] = []
     returns = np.zeros((T, episodes))
+    means = []
     for e in range(episodes):
         z = policy.sample(posterior, gen)
         ep = run_episode(envs, lambda obs: policy.act(obs, z, gen), seed=int(seed) + 1000 * e)
         returns[:, e] = ep.returns
         collected.append(ep)
         posterior = policy.infer(**context_of(collected))  # from everything collected so far
-    return ProtocolResult(returns, np.asarray(posterior.mean), np.asarray(posterior.var), skip)
+        means.append(np.asarray(posterior.mean))
+    return ProtocolResult(returns, np.asarray(posterior.mean), np.asarray(posterior.var), skip,
+                          np.stack(means, axis=1))
 
 
 def make_eval_envs(dist, tasks: np.ndarray, horizon: int, repeats: int = 1) -> list:
@@ -74,10 +78,12 @@ def make_eval_envs(dist, tasks: np.ndarray, horizon: int, repeats: int = 1) -> l
 
 def evaluate_tasks(envs: list, policy, episodes: int, skip: int, seed: int, repeats: int = 1) -> ProtocolResult:
     """`run_protocol` on T tasks × `repeats` independent runs, all in lockstep (`make_eval_envs`);
-    returns (T, episodes) are the mean over the repeats, z_mean/z_var those of the first repeat."""
+    returns (T, episodes) are the mean over the repeats, z_mean/z_var those of the first repeat, and
+    z_points (T, repeats·episodes, latent) the posterior means after every episode of every repeat."""
     res = run_protocol(envs, policy, episodes, skip, seed)
     T = len(envs) // repeats
-    return ProtocolResult(res.returns.reshape(repeats, T, -1).mean(0), res.z_mean[:T], res.z_var[:T], skip)
+    points = res.z_points.reshape(repeats, T, episodes, -1).transpose(1, 0, 2, 3).reshape(T, repeats * episodes, -1)
+    return ProtocolResult(res.returns.reshape(repeats, T, -1).mean(0), res.z_mean[:T], res.z_var[:T], skip, points)
 
 
 def returns_table(result: ProtocolResult, tasks: np.ndarray, title: str) -> Table:

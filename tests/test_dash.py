@@ -124,7 +124,8 @@ def test_reader_eval_scores_and_embedding(run_path):
             hist = store.read_rows(f"eval/{algo}/history")
             np.testing.assert_allclose(res.history, hist["returns"][:, :, skip:].mean(-1), rtol=1e-6)
         final = f"eval/{algo}/test" if store.exists(f"eval/{algo}/test") else f"eval/{algo}/history"
-        z = store.read_array(f"{final}/z_mean")
+        points = f"{final}/z_points" if store.exists(f"{final}/z_points") else f"{final}/z_mean"
+        z = store.read_array(points)
         if final.endswith("test"):                    # PEARL: the episodes after `skip`
             np.testing.assert_allclose(res.scores, store.read_array(f"{final}/returns")[:, skip:].mean(1),
                                        rtol=1e-6)
@@ -217,7 +218,8 @@ def test_panels_show_the_store(run_path):
             await pilot.press("3")
             await pilot.pause()
             algo = app.current_algo()
-            z = (store.read_array(f"eval/{algo}/test/z_mean") if store.exists(f"eval/{algo}/test")
+            test = f"eval/{algo}/test/z_points" if store.exists(f"eval/{algo}/test/z_points") else f"eval/{algo}/test/z_mean"
+            z = (store.read_array(test) if store.exists(f"eval/{algo}/test")
                  else store.read_rows(f"eval/{algo}/history")["z_mean"][-1])
             assert app.query_one(ScatterPlot).point_count == int(np.prod(z.shape[:-1]))
             legend = static_text(app, "#legend")

@@ -70,6 +70,7 @@ def test_protocol_skips_exactly_the_first_two_episodes():
     assert [int(c[1][0]) for c in policy.contexts] == [H, 2 * H, 3 * H, 4 * H, 5 * H]
     np.testing.assert_array_equal(policy.contexts[-1][2][0], np.repeat(np.arange(1, 6), H))
     np.testing.assert_array_equal(result.z_mean[:, 0], 5 * H)
+    np.testing.assert_array_equal(result.z_points[..., 0], np.tile(np.arange(1, 6) * H, (3, 1)))  # after each episode
 
 
 @pytest.mark.parametrize("skip", [0, 1, 3])
@@ -97,5 +98,7 @@ def test_repeats_average_independent_runs():
     policy = RecordingPolicy()
     res = evaluate_tasks(envs(2 * 3), policy, episodes=5, skip=2, seed=0, repeats=3)
     assert res.returns.shape == (2, 5) and res.z_mean.shape == (2, 1)
+    assert res.z_points.shape == (2, 3 * 5, 1)            # every episode of every repeat, per task
+    np.testing.assert_array_equal(res.z_points[0, :, 0], np.tile(np.arange(1, 6) * H, 3))
     np.testing.assert_array_equal(res.returns, np.tile(np.arange(1, 6) * H, (2, 1)))
     assert res.score == pytest.approx(4 * H)

@@ -33,7 +33,8 @@ as a note, never an error:
   * `unseen`: the same on fresh tasks (its attrs `score` is shown); `probe`: attrs `score`.
   A task's score is the mean return of the episodes after the first `skip` (attrs `skip`, else
   the recipe's `eval.skip`, else 2). Every index of `z_mean` between the task and the latent
-  dimension is one more point of that task in the Embeddings scatter.
+  dimension is one more point of that task in the Embeddings scatter; an array `z_points`
+  (task, point, latent) beside it is drawn instead (the eval stage's posterior after every episode).
 """
 from __future__ import annotations
 
@@ -348,12 +349,13 @@ def _read_final(node, where: str, res: EvalResult, default_skip: int, notes: lis
             continue
         res.scores, res.scores_from = values, where
         break
-    if "z_mean" in names:
-        z = np.asarray(node["z_mean"][...], dtype=float)
+    name = "z_points" if "z_points" in names else "z_mean" if "z_mean" in names else None
+    if name:
+        z = np.asarray(node[name][...], dtype=float)
         if z.ndim >= 2 and z.shape[0] > 0:
             res.z_mean, res.z_from = z, where
         else:
-            notes.append(f"{where}/z_mean: shape {z.shape}, expected (task, [episode,] latent)")
+            notes.append(f"{where}/{name}: shape {z.shape}, expected (task, [episode,] latent)")
 
 
 def _episode_scores(values: np.ndarray, axis: int, skip: int) -> np.ndarray:

@@ -3,7 +3,9 @@ trained policy, on demand.
 
 Without `--unseen`, the run's test tasks → `eval/<algo>/test`; with `--unseen N`, N fresh tasks drawn
 with a new seed (`dist.tasks("unseen", N, seed + eval.unseen_seed)`) → `eval/<algo>/unseen`. Each
-holds the arrays `returns` (T, episodes), `z_mean` (T, latent) and `tasks` (T, p), with the score
+holds the arrays `returns` (T, episodes), `z_mean` (T, latent: the final posterior mean), `z_points`
+(T, repeats·episodes, latent: the posterior mean after every episode of every repeat, the dashboard's
+embedding clusters) and `tasks` (T, p), with the score
 (mean over tasks of the mean return of the episodes after `eval.skip`) in its attributes.
 (Evaluations *during* training go to `eval/<algo>/history`; see `pipeline/distill.py`.)
 """
@@ -23,6 +25,8 @@ SECTIONS = ("collect", "bcq", "reward", "relabel", "distill", "eval")
 def write_result(store, path: str, result, tasks: np.ndarray, **attrs) -> None:
     store.write_array(f"{path}/returns", result.returns.astype(np.float32))
     store.write_array(f"{path}/z_mean", result.z_mean.astype(np.float32))
+    if result.z_points is not None:
+        store.write_array(f"{path}/z_points", result.z_points.astype(np.float32))
     store.write_array(f"{path}/tasks", np.asarray(tasks, dtype=np.float64))
     store.group(path).attrs.update({"score": result.score, "score_std": float(result.per_task.std()),
                                     "skip": result.skip, **attrs})
