@@ -142,8 +142,9 @@ def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final",
     tensors, meta = run.store.load_weights(path)
     module = policy_class(meta).from_meta(meta)
     state = {k: torch.as_tensor(v) for k, v in tensors.items()}
+    defaults = module.state_dict()
     for name in ("q_mean", "q_std"):     # stores from before Q_D had an output scale: scale 1, shift 0
-        if name in module.state_dict() and name not in state:
-            state[name] = module.state_dict()[name]
+        if name in defaults and name not in state:
+            state[name] = defaults[name]
     module.load_state_dict(state)
     return Policy(module.to(device_of(device)), algo, which, meta)

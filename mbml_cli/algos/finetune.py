@@ -136,9 +136,11 @@ def load_q_d(critic: ZCritic, rows: list[int], q_d: nn.Sequential, z: torch.Tens
     for ours, theirs in zip(critic.net.layers, layers):
         if ours.weight.shape[1:] != theirs.weight.T.shape:
             raise ValueError(f"critic layer {tuple(ours.weight.shape[1:])} ≠ Q_D layer {tuple(theirs.weight.T.shape)}")
-        last = ours is critic.net.layers[-1]
-        ours.weight[idx] = (theirs.weight.T * (scale if last else 1.0)).to(ours.weight)
-        ours.bias[idx] = (theirs.bias.reshape(1, -1) * scale + shift if last else theirs.bias.reshape(1, -1)).to(ours.bias)
+        ours.weight[idx] = theirs.weight.T.to(ours.weight)
+        ours.bias[idx] = theirs.bias.reshape(1, -1).to(ours.bias)
+    last = critic.net.layers[-1]                        # Q_D's output scale, folded into its last layer
+    last.weight[idx] *= scale
+    last.bias[idx] = last.bias[idx] * scale + shift
     critic.z[idx] = torch.as_tensor(z, dtype=critic.z.dtype, device=critic.z.device).reshape(len(rows), 1, -1)
 
 

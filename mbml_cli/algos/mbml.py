@@ -22,7 +22,7 @@ from torch import nn
 from ..config import DistillConfig
 from ..data import TaskData
 from ..nets import mlp
-from .encoder import ContextEncoder, kl_diag, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
 
 
 # ---- 1. variants ---------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ VARIANTS = {
 
 
 # ---- 2. networks -----------------------------------------------------------------------------------
-class DistilledPolicy(nn.Module):
+class DistilledPolicy(ContextPolicy):
     """q_φ, Q_D(s, a, z), G_D(s, ν, z), ξ_D(s, a, z) and BCQ action selection from them (Fig. 3).
 
     States are normalised with fixed statistics of the training batches (buffers), and Q_D's output
@@ -58,19 +58,15 @@ class DistilledPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, vae_latent: int, latent_dim: int, encoder_hidden: list,
                  q_hidden: list, g_hidden: list, xi_hidden: list, phi: float = 0.05, n_candidates: int = 10):
-        super().__init__()
+        super().__init__(obs_dim, act_dim, encoder_hidden, latent_dim)          # q_φ, state normalisation
         self.meta = {"obs_dim": obs_dim, "act_dim": act_dim, "vae_latent": vae_latent, "latent_dim": latent_dim,
                      "encoder_hidden": list(encoder_hidden), "q_hidden": list(q_hidden),
                      "g_hidden": list(g_hidden), "xi_hidden": list(xi_hidden), "phi": float(phi),
                      "n_candidates": int(n_candidates)}
-        self.obs_dim, self.act_dim, self.vae_latent, self.latent_dim = obs_dim, act_dim, vae_latent, latent_dim
-        self.phi, self.n_candidates = phi, n_candidates
-        self.encoder = ContextEncoder(obs_dim, act_dim, encoder_hidden, latent_dim)
+        self.vae_latent, self.phi, self.n_candidates = vae_latent, phi, n_candidates
         self.q = mlp(obs_dim + act_dim + latent_dim, list(q_hidden), 1)                 # Q_D
         self.g = mlp(obs_dim + vae_latent + latent_dim, list(g_hidden), act_dim)        # G_D
         self.xi = mlp(obs_dim + act_dim + latent_dim, list(xi_hidden), act_dim)         # ξ_D
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
         self.register_buffer("q_mean", torch.zeros(()))
         self.register_buffer("q_std", torch.ones(()))
 
@@ -79,27 +75,19 @@ class DistilledPolicy(nn.Module):
         return cls(**{k: meta[k] for k in ("obs_dim", "act_dim", "vae_latent", "latent_dim", "encoder_hidden",
                                             "q_hidden", "g_hidden", "xi_hidden", "phi", "n_candidates")})
 
-    def set_stats(self, obs_mean, obs_std, rew_mean, rew_std) -> None:
-        self.obs_mean.copy_(torch.as_tensor(obs_mean, dtype=torch.float32))
-        self.obs_std.copy_(torch.as_tensor(obs_std, dtype=torch.float32))
-        self.encoder.set_stats(obs_mean, obs_std, rew_mean, rew_std)
-
-    def _s(self, obs):
-        return (obs - self.obs_mean) / self.obs_std
-
     def set_q_stats(self, q_mean, q_std) -> None:
         self.q_mean.fill_(float(q_mean))
         self.q_std.fill_(float(q_std))
 
     def q_value(self, obs, act, z):
-        return self.q(torch.cat([self._s(obs), act, z], -1)).squeeze(-1) * self.q_std + self.q_mean
+        return self.q(torch.cat([self.normalise(obs), act, z], -1)).squeeze(-1) * self.q_std + self.q_mean
 
     def generate(self, obs, nu, z):
-        return torch.tanh(self.g(torch.cat([self._s(obs), nu, z], -1)))
+        return torch.tanh(self.g(torch.cat([self.normalise(obs), nu, z], -1)))
 
     def perturb(self, obs, act, z):
         """a + ξ_D(s, a, z): the corrected action (unclipped, for regression onto the teacher)."""
-        return act + self.phi * torch.tanh(self.xi(torch.cat([self._s(obs), act, z], -1)))
+        return act + self.phi * torch.tanh(self.xi(torch.cat([self.normalise(obs), act, z], -1)))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
