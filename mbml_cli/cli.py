@@ -11,7 +11,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from . import envs, lock as lockmod
+from . import envs, layout, lock as lockmod
 from .errors import USER_ERRORS, StageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -122,7 +122,7 @@ def relabel(target: str = typer.Argument(..., help="store"), set_: Optional[List
 def distill(target: str = typer.Argument(..., help="store"), algo: str = ALGO,
             set_: Optional[List[str]] = SET, force: bool = FORCE):
     """Distil the teachers into one task-conditioned policy (MBML, ablations, baselines)."""
-    _stage("distill", target, set_, force, key=f"distill/{algo}", algo=algo)
+    _stage("distill", target, set_, force, key=layout.stage_key("distill", algo), algo=algo)
 
 
 @app.command("eval")
@@ -131,7 +131,7 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
           algo: str = ALGO, unseen: int = typer.Option(0, "--unseen", help="evaluate on N fresh tasks instead of the test tasks"),
           set_: Optional[List[str]] = SET):
     """Evaluate a distilled policy on unseen tasks (PEARL protocol)."""
-    _stage("eval", _newest(target), set_, True, key=f"eval/{algo}", algo=algo, unseen=unseen)
+    _stage("eval", _newest(target), set_, True, key=layout.stage_key("eval", algo), algo=algo, unseen=unseen)
 
 
 @app.command()
@@ -139,7 +139,7 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
 def probe(target: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
           algo: str = ALGO, set_: Optional[List[str]] = SET):
     """Does the encoder read rewards? Fraction of relabelled contexts assigned to the reward's task."""
-    _stage("probe", _newest(target), set_, True, key=f"probe/{algo}", algo=algo)
+    _stage("probe", _newest(target), set_, True, key=layout.stage_key("probe", algo), algo=algo)
 
 
 @app.command()
@@ -149,7 +149,7 @@ def finetune(target: str = typer.Argument(..., help="store"),
              unseen: bool = typer.Option(False, "--unseen", help="a fresh task instead of a test task"),
              set_: Optional[List[str]] = SET, force: bool = FORCE):
     """SAC on an unseen task initialised from the MBML policy, against SAC from scratch."""
-    key = "finetune/unseen" if unseen else ("finetune" if task is None else f"finetune/{task}")
+    key = layout.stage_key("finetune", "unseen" if unseen else None if task is None else str(task))
     _stage("finetune", target, set_, force, key=key, task=task, unseen=unseen)
 
 
@@ -198,15 +198,14 @@ def info(run: str = typer.Argument(..., help="store")):
     out.print(table)
     data = Table("split", "tasks", "transitions")
     for split in ("train", "test"):
-        if store.exists(f"data/{split}"):
-            groups = list(store.root[f"data/{split}"].group_keys())
-            data.add_row(split, str(len(groups)), str(sum(store.rows(f"data/{split}/{g}") for g in groups)))
+        groups = layout.children(store, layout.parent(layout.BATCH, split))
+        if groups:
+            data.add_row(split, str(len(groups)), str(sum(store.rows(layout.BATCH(split, g)) for g in groups)))
     out.print(data)
 
 
 def _sub_stages(store, key: str) -> dict:
-    group = store.root[f"stages/{key}"]
-    return {k: dict(group[k].attrs) for k in group.group_keys()}
+    return {k: store.stage(f"{key}/{k}") for k in layout.children(store, layout.STAGE(key))}
 
 
 @app.command()

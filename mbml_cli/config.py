@@ -148,8 +148,14 @@ class FinetuneConfig:
                       3, **rng(1))
 
 
-ALGOS = ("mbml", "no_relabel", "no_triplet", "neither", "gt_relabel", "contextual_bcq", "batch_pearl")
+# The distill algorithms, each with the salt of its random streams. A salt belongs to the name:
+# reordering this table changes no seed (the values are those every stored result was made with).
+ALGO_SALTS = {"mbml": 0, "no_relabel": 3, "no_triplet": 2, "neither": 4, "gt_relabel": 1,
+              "contextual_bcq": 5, "batch_pearl": 6}
+ALGOS = tuple(ALGO_SALTS)
 STAGES = ("collect", "bcq", "reward", "relabel", "distill", "eval", "probe", "finetune")
+PIPELINE = STAGES[:7]                        # what `mbml run` does unless a recipe says otherwise
+PER_ALGO = ("distill", "eval", "probe")      # run once per algorithm: records `<stage>/<algo>`
 
 
 @dataclass
@@ -160,7 +166,7 @@ class Recipe:
     store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
     device: str = doc("torch device: cpu, cuda or auto", "cpu", meta={"choices": ["cpu", "cuda", "auto"]})
     threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0))
-    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(STAGES[:7]),
+    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(PIPELINE),
                        meta={"items": STAGES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
                       meta={"items": ALGOS})

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import envs, lock
-from .config import Recipe
+from . import envs, layout, lock
+from .config import PER_ALGO, Recipe
 from .errors import StageError
 from .recipe import from_dict, load, merge, parse_set, resolve, section_hash, to_dict, build, validate
 from .store import Store
@@ -38,7 +38,7 @@ class RunContext:
         return envs.get(self.recipe.env.name)
 
     def tasks(self, split: str) -> np.ndarray:
-        return self.store.read_array(f"tasks/{split}")
+        return layout.read_tasks(self.store, split)
 
 
 @dataclass
@@ -97,23 +97,17 @@ def create_run(recipe: Recipe) -> RunContext:
     dist = envs.get(recipe.env.name)
     for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
         tasks = dist.tasks(split, n, recipe.seed)
-        if store.exists(f"tasks/{split}") and not np.array_equal(store.read_array(f"tasks/{split}"), tasks):
+        if store.exists(layout.TASKS(split)) and not np.array_equal(layout.read_tasks(store, split), tasks):
             raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
                              "use a new store")
-        store.write_array(f"tasks/{split}", tasks, {"param": dist.task_param})
+        store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
     return RunContext(store, recipe)
 
 
 # ---- running stages ----------------------------------------------------------------------------
-def stage_key(name: str, algo: str | None = None) -> str:
-    return f"{name}/{algo}" if algo else name
-
-
 def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None = None, **options) -> bool:
     """Run one stage with its record. Returns False when it was skipped as already done."""
     _load_stages()
-    if name not in REGISTRY:
-        raise StageError(f"mbml {name}: not built yet")
     st = REGISTRY[name]
     key = key or name
     for need in st.needs:
@@ -146,9 +140,6 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     return True
 
 
-PER_ALGO = ("distill", "eval", "probe")
-
-
 def run_pipeline(ctx: RunContext, console) -> None:
     """`mbml run`: the recipe's stages in order, distill/eval/probe once per algo."""
     _load_stages()
@@ -159,7 +150,7 @@ def run_pipeline(ctx: RunContext, console) -> None:
         if name == "finetune" and not ctx.recipe.finetune.enabled:
             continue
         for algo in (ctx.recipe.algos if name in PER_ALGO else [None]):
-            key = stage_key(name, algo)
+            key = layout.stage_key(name, algo)
             options = {"algo": algo} if algo else {}
             start = time.time()
             ran = run_stage(ctx, name, key=key, **options)

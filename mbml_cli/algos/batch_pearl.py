@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig
-from ..data import TaskData
+from ..data import TaskData, sample_rows
 from . import sac
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .mbml import sample_rows, transitions
 
 
 class PearlPolicy(ContextPolicy):
@@ -55,7 +54,7 @@ class PearlTrainer:
     def step(self, generator: torch.Generator) -> dict[str, float]:
         p, data, cfg = self.policy, self.data, self.cfg
         K, B = data.n_tasks, cfg.batch_size
-        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
+        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
         mu, var = product_of_gaussians(*p.encoder.factors(**ctx))
         z = sample_z(mu, var, generator)                                                       # line 14
         kl = kl_to_prior(mu, var).mean()                                                       # line 15

@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from ..config import BCQConfig, DistillConfig
-from ..data import TaskData
+from ..data import TaskData, sample_rows
 from . import bcq
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .mbml import sample_rows, transitions
 
 
 class ContextualBCQPolicy(ContextPolicy):
@@ -68,7 +67,7 @@ class ContextualBCQTrainer:
         p, data, cfg = self.policy, self.data, self.cfg
         K, B = data.n_tasks, cfg.batch_size
         # context c_i and mini-batch, both from task i's own batch
-        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
+        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
         mu, var = product_of_gaussians(*p.encoder.factors(**ctx))                             # (K, L)
         z = sample_z(mu, var, generator)                                                       # reparameterised
         kl = kl_to_prior(mu, var).mean()

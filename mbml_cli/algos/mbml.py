@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig
-from ..data import TaskData
+from ..data import TaskData, gather_rows, sample_rows
 from ..nets import mlp
 from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
 
@@ -157,25 +157,6 @@ def hardest_triplet_loss(mu: torch.Tensor, var: torch.Tensor, margin: float) -> 
 
 
 # ---- 4. one step -------------------------------------------------------------------------------------
-def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t (K, N, ·), idx (K, ...) → t[k, idx[k, ...]] (K, ..., ·)."""
-    K = t.shape[0]
-    flat = idx.reshape(K, -1)
-    out = torch.gather(t, 1, flat.reshape(flat.shape + (1,) * (t.dim() - 2)).expand(flat.shape + t.shape[2:]))
-    return out.reshape(idx.shape + t.shape[2:])
-
-
-def sample_rows(sizes: torch.Tensor, shape: tuple, generator: torch.Generator) -> torch.Tensor:
-    """Row indices (K, *shape), uniform within each task's batch."""
-    K = len(sizes)
-    u = torch.rand((K,) + tuple(shape), generator=generator).to(sizes.device)
-    return (u * sizes.view((K,) + (1,) * len(shape))).long()
-
-
-def transitions(data: TaskData, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {f: gather_rows(getattr(data, f), idx) for f in ("obs", "act", "rew", "next_obs")}
-
-
 def relabelled_pairs(rel: Relabelled, own: dict, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """c_{j→i} for every ordered pair (Eq. 7): task j's sampled transitions idx (K, T) with R̂_i's
     reward. Returns inputs (K, K, T, ·) (rows i, columns j) and the eligibility mask (K, K, T)."""
@@ -218,7 +199,7 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     # Alg. 1 line 2: context sets c_i from B_i (n of them per task for Eq. 11)
     n_ctx = cfg.n_contexts if variant.triplet == "hardest" else 1
     idx = sample_rows(data.sizes, (n_ctx, T), generator)                       # (K, n, T)
-    own = transitions(data, idx)
+    own = data.transitions(idx)
     own_mu, own_var = enc.factors(**own)                                       # (K, n, T, L) per-transition factors
 
     if variant.triplet == "hardest":                                           # Eq. 11
@@ -253,7 +234,7 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     kl = kl_to_prior(mu, var).mean()
 
     # the distillation targets from the K teachers, on (s, a) ~ B_i
-    batch = transitions(data, sample_rows(data.sizes, (cfg.batch_size,), generator))
+    batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
     s, a = batch["obs"], batch["act"]                                          # (K, B, ·)
     B = s.shape[1]
     nu = torch.randn(K, B, teachers.vae_latent, generator=generator).to(s.device).clamp(-0.5, 0.5)

@@ -1,19 +1,19 @@
 """`mbml bcq`: one BCQ teacher per training task, all trained as one batched network.
 
-Reads `data/train/<i>` and the recipe's `bcq` section; writes
+Reads the training batches and the recipe's `bcq` section; writes (names of `layout.py`)
 
-- `models/bcq/final/<i>`, `models/bcq/best/<i>`: task i's BCQ (vae, actor, critic) — `best` at
-  the evaluation with its highest return; meta holds obs_dim, act_dim, iteration, return (and, on
-  `final`, the report: random_return, best_batch_return, bcq_return, fraction). `algos.bcq.load_bcq`
-  reads them back as one module over all K training tasks;
-- `metrics/bcq/train` (`train_<shard>` for a shard): per task `vae_loss_<i>`, `critic_loss_<i>`,
+- BCQ final/<i>, best/<i>: task i's BCQ (vae, actor, critic) — `best` at the evaluation with its
+  highest return; meta holds obs_dim, act_dim, iteration, return (and, on `final`, the report:
+  random_return, best_batch_return, bcq_return, fraction). `loaders.load_bcq` reads them back as
+  one module over all K training tasks;
+- METRICS bcq/train (`train_<shard>` for a shard): per task `vae_loss_<i>`, `critic_loss_<i>`,
   `actor_loss_<i>`, `q_<i>` (means since the last row), 20 rows per `eval_every`;
-- `metrics/bcq/eval` (`eval_<shard>`): every `eval_every` iterations and at the end, `iteration`,
+- METRICS bcq/eval (`eval_<shard>`): every `eval_every` iterations and at the end, `iteration`,
   `return` (mean over tasks) and a column `return_<i>` per task: each task's BCQ policy run on its
   own task (`rollout.run_episode` over the K envs, `eval_episodes` episodes);
-- `models/bcq/checkpoint/<shard>`: the resumable checkpoint (networks, targets, Adam states, RNG
-  states, iteration, best returns, metric row counts); deleted when the shard is done;
-- `stages/bcq/<i>`: per-task records. Shards and the stage record work as in `mbml collect`.
+- CHECKPOINT bcq/<shard>: the resumable checkpoint (networks, targets, Adam states, RNG states,
+  iteration, best returns, metric row counts); deleted when the shard is done;
+- STAGE bcq/<i>: per-task records. Shards and the stage record work as in `mbml collect`.
 
 Resume is exact: mini-batches and noise come from two checkpointed generators, evaluations from
 generators seeded by (seed, iteration), so a killed and resumed run ends with the same weights.
@@ -29,20 +29,15 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from .. import stages
+from .. import checkpoint, layout, stages
 from ..algos import bcq as bcq_algo
-from ..data import TaskData
+from ..loaders import load_batches
 from ..nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
-from .common import (Reporter, derive_seed, episode_returns, finish_shard, format_returns, load_training_state,
-                     plan_shard, read_checkpoint, shard_name, training_state)
+from .common import Reporter, derive_seed, episode_returns, finish_shard, format_returns, plan_shard, shard_name
 
 REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
-
-
-def checkpoint_path(shard: str) -> str:
-    return f"models/bcq/checkpoint/{shard}"
 
 
 @stages.stage("bcq", sections=("collect", "bcq"), needs=("collect",))
@@ -74,10 +69,9 @@ def random_returns(envs, episodes: int, seed: int) -> np.ndarray:
 
 def best_batch_return(store, task: int) -> float:
     """The best finished episode's return in task `task`'s batch."""
-    group = store.root[f"data/train/{task}"]
-    n = int(group.attrs["n"])
-    rew = np.asarray(group["rew"][:n], np.float64)
-    ends = np.asarray(group["terminal"][:n]) | np.asarray(group["truncated"][:n])
+    rows = store.read_rows(layout.BATCH("train", task), columns=("rew", "terminal", "truncated"))
+    rew = rows["rew"].astype(np.float64)
+    ends = rows["terminal"] | rows["truncated"]
     returns = episode_returns(rew, ends)
     return max(returns) if returns else float("nan")
 
@@ -90,9 +84,11 @@ class BCQRun:
         self.todo, self.digest = todo, digest
         self.shard = shard_name(todo, self.r.env.n_train)
         suffix = "" if self.shard == "all" else f"_{self.shard}"
-        self.train_name, self.eval_name = f"train{suffix}", f"eval{suffix}"
+        self.train_table = layout.METRICS("bcq", f"train{suffix}")
+        self.eval_table = layout.METRICS("bcq", f"eval{suffix}")
+        self.checkpoint = layout.checkpoint("bcq", self.shard)
         self.device = device_of(self.r.device)
-        self.data = TaskData.load(self.store, "train", todo, device=self.device)
+        self.data = load_batches(self.store, "train", todo, device=self.device)
         self.K, self.obs_dim, self.act_dim = self.data.n_tasks, self.data.obs.shape[-1], self.data.act.shape[-1]
         params = ctx.tasks("train")
         self.envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
@@ -118,33 +114,31 @@ class BCQRun:
 
     def save_checkpoint(self) -> None:
         self.write_losses()
-        tensors = training_state(*self.state(), self.acc)
+        tensors = checkpoint.training_state(*self.state(), self.acc)
         meta = {"iteration": self.it, "best": self.best.tolist(), "last_eval": self.last_eval.tolist(),
                 "acc_n": self.acc_n, "tasks": self.todo, "hash": self.digest,
-                "train_rows": self.store.rows(f"metrics/bcq/{self.train_name}"),
-                "eval_rows": self.store.rows(f"metrics/bcq/{self.eval_name}")}
-        self.store.save_weights(checkpoint_path(self.shard), tensors, meta)
+                "train_rows": self.store.rows(self.train_table), "eval_rows": self.store.rows(self.eval_table)}
+        self.store.save_weights(self.checkpoint, tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        found = read_checkpoint(self.ctx, checkpoint_path(self.shard), hash=self.digest, tasks=self.todo)
+        found = checkpoint.resume(self.ctx, self.checkpoint, self.state(), self.acc,
+                                  {"train_rows": self.train_table, "eval_rows": self.eval_table},
+                                  hash=self.digest, tasks=self.todo)
         if found is None:
             return False
-        tensors, meta = found
-        self.acc = load_training_state(tensors, *self.state(), self.acc)
+        self.acc, meta = found
         self.acc_n = int(meta["acc_n"])
         self.it = int(meta["iteration"])
         self.best = np.asarray(meta["best"], np.float64)
         self.last_eval = np.asarray(meta["last_eval"], np.float64)
-        self.store.set_rows(f"metrics/bcq/{self.train_name}", int(meta["train_rows"]))
-        self.store.set_rows(f"metrics/bcq/{self.eval_name}", int(meta["eval_rows"]))
         return True
 
     def start_fresh(self) -> None:
-        for path in (f"metrics/bcq/{self.train_name}", f"metrics/bcq/{self.eval_name}", checkpoint_path(self.shard)):
+        for path in (self.train_table, self.eval_table, self.checkpoint):
             self.store.delete(path)
         for i in self.todo:
-            self.store.delete(bcq_algo.weights_path("final", i))
-            self.store.delete(bcq_algo.weights_path("best", i))
+            self.store.delete(layout.BCQ("final", i))
+            self.store.delete(layout.BCQ("best", i))
 
     # ---- pieces of the loop --------------------------------------------------------------------
     def meta(self, k: int, **extra) -> dict:
@@ -164,7 +158,7 @@ class BCQRun:
     def write_losses(self) -> None:
         """Append the pending loss rows at once (one zarr write per column instead of one per row)."""
         if self.pending:
-            self.store.append_rows(f"metrics/bcq/{self.train_name}",
+            self.store.append_rows(self.train_table,
                                    {k: np.asarray([r[k] for r in self.pending], np.float64) for k in self.pending[0]})
             self.pending = []
         self.last_write = time.perf_counter()
@@ -174,11 +168,11 @@ class BCQRun:
         self.last_eval = returns
         row = {"iteration": self.it, "return": float(returns.mean())}
         row.update({f"return_{i}": float(returns[k]) for k, i in enumerate(self.todo)})
-        self.store.log("bcq", self.eval_name, row)
+        self.store.log_row(self.eval_table, row)
         for k, i in enumerate(self.todo):
             if returns[k] > self.best[k]:
                 self.best[k] = returns[k]
-                self.store.save_weights(bcq_algo.weights_path("best", i), task_state(self.model, k),
+                self.store.save_weights(layout.BCQ("best", i), task_state(self.model, k),
                                         self.meta(k, **{"return": float(returns[k])}))
 
     def run(self) -> None:
@@ -218,12 +212,12 @@ class BCQRun:
         table = Table("task", "random", "best in batch", "BCQ", "fraction",
                       title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
         for k, (i, row) in enumerate(zip(self.todo, rows)):
-            self.store.save_weights(bcq_algo.weights_path("final", i), task_state(self.model, k), self.meta(k, **row))
-            self.store.set_stage(f"bcq/{i}", status="done", hash=self.digest, started=started,
+            self.store.save_weights(layout.BCQ("final", i), task_state(self.model, k), self.meta(k, **row))
+            self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=started,
                                  ended=time.time(), progress=1.0, shard=self.shard, **row)
             table.add_row(str(i), f"{row['random_return']:.1f}", f"{row['best_batch_return']:.1f}",
                           f"{row['bcq_return']:.1f}", f"{row['fraction']:.2f}")
-        self.store.delete(checkpoint_path(self.shard))
+        self.store.delete(self.checkpoint)
         for env in self.envs:
             env.close()
         report.console.print(table)

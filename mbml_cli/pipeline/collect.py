@@ -39,17 +39,9 @@ import torch
 from .. import stages
 from ..algos import sac as sac_algo
 from ..nets import device_of, seed_everything, task_state
-from .common import (Reporter, derive_seed, finish_shard, format_returns, load_training_state, plan_shard,
-                     read_checkpoint, shard_name, training_state)
+from .. import checkpoint, layout
+from .common import Reporter, derive_seed, finish_shard, format_returns, plan_shard, shard_name
 from .online import LockstepEnvs
-
-
-def checkpoint_path(shard: str) -> str:
-    return f"models/collect/checkpoint/{shard}"
-
-
-def sac_path(task: int) -> str:
-    return f"models/collect/sac/{task}"
 
 
 @stages.stage("collect", sections=("collect",))
@@ -68,7 +60,8 @@ class Collector:
         self.todo, self.digest = todo, digest
         n_train = self.r.env.n_train
         self.shard = shard_name(todo, n_train)
-        self.metrics_name = "train" if self.shard == "all" else f"train_{self.shard}"
+        self.metrics = layout.METRICS("collect", "train" if self.shard == "all" else f"train_{self.shard}")
+        self.checkpoint = layout.checkpoint("collect", self.shard)
         self.device = device_of(self.r.device)
         params = ctx.tasks("train")
         self.K = len(todo)
@@ -76,7 +69,7 @@ class Collector:
         envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
         self.envs = LockstepEnvs(envs, self.cfg.steps, self.device,       # the K batches, one row per task
                                  seed_of=lambda k, episode: derive_seed(seed, 3, todo[k], episode),
-                                 paths=[f"data/train/{i}" for i in todo], labels=[f"collect: task {i}" for i in todo],
+                                 paths=[layout.BATCH("train", i) for i in todo], labels=[f"collect: task {i}" for i in todo],
                                  n_info=len(ctx.dist.info_names))
         self.obs_dim = self.envs.host["obs"].shape[-1]
         self.act_dim = self.envs.host["act"].shape[-1]
@@ -100,25 +93,24 @@ class Collector:
 
     def save_checkpoint(self) -> None:
         self.envs.flush(self.store)
-        tensors = training_state(*self.state(), self.acc)
+        tensors = checkpoint.training_state(*self.state(), self.acc)
         meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "acc_n": self.acc_n, "tasks": self.todo,
-                "hash": self.digest, "metric_rows": self.store.rows(f"metrics/collect/{self.metrics_name}")}
-        self.store.save_weights(checkpoint_path(self.shard), tensors, meta)
+                "hash": self.digest, "metric_rows": self.store.rows(self.metrics)}
+        self.store.save_weights(self.checkpoint, tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        found = read_checkpoint(self.ctx, checkpoint_path(self.shard), hash=self.digest, tasks=self.todo)
+        found = checkpoint.resume(self.ctx, self.checkpoint, self.state(), self.acc, {"metric_rows": self.metrics},
+                                  hash=self.digest, tasks=self.todo)
         if found is None:
             return False
-        tensors, meta = found
-        self.acc = load_training_state(tensors, *self.state(), self.acc)
+        self.acc, meta = found
         self.acc_n = int(meta["acc_n"])
-        self.store.set_rows(f"metrics/collect/{self.metrics_name}", int(meta["metric_rows"]))
         self.envs.load(self.store, int(meta["t"]), meta["episodes"])
         return True
 
     def start_fresh(self) -> None:
-        self.store.delete(f"metrics/collect/{self.metrics_name}")
-        self.store.delete(checkpoint_path(self.shard))
+        self.store.delete(self.metrics)
+        self.store.delete(self.checkpoint)
         for path in self.envs.paths:
             self.store.delete(path)
         self.envs.start()
@@ -142,7 +134,7 @@ class Collector:
             row[f"return_{i}"] = recent[k]
             for name, v in self.acc.items():
                 row[f"{name}_{i}"] = float(v[k]) / n if self.acc_n else float("nan")
-        self.store.log("collect", self.metrics_name, row)
+        self.store.log_row(self.metrics, row)
         self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
         self.acc_n = 0
     def run(self) -> None:
@@ -178,12 +170,12 @@ class Collector:
         finally:
             report.close()
         for k, i in enumerate(self.todo):
-            self.store.save_weights(sac_path(i), task_state(self.sac, k),
+            self.store.save_weights(layout.SAC(i), task_state(self.sac, k),
                                     {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(cfg.hidden),
                                      "steps": self.t, "hash": self.digest})
-            self.store.set_stage(f"collect/{i}", status="done", hash=self.digest, rows=self.t,
+            self.store.set_stage(layout.stage_key("collect", i), status="done", hash=self.digest, rows=self.t,
                                  started=self.started, ended=time.time(), progress=1.0, shard=self.shard)
-        self.store.delete(checkpoint_path(self.shard))
+        self.store.delete(self.checkpoint)
         self.envs.close()
         elapsed = time.perf_counter() - start_time
         report.console.print(f"collect {self.shard}: {self.K} tasks × {cfg.steps} steps "

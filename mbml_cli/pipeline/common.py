@@ -3,19 +3,16 @@
 - seeds and returns: `derive_seed`, `episode_returns`;
 - shards (`--tasks 0,3,5`): choosing the tasks still to do and the stage's record (`plan_shard`,
   `finish_shard`), as described in `pipeline/collect.py`;
-- checkpoints: `read_checkpoint`, and `training_state` / `load_training_state` for the tensors every
-  resumable stage keeps (module weights, Adam states, generator states, loss accumulators `acc/`);
+(checkpoints are `checkpoint.py`);
 - progress: `Reporter`, `format_returns`.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import stages
-from ..algos.sac import load_optimiser_state, optimiser_state
+from .. import layout, stages
 from ..errors import StageError
 from ..recipe import section_hash
 
@@ -51,7 +48,7 @@ def shard_name(tasks: list[int], n_train: int) -> str:
 
 
 def task_record_done(store, stage: str, task: int, digest: str) -> bool:
-    rec = store.stage(f"{stage}/{task}")
+    rec = store.stage(layout.stage_key(stage, task))
     return rec.get("status") == "done" and rec.get("hash") == digest
 
 
@@ -63,7 +60,7 @@ def plan_shard(ctx, stage: str, tasks: list[int] | None) -> tuple[list[int], lis
     digest = section_hash(ctx.recipe, *stages.REGISTRY[stage].sections)
     if not ctx.resume:
         for i in requested:
-            ctx.store.delete(f"stages/{stage}/{i}")
+            ctx.store.delete(layout.STAGE(layout.stage_key(stage, i)))
     todo = [i for i in requested if not task_record_done(ctx.store, stage, i, digest)]
     return requested, todo, digest
 
@@ -75,49 +72,6 @@ def finish_shard(ctx, stage: str, digest: str):
     if not left:
         return None
     return {"status": "partial", "message": f"tasks still to do: {','.join(map(str, left))}"}
-
-
-# ---- checkpoints -----------------------------------------------------------------------------------
-def flat_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}/{k}": v for k, v in module.state_dict().items()}
-
-
-def unflat_state(prefix: str, tensors: dict) -> dict[str, torch.Tensor]:
-    p = prefix + "/"
-    return {k[len(p):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(p)}
-
-
-def read_checkpoint(ctx, path: str, **expected) -> tuple[dict, dict] | None:
-    """(tensors, meta) of the checkpoint at `path` when resuming and its meta holds the `expected`
-    values (hash, task list); else None and the run starts afresh."""
-    if not (ctx.resume and ctx.store.has_weights(path)):
-        return None
-    tensors, meta = ctx.store.load_weights(path)
-    return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
-
-
-def training_state(modules: dict, optimisers: dict, generators: dict, acc: dict) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors: each module's weights under `<name>/`, each optimiser's state
-    (`opt/<name>/…`), each generator's state under its name, the accumulators under `acc/`."""
-    tensors = {name: g.get_state() for name, g in generators.items()}
-    for name, module in modules.items():
-        tensors.update(flat_state(name, module))
-    for name, o in optimisers.items():
-        tensors.update(optimiser_state(name, o))
-    tensors.update({f"acc/{k}": v for k, v in acc.items()})
-    return tensors
-
-
-def load_training_state(tensors: dict, modules: dict, optimisers: dict, generators: dict,
-                        acc: dict) -> dict[str, torch.Tensor]:
-    """Inverse of `training_state`: modules, optimisers and generators in place; returns the accumulators."""
-    for name, module in modules.items():
-        module.load_state_dict(unflat_state(name, tensors))
-    for name, o in optimisers.items():
-        load_optimiser_state(name, o, tensors)
-    for name, g in generators.items():
-        g.set_state(torch.from_numpy(np.array(tensors[name])))
-    return {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in acc}
 
 
 # ---- progress --------------------------------------------------------------------------------------
