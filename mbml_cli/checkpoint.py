@@ -59,7 +59,8 @@ def training_state(modules: dict, optimisers: dict, generators: dict, acc: dict)
 
 def load_training_state(tensors: dict, modules: dict, optimisers: dict, generators: dict,
                         acc: dict) -> dict[str, torch.Tensor]:
-    """Inverse of `training_state`: modules, optimisers and generators in place; returns the accumulators."""
+    """Inverse of `training_state`: modules, optimisers and generators in place; returns the accumulators
+    (on the device of the given ones)."""
     tensors = upgrade(tensors, modules, optimisers)
     for name, module in modules.items():
         module.load_state_dict(unprefix(name, tensors))
@@ -67,7 +68,7 @@ def load_training_state(tensors: dict, modules: dict, optimisers: dict, generato
         load_optimiser_state(name, o, tensors)
     for name, g in generators.items():
         g.set_state(torch.from_numpy(np.array(tensors[name])).to(torch.uint8))
-    return {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in acc}
+    return {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])).to(getattr(v, "device", "cpu")) for k, v in acc.items()}
 
 
 def upgrade(tensors: dict, modules: dict, optimisers: dict) -> dict:

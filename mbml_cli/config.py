@@ -1,6 +1,6 @@
 """The recipe as typed dataclasses: one section per stage, a docstring line per field.
 
-Values are the authors' (DESIGN.md §4) unless a recipe overrides them. `recipe.py` turns YAML into
+Values are the authors' (docs/design.md §4) unless a recipe overrides them. `recipe.py` turns YAML into
 these objects and reports bad input; this module only declares what a recipe may say.
 """
 from __future__ import annotations
@@ -164,7 +164,8 @@ class Recipe:
     name: str = doc("run name; the store defaults to runs/<name>-s<seed>.zarr", "run")
     seed: int = doc("master seed: tasks, networks, sampling", 0, **rng(0))
     store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
-    device: str = doc("torch device: cpu, cuda or auto", "cpu", meta={"choices": ["cpu", "cuda", "auto"]})
+    device: str = doc("torch device: auto (CUDA when torch sees one, else the CPU), cpu or cuda", "auto",
+                      meta={"choices": ["auto", "cpu", "cuda"]})
     threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0))
     stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(PIPELINE),
                        meta={"items": STAGES})

@@ -22,10 +22,16 @@ def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return out.reshape(idx.shape + t.shape[2:])
 
 
+def draw_device(generator: torch.Generator | None) -> torch.device | None:
+    """Where a generator draws: random numbers are made on the device that uses them (a generator
+    on the GPU for GPU runs), never drawn on the host and copied every step."""
+    return None if generator is None else generator.device
+
+
 def sample_rows(sizes: torch.Tensor, shape: tuple, generator: torch.Generator) -> torch.Tensor:
     """Row indices (K, *shape), uniform within each task's batch (`sizes` (K,) valid rows)."""
     K = len(sizes)
-    u = torch.rand((K,) + tuple(shape), generator=generator).to(sizes.device)
+    u = torch.rand((K,) + tuple(shape), generator=generator, device=draw_device(generator)).to(sizes.device)
     return (u * sizes.view((K,) + (1,) * len(shape))).long()
 
 

@@ -12,7 +12,9 @@ attributes are the record; `group` a group of arrays with attributes.
 """
 from __future__ import annotations
 
+import os
 import re
+import socket
 import string
 from dataclasses import dataclass
 
@@ -128,6 +130,25 @@ def write_attrs(store, path: str, attrs: dict) -> None:
 
 def read_attrs(store, path: str) -> dict:
     return dict(store.root[path].attrs) if store.exists(path) else {}
+
+
+def holder() -> dict:
+    """Who writes a running stage's record: its process and host."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def record_status(record: dict) -> str:
+    """A stage record's status, where a `running` record whose process is gone (on this host) reads
+    `interrupted` (killed without a chance to say so)."""
+    status = str(record.get("status") or "pending")
+    if status == "running" and record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(record["pid"]), 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except (KeyError, TypeError, ValueError, PermissionError):
+            pass
+    return status
 
 
 def markdown() -> str:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig
-from ..data import TaskData, gather_rows, sample_rows
+from ..data import TaskData, draw_device, gather_rows, sample_rows
 from ..nets import mlp
 from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
 
@@ -96,7 +96,7 @@ class DistilledPolicy(ContextPolicy):
         B, n = obs.shape[0], self.n_candidates
         s = obs.unsqueeze(1).expand(B, n, self.obs_dim)
         zz = z.unsqueeze(1).expand(B, n, self.latent_dim)
-        nu = torch.randn(B, n, self.vae_latent, generator=generator).to(obs.device).clamp(-0.5, 0.5)
+        nu = torch.randn(B, n, self.vae_latent, generator=generator, device=draw_device(generator)).to(obs.device).clamp(-0.5, 0.5)
         cand = self.perturb(s, self.generate(s, nu, zz), zz).clamp(-1.0, 1.0)
         best = self.q_value(s, cand, zz).argmax(1)
         return cand[torch.arange(B, device=obs.device), best]
@@ -180,7 +180,7 @@ def pick_relabelled(pairs: dict, mask: torch.Tensor, n: int, generator: torch.Ge
     candidates leave the rest as padding."""
     K, _, T = mask.shape
     flat_mask = mask.reshape(K, K * T)
-    score = torch.rand(K, K * T, generator=generator).to(mask.device)
+    score = torch.rand(K, K * T, generator=generator, device=draw_device(generator)).to(mask.device)
     score = torch.where(flat_mask, score, torch.full_like(score, -1.0))   # eligible ones first, random order
     n = min(n, K * T)
     top = score.topk(n, dim=1).indices                                     # (K, n)
@@ -237,7 +237,7 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
     s, a = batch["obs"], batch["act"]                                          # (K, B, ·)
     B = s.shape[1]
-    nu = torch.randn(K, B, teachers.vae_latent, generator=generator).to(s.device).clamp(-0.5, 0.5)
+    nu = torch.randn(K, B, teachers.vae_latent, generator=generator, device=draw_device(generator)).to(s.device).clamp(-0.5, 0.5)
     with torch.no_grad():
         q_target = teachers.q(s, a)                                            # Q_i(s, a)
         g_target = teachers.decode(s, nu)                                      # G_i(s, ν)
@@ -254,13 +254,13 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     return out
 
 
-def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, float]:
+def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, torch.Tensor]:
     """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together."""
     losses = step_losses(policy, data, teachers, rel, variant, cfg, generator)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()}
+    return {k: v.detach() for k, v in losses.items()}
 
 
 @torch.no_grad()
@@ -287,5 +287,5 @@ class MBMLTrainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy}
 
-    def step(self, generator: torch.Generator) -> dict[str, float]:
+    def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return train_step(self.policy, self.opt, self.data, self.teachers, self.rel, self.variant, self.cfg, generator)

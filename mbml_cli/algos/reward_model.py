@@ -1,4 +1,4 @@
-"""Reward-model ensembles R̂_i (Sec. 3.2, Fig. 7, DESIGN.md §4): per training task an ensemble of
+"""Reward-model ensembles R̂_i (Sec. 3.2, Fig. 7, docs/design.md §4): per training task an ensemble of
 one-hidden-layer MLPs (s, a) → r, all K·M members in one `BatchedMLP` (n = K·M), each member
 trained on its own bootstrap mini-batches of its task's batch. For distributions whose tasks
 differ in dynamics, a next-state ensemble (s, a) → s' of the same shape.

@@ -56,7 +56,7 @@ _TASK_COLUMN = re.compile(r"^(?P<base>.+?)[_/](?P<task>\d+)$")
 @dataclass(eq=False)
 class StageRecord:
     key: str                        # "bcq", "distill/mbml"
-    status: str = "pending"         # pending | running | done | failed | partial
+    status: str = "pending"         # pending | running | done | failed | partial | interrupted
     progress: float = 0.0
     started: float | None = None
     updated: float | None = None
@@ -251,7 +251,7 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
         rec = found.get(key, {})
         tasks = per_task.get(key, [])
         records.append(StageRecord(
-            key, str(rec.get("status") or "pending"), _num(rec.get("progress"), 0.0),
+            key, layout.record_status(rec), _num(rec.get("progress"), 0.0),
             _num(rec.get("started")), _num(rec.get("updated")), _num(rec.get("ended")),
             str(rec.get("message") or ""), sum(t == "done" for t in tasks), max(len(tasks), n_train if tasks else 0)))
     return records
@@ -400,12 +400,15 @@ def plot_tables(snap: Snapshot) -> list[str]:
 
 
 def default_table(snap: Snapshot) -> str | None:
-    """The table to follow: the running stage's (its own algo's for per-algo stages), else the
-    table of the stage that ran last."""
+    """The table to follow: the running stage's (its own algo's for per-algo stages); when nothing
+    runs, the distillation of the recipe's first algorithm, else the table of the stage that ran last."""
     keys = plot_tables(snap)
     if not keys:
         return None
     active = current_stage(snap)
+    first = (snap.recipe.get("algos") or [""])[0]
+    if active is None and layout.stage_key("distill", first) in keys:
+        return layout.stage_key("distill", first)
     if active is None:
         ran = [s for s in snap.stages if s.status != "pending"]
         active = max(ran, key=lambda s: s.ended or s.updated or s.started or 0.0) if ran else None

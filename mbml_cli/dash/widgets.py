@@ -23,7 +23,7 @@ PALETTE = ("#5fafff", "#ff8700", "#5fd75f", "#ff5f5f", "#af87ff",
            "#d7af5f", "#ff87d7", "#5fd7d7", "#d7d75f", "#bcbcbc")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STATUS = {"done": ("✓", "green"), "running": ("●", "yellow"), "failed": ("✗", "red"),
-          "partial": ("◐", "yellow"), "pending": ("·", "dim")}
+          "partial": ("◐", "yellow"), "interrupted": ("‖", "yellow"), "pending": ("·", "dim")}
 
 
 def task_color(i: int) -> str:

@@ -48,23 +48,26 @@ def bcq(ctx: stages.RunContext, tasks: list[int] | None = None):
     return finish_shard(ctx, "bcq", digest)
 
 
-def evaluate(model: bcq_algo.BCQ, envs, episodes: int, seed: int) -> np.ndarray:
+def mean_returns(envs, act, episodes: int, seed: int, on_episode=None) -> np.ndarray:
+    """Mean return per env of `act` over `episodes` episodes (`on_episode(e)` after each)."""
+    total = np.zeros(len(envs))
+    for e in range(episodes):
+        total += run_episode(envs, act, seed=derive_seed(seed, e)).returns
+        if on_episode is not None:
+            on_episode(e + 1)
+    return total / episodes
+
+
+def evaluate(model: bcq_algo.BCQ, envs, episodes: int, seed: int, on_episode=None) -> np.ndarray:
     """Mean return per task of `model`'s policy over `episodes` episodes on its own task's env."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    total = np.zeros(len(envs))
-    for e in range(episodes):
-        total += run_episode(envs, lambda obs: model.act(obs, gen), seed=derive_seed(seed, e)).returns
-    return total / episodes
+    return mean_returns(envs, lambda obs: model.act(obs, gen), episodes, seed, on_episode)
 
 
-def random_returns(envs, episodes: int, seed: int) -> np.ndarray:
+def random_returns(envs, episodes: int, seed: int, on_episode=None) -> np.ndarray:
     rng = np.random.default_rng(seed)
     act_dim = envs[0].action_space.shape[0]
-    total = np.zeros(len(envs))
-    for e in range(episodes):
-        total += run_episode(envs, lambda obs: rng.uniform(-1, 1, (len(obs), act_dim)),
-                             seed=derive_seed(seed, e)).returns
-    return total / episodes
+    return mean_returns(envs, lambda obs: rng.uniform(-1, 1, (len(obs), act_dim)), episodes, seed, on_episode)
 
 
 def best_batch_return(store, task: int) -> float:
@@ -96,12 +99,12 @@ class BCQRun:
         seed_everything(derive_seed(self.r.seed, 11, *todo), self.r.threads)   # network initialisation
         self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
         self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr)
-        self.gen_sample = torch.Generator().manual_seed(derive_seed(self.r.seed, 12, *todo))
+        self.gen_sample = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 12, *todo))
         self.gen_noise = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 13, *todo))
         self.it = 0
         self.best = np.full(self.K, -np.inf)
         self.last_eval = np.full(self.K, np.nan)
-        self.acc = {name: torch.zeros(self.K, dtype=torch.float64) for name in LOSSES}
+        self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in LOSSES}
         self.acc_n = 0
         self.log_every = max(1, self.cfg.eval_every // 20)
         self.pending: list[dict] = []     # loss rows not yet in the store (written in one append)
@@ -188,7 +191,7 @@ class BCQRun:
                                               cfg.n_candidates, self.gen_noise, self.device)
                 out = bcq_algo.update(self.tr, batch, cfg, noise)
                 for name in self.acc:
-                    self.acc[name] += out[name].double().cpu()
+                    self.acc[name] += out[name].double()          # on the device: no per-step host copy
                 self.acc_n += 1
                 self.it += 1
                 if self.it % self.log_every == 0 or self.it == cfg.iterations:
@@ -196,11 +199,10 @@ class BCQRun:
                     if time.perf_counter() - self.last_write > 10 or self.it == cfg.iterations:
                         self.write_losses()
                         self.ctx.progress(self.it / cfg.iterations)
-                    report.update(self.it)
+                report.update(self.it)
                 if self.it % cfg.eval_every == 0 or self.it == cfg.iterations:
                     self.evaluate_and_keep_best()
-                    rate = (self.it - start_it) / max(time.perf_counter() - t0, 1e-9)
-                    report.update(self.it, f"{rate:,.0f} it/s  {format_returns(self.todo, self.last_eval)}", line=True)
+                    report.update(self.it, format_returns(self.todo, self.last_eval), line=True)
                 if self.it % cfg.checkpoint_every == 0 and self.it < cfg.iterations:
                     self.save_checkpoint()
         finally:
@@ -208,7 +210,11 @@ class BCQRun:
         self.finish(report, started, time.perf_counter() - t0, start_it)
 
     def finish(self, report: Reporter, started: float, elapsed: float, start_it: int) -> None:
-        rows = final_report(self.model, self.envs, self.store, self.todo, self.r.seed, self.cfg.eval_episodes)
+        episodes = max(REPORT_EPISODES, self.cfg.eval_episodes)
+        final = Reporter(f"bcq {self.shard} final report", 2 * episodes, unit="episode")
+        rows = final_report(self.model, self.envs, self.store, self.todo, self.r.seed, self.cfg.eval_episodes,
+                            on_episode=lambda e: final.update(e, "BCQ, then random actions"))
+        final.close()
         table = Table("task", "random", "best in batch", "BCQ", "fraction",
                       title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
         for k, (i, row) in enumerate(zip(self.todo, rows)):
@@ -225,13 +231,15 @@ class BCQRun:
                              f"({self.it - start_it} this run) in {elapsed:.1f}s", highlight=False)
 
 
-def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1) -> list[dict]:
+def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1,
+                 on_episode=None) -> list[dict]:
     """Per task: a random policy's return, the best episode return in the task's batch, `model`'s
     return (means over `max(REPORT_EPISODES, eval_episodes)` episodes) and the fraction of the way
     from the first to the second that BCQ covers."""
     episodes = max(REPORT_EPISODES, eval_episodes)
-    final = evaluate(model, envs, episodes, derive_seed(seed, 15))
-    rand = random_returns(envs, episodes, derive_seed(seed, 16))
+    tick = on_episode or (lambda e: None)
+    final = evaluate(model, envs, episodes, derive_seed(seed, 15), tick)
+    rand = random_returns(envs, episodes, derive_seed(seed, 16), lambda e: tick(episodes + e))
     rows = []
     for k, i in enumerate(tasks):
         best = best_batch_return(store, i)

@@ -78,7 +78,7 @@ class Collector:
         self.sac = sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden).to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *todo))
-        self.acc = {name: torch.zeros(self.K, dtype=torch.float64) for name in ("critic_loss", "actor_loss", "alpha")}
+        self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in ("critic_loss", "actor_loss", "alpha")}
         self.acc_n = 0
 
     @property
@@ -142,7 +142,7 @@ class Collector:
         if not self.load_checkpoint():
             self.start_fresh()
         self.started = time.time()
-        report = Reporter(f"collect {self.shard}", cfg.steps, self.t)
+        report = Reporter(f"collect {self.shard}", cfg.steps, self.t, unit="step")
         start_t, start_time, last_time, last_t = self.t, time.perf_counter(), time.perf_counter(), self.t
         try:
             while self.t < cfg.steps:
@@ -152,7 +152,7 @@ class Collector:
                         batch = self.envs.sample(cfg.batch_size, self.gen)
                         out = sac_algo.update(self.sac, self.opt, batch, cfg.gamma, cfg.tau, generator=self.gen)
                         for name in self.acc:
-                            self.acc[name] += out[name].double().cpu()
+                            self.acc[name] += out[name].double()          # on the device: no per-step host copy
                         self.acc_n += 1
                 if self.t % cfg.log_every == 0 or self.t == cfg.steps:
                     now = time.perf_counter()
@@ -161,8 +161,8 @@ class Collector:
                     self.log(rate)
                     self.ctx.progress(self.t / cfg.steps)
                     returns = format_returns(self.todo, self.envs.mean_recent())
-                    report.update(self.t, f"{rate:,.0f} env steps/s  {returns}", line=True)
-                elif self.t % 50 == 0:
+                    report.update(self.t, returns, line=True)
+                else:
                     report.update(self.t)
                 if self.t % cfg.checkpoint_every == 0 and self.t < cfg.steps:
                     self.save_checkpoint()

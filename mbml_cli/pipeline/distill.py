@@ -28,10 +28,11 @@ from ..algos.mbml import VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Tea
 from .. import layout
 from ..api import Policy
 from ..checkpoint import load_training_state, read, training_state
-from ..config import ALGO_SALTS
+from ..config import ALGO_SALTS, Recipe
 from ..data import TaskData
 from ..errors import StageError
 from ..loaders import load_batches, load_bcq
+from .common import Reporter, check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
 from ..nets import device_of, seed_everything
 from ..stages import RunContext, stage
@@ -86,8 +87,22 @@ def data_stats(data: TaskData):
 
 
 def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: Teachers | None):
+    """The algorithm's trainer, with the teachers and relabelled rewards it needs read from the store."""
+    rel = None
+    if algo in VARIANTS:
+        variant = VARIANTS[algo]
+        if variant.needs_relabel:
+            rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
+            rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
+                             None if rel.next_obs is None else rel.next_obs.to(device))
+        teachers = teachers or load_teachers(ctx, device)
+    return build_trainer(ctx.recipe, algo, data, device, teachers, rel)
+
+
+def build_trainer(r: Recipe, algo: str, data: TaskData, device, teachers: Teachers | None = None,
+                  rel: Relabelled | None = None):
     """The algorithm's trainer (`step(generator) -> losses`, `modules()`, `optimisers()`, `.policy`)."""
-    r, cfg = ctx.recipe, ctx.recipe.distill
+    cfg = r.distill
     obs_dim, act_dim = data.obs.shape[-1], data.act.shape[-1]
     if algo == "contextual_bcq":
         policy = ContextualBCQPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
@@ -95,13 +110,6 @@ def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: T
     elif algo == "batch_pearl":
         policy = PearlPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden)
     else:
-        variant = VARIANTS[algo]
-        rel = None
-        if variant.needs_relabel:
-            rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
-            rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
-                             None if rel.next_obs is None else rel.next_obs.to(device))
-        teachers = teachers or load_teachers(ctx, device)
         policy = DistilledPolicy(obs_dim, act_dim, teachers.vae_latent, cfg.latent_dim, cfg.encoder_hidden,
                                  cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
     policy = policy.to(device)
@@ -110,17 +118,16 @@ def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: T
         return ContextualBCQTrainer(policy, data, cfg, r.bcq)
     if algo == "batch_pearl":
         return PearlTrainer(policy, data, cfg, r.bcq.gamma, r.bcq.tau)
-    return MBMLTrainer(policy, data, teachers, rel, variant, cfg)
+    return MBMLTrainer(policy, data, teachers, rel, VARIANTS[algo], cfg)
 
 
 # ---- the stage -------------------------------------------------------------------------------------
-@stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"))
+@stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"),
+       check=check_algo)
 def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
-    if algo not in ALGO_SALTS:
-        raise StageError(f"mbml distill --algo {algo}: unknown algorithm (one of {', '.join(ALGO_SALTS)})")
     r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
     device = device_of(r.device)
-    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGO_SALTS[algo], r.threads)
+    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGO_SALTS[algo], r.threads, device)
     K = len(ctx.tasks("train"))
     data = load_batches(store, "train", list(range(K)), device=device)
     trainer = make_trainer(ctx, algo, data, device, teachers)
@@ -146,40 +153,44 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
 
     test_tasks = ctx.tasks("test")
     envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
+    report = Reporter(f"distill {algo}", cfg.epochs * cfg.steps_per_epoch, start * cfg.steps_per_epoch, unit="step")
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         policy.train()
-        sums: dict[str, float] = {}
-        for _ in range(cfg.steps_per_epoch):
-            losses = trainer.step(gen)
-            if not np.isfinite(losses["total"]):
-                raise StageError(f"distill/{algo}: loss is {losses['total']} at epoch {epoch + 1}")
-            for k, v in losses.items():
-                if k != "total":
-                    sums[k] = sums.get(k, 0.0) + v
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(cfg.steps_per_epoch):
+            for k, v in trainer.step(gen).items():          # summed on the device: one host copy an epoch
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
+            report.update(epoch * cfg.steps_per_epoch + i + 1)
+        total = float(sums.pop("total"))
+        if not np.isfinite(total):
+            report.close()
+            raise StageError(f"distill/{algo}: loss is {total} in epoch {epoch + 1}")
         row = {"step": (epoch + 1) * cfg.steps_per_epoch, "epoch": epoch + 1,
-               **{k: v / cfg.steps_per_epoch for k, v in sums.items()}, "wall": time.time() - t0}
+               **{k: float(v) / cfg.steps_per_epoch for k, v in sums.items()}, "wall": time.time() - t0}
         store.log("distill", algo, row)
 
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last:
             policy.eval()
+            done = (epoch + 1) * cfg.steps_per_epoch
             result = evaluate_tasks(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
-                                    r.eval.repeats)
+                                    r.eval.repeats, lambda e: report.update(done, f"evaluating: episode {e}/{r.eval.episodes}"))
             store.append_rows(history, {"epoch": np.array([epoch + 1]), "score": np.array([result.score]),
                                         "returns": result.returns[None].astype(np.float32),
                                         "z_mean": result.z_mean[None].astype(np.float32)})
             if result.score > best["score"]:
                 best = {"score": float(result.score), "epoch": epoch + 1}
                 store.save_weights(layout.DISTILL(algo, "best"), policy.state_dict(), {**policy.meta, **best, "algo": algo})
-            console.print(f"distill/{algo} epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
-                          f"(best {best['score']:.2f} @ {best['epoch']}), "
-                          + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), highlight=False)
+            report.update(done, f"epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
+                                f"(best {best['score']:.2f} @ {best['epoch']}), "
+                                + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), line=True)
         if (epoch + 1) % cfg.checkpoint_every == 0 or last:
             store.save_weights(ck_path, training_state(*state, {}),
                                {"epoch": epoch, "best": best, "metric_rows": store.rows(metrics),
                                 "history_rows": store.rows(history)})
         ctx.progress((epoch + 1) / cfg.epochs)
+    report.close()
     for env in envs:
         env.close()
     store.save_weights(layout.DISTILL(algo, "final"), policy.state_dict(),

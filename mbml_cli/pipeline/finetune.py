@@ -125,7 +125,7 @@ class Finetuner:
 
         self.n_evals = 0
         self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
-        self.acc = {k: torch.zeros(R, dtype=torch.float64) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
+        self.acc = {k: torch.zeros(R, dtype=torch.float64, device=self.device) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
         self.acc_n = 0
         self.bc_loss = float("nan")
 
@@ -260,7 +260,7 @@ class Finetuner:
                     out = ft.update(self.agent, self.opt, self.sample(), self.sample(), cfg.gamma, cfg.tau,
                                     cfg.policy_noise, cfg.noise_clip, generator=self.gen)
                     for m in self.acc:
-                        self.acc[m] += out[m].double().cpu()
+                        self.acc[m] += out[m].double()          # on the device: no per-step host copy
                     self.acc_n += 1
                 if self.t >= cfg.init_steps and ((self.t - cfg.init_steps) % cfg.eval_every == 0 or self.t == self.total):
                     returns = self.evaluate()
@@ -269,7 +269,7 @@ class Finetuner:
                     T = self.T
                     report.update(self.t, "return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) +
                                   " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:]), line=True)
-                elif self.t % 50 == 0:
+                else:
                     report.update(self.t)
                 if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
                     self.save_checkpoint()

@@ -1,5 +1,5 @@
 """The table `mbml run` prints at the end: per algorithm, the mean test-task score ± std over tasks
-at the best and at the last evaluation during training (the paper reports the best; DESIGN.md §4),
+at the best and at the last evaluation during training (the paper reports the best; docs/design.md §4),
 the score of the on-demand `eval` stage, and the probe score."""
 from __future__ import annotations
 
