@@ -13,6 +13,7 @@ from rich.table import Table
 
 from . import envs, lock as lockmod
 from .errors import USER_ERRORS, StageError
+from .inputs import clean
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multi-task Batch RL with Metric Learning: learn one policy from many offline "
@@ -33,7 +34,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {clean(e)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err.print("interrupted: run the same command again to resume")
@@ -51,11 +52,14 @@ def parse_tasks(text: str | None) -> list[int] | None:
 
 
 def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
-    from .stages import open_run, run_stage
+    from .stages import open_run, release, run_stage
     ctx = open_run(target, overrides)
-    ran = run_stage(ctx, name, force=force, key=key, **options)
+    try:
+        ran = run_stage(ctx, name, force=force, key=key, **options)
+    finally:
+        release(ctx)
     if not ran:
-        out.print(f"{key or name}: already done with these inputs (use --force to run it again)")
+        out.print(f"{clean(key or name)}: already done with these inputs (use --force to run it again)")
     return ctx
 
 
@@ -73,16 +77,19 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock")):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
     from .recipe import load
-    from .stages import open_run, run_pipeline
+    from .stages import open_run, release, run_pipeline
     _, wanted = load(recipe, set_)
-    diffs = lockmod.differences(wanted) if wanted else []
+    diffs = lockmod.differences(wanted) if isinstance(wanted, dict) and wanted else []
     for line in diffs:
-        err.print(f"[yellow]warning:[/yellow] {line}")
+        err.print(f"[yellow]warning:[/yellow] {clean(line)}")
     if diffs and strict:
         raise StageError(f"{recipe}: installed versions differ from its lock (--strict)")
     ctx = open_run(str(recipe), set_, store_path=store)
-    out.print(f"run [bold]{ctx.recipe.name}[/bold] → {ctx.store.path}")
-    run_pipeline(ctx, out)
+    try:
+        out.print(f"run [bold]{clean(ctx.recipe.name)}[/bold] → {clean(ctx.store.path)}")
+        run_pipeline(ctx, out)
+    finally:
+        release(ctx)
 
 
 @app.command()
@@ -181,27 +188,47 @@ def envs_():
 
 @app.command()
 @user_errors
-def info(run: str = typer.Argument(..., help="store")):
+def info(run: str = typer.Argument(..., help="store"),
+         check: bool = typer.Option(False, "--check", help="read every chunk of every array and verify its checksum")):
     """Summarise a store: recipe, stages and their status, data sizes."""
     from .store import Store
     store = Store.open(run)
     r = store.recipe
-    out.print(f"[bold]{r.get('name')}[/bold]  env={r.get('env', {}).get('name')}  seed={r.get('seed')}  "
-              f"store={store.path}  revision={store.lock.get('revision', '?')}")
+    env = r.get("env") if isinstance(r.get("env"), dict) else {}
+    out.print(f"[bold]{clean(r.get('name'))}[/bold]  env={clean(env.get('name'))}  seed={clean(r.get('seed'))}  "
+              f"store={clean(store.path)}  revision={clean(store.lock.get('revision', '?'))}")
     table = Table("stage", "status", "progress", "hash", "wall s")
     for key, rec in store.stages().items():
         for sub, rec2 in ([(key, rec)] if rec else []) + [
                 (f"{key}/{k}", v) for k, v in sorted(_sub_stages(store, key).items())]:
-            wall = (rec2.get("ended") or 0) - (rec2.get("started") or 0)
-            table.add_row(sub, str(rec2.get("status", "")), f"{100 * float(rec2.get('progress') or 0):.0f}%",
-                          str(rec2.get("hash", "")), f"{wall:.1f}" if rec2.get("ended") else "")
+            ended, started, progress = (_number(rec2.get(k)) for k in ("ended", "started", "progress"))
+            table.add_row(clean(sub), clean(rec2.get("status", "")), f"{100 * (progress or 0):.0f}%",
+                          clean(rec2.get("hash", "")), f"{ended - (started or 0):.1f}" if ended else "")
     out.print(table)
     data = Table("split", "tasks", "transitions")
     for split in ("train", "test"):
         if store.exists(f"data/{split}"):
             groups = list(store.root[f"data/{split}"].group_keys())
-            data.add_row(split, str(len(groups)), str(sum(store.rows(f"data/{split}/{g}") for g in groups)))
+            data.add_row(split, str(len(groups)), str(sum(_number(store.rows(f"data/{split}/{g}")) or 0
+                                                          for g in groups)))
     out.print(data)
+    if check:
+        from .store_guard import verify
+        checked, bad = verify(store)
+        for path, reason in bad:
+            err.print(f"[red]damaged:[/red] {clean(path)}: {clean(reason)}", highlight=False, soft_wrap=True)
+        if bad:
+            raise StageError(f"{run}: {len(bad)} of {checked} arrays damaged (first: {bad[0][0]})")
+        out.print(f"checked {checked} arrays: every chunk's checksum matches")
+
+
+def _number(value) -> float | None:
+    """A number from a store record, or None (records from elsewhere may hold anything)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if value == value and abs(value) < 1e18 else None
 
 
 def _sub_stages(store, key: str) -> dict:

@@ -131,7 +131,7 @@ def _check_value(value, tp, meta: dict, source: str, key: str):
                 hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(allowed)})"
                 raise RecipeError(source, key, f"unknown item {short(item)}{hint}")
             if allowed is None and not (isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= WIDTH_MAX):
-                raise RecipeError(source, key, f"expected a list of integers in [1, {WIDTH_MAX}], got {short(item)}")
+                raise RecipeError(source, key, f"expected a list of positive integers (at most {WIDTH_MAX}), got {short(item)}")
     return value
 
 

@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from .. import stages
+from .. import divergence, stages
 from ..algos import sac as sac_algo
 from ..nets import device_of, seed_everything, task_state
 from .common import (Reporter, derive_seed, finish_shard, format_returns, load_training_state, plan_shard,
@@ -98,7 +98,16 @@ class Collector:
         """(modules, optimisers, generators) of the checkpoint."""
         return {"sac": self.sac}, dict(self.opt.items()), {"rng": self.gen}
 
+    def check_health(self) -> None:
+        """Stop on divergence before losses are logged or rows flushed (see `divergence.py`)."""
+        n = max(self.acc_n, 1)
+        divergence.check("collect", self.t, labels=self.todo, **{k: v / n for k, v in self.acc.items()})
+        new = slice(self.envs.flushed, self.t)
+        divergence.check_rows("collect", self.t, labels=self.todo,
+                              **{c: a[:, new] for c, a in self.envs.host.items() if c in ("obs", "act", "rew", "next_obs")})
+
     def save_checkpoint(self) -> None:
+        self.check_health()
         self.envs.flush(self.store)
         tensors = training_state(*self.state(), self.acc)
         meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "acc_n": self.acc_n, "tasks": self.todo,
@@ -163,6 +172,7 @@ class Collector:
                             self.acc[name] += out[name].double().cpu()
                         self.acc_n += 1
                 if self.t % cfg.log_every == 0 or self.t == cfg.steps:
+                    self.check_health()
                     now = time.perf_counter()
                     rate = self.K * (self.t - last_t) / max(now - last_time, 1e-9)
                     last_time, last_t = now, self.t
@@ -174,6 +184,7 @@ class Collector:
                     report.update(self.t)
                 if self.t % cfg.checkpoint_every == 0 and self.t < cfg.steps:
                     self.save_checkpoint()
+            self.check_health()
             self.envs.flush(self.store)
         finally:
             report.close()
