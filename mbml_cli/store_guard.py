@@ -98,15 +98,35 @@ def reading(store: str, path: str):
         raise _error(f"{store}: {path}: cannot be read ({_reason(e)})") from None
 
 
+SIZE_KEYS = ("obs_dim", "act_dim", "latent_dim", "vae_latent", "n_candidates", "hidden", "K", "M",
+             "n_tasks", "ensemble_size", "out_dim")
+SIZE_MAX = 65_536
+
+
+def check_sizes(store: str, path: str, meta: dict) -> None:
+    """A network's sizes from stored metadata must be small positive integers (a crafted meta could
+    otherwise ask for terabytes before the weights are even compared)."""
+    for key, value in meta.items():
+        if not (key in SIZE_KEYS or key.endswith(("_dim", "_hidden"))):
+            continue
+        values = value if isinstance(value, list) else [value]
+        if len(values) > 64 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= SIZE_MAX
+                                       for v in values):
+            raise _error(f"{store}: {path}: meta {key!r} is {short(value)}, not a network size")
+
+
 @contextlib.contextmanager
-def loading(store: str, path: str):
+def loading(store: str, path: str, meta: dict | None = None):
     """Any failure while building a network from the weights at `path` → one line naming them."""
     from .store import StoreError
+    if meta is not None:
+        check_sizes(store, path, meta)
     try:
         yield
     except StoreError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as e:
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError,
+            MemoryError) as e:
         raise _error(f"{store}: {path}: stored weights do not fit their network ({_reason(e)})") from None
 
 

@@ -218,6 +218,8 @@ def load_bcq(store, recipe, which: str = "final", device="cpu") -> BCQ:
                              f"(run `mbml bcq {store.path}`)")
         tensors, meta = store.load_weights(path)
         states.append({k: torch.from_numpy(v) for k, v in tensors.items()})
-    model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
-    model.load_state_dict(stack_states(states))
+    from ..store_guard import loading
+    with loading(store.path, weights_path(which, n - 1), meta):
+        model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
+        model.load_state_dict(stack_states(states))
     return model.to(device).eval()

@@ -145,7 +145,9 @@ def save_ensemble(store, kind: str, model: EnsembleModel) -> None:
 
 def load_ensemble(store, kind: str = "reward", device="cpu") -> EnsembleModel:
     """The trained ensemble `kind` ("reward" or "next_state") of a store."""
+    from ..store_guard import loading
     tensors, meta = store.load_weights(WEIGHTS[kind])
-    model = EnsembleModel(**meta)
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+    with loading(store.path, WEIGHTS[kind], meta):
+        model = EnsembleModel(**meta)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
     return model.to(device)
