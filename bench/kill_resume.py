@@ -63,6 +63,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/mbml-kill-resume")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-seconds", type=float, default=35.0, help="latest moment of a timed kill")
+    ap.add_argument("--saves", type=int, default=29, help="weight saves in one run of the recipe (smoke: 29)")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if not Path(args.reference).exists():
@@ -77,7 +78,7 @@ def main() -> int:
         store = work / f"t{trial}.zarr"
         run_args = ("run", args.recipe, "--store", str(store))
         if trial % 2:
-            save_at, array_at = rng.randint(1, 60), rng.randint(1, 3)
+            save_at, array_at = rng.randint(1, args.saves), rng.randint(1, 3)
             how = f"in save #{save_at}, tensor {array_at}"
             proc = subprocess.run([sys.executable, "-c", IN_SAVE, str(save_at), str(array_at), *run_args],
                                   env=env, capture_output=True, text=True)

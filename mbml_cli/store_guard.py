@@ -167,5 +167,6 @@ EXTRAS = {"http": "fsspec[http] (aiohttp)", "https": "fsspec[http] (aiohttp)", "
 def missing_package(url: str, e: ImportError) -> str:
     scheme = str(url).split("://", 1)[0].lower()
     package = EXTRAS.get(scheme, "fsspec and the filesystem package for this scheme")
-    return (f"{short(url)}: {scheme}:// stores need {package}, which is not installed "
-            f"(pip install {package.split(' ')[0]!r}; missing module {e.name or '?'})")
+    missing = f"; missing module {e.name}" if e.name else ""
+    return (f"{str(url)[:200]}: {scheme}:// stores need {package}, which is not installed "
+            f"(pip install {package.split(' ')[0]!r}{missing})")

@@ -6,9 +6,12 @@ that measure time (`env_steps_per_s`, `wall`) are skipped. Returns the differing
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import zarr
+
+warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
 
 TIME_COLUMNS = ("env_steps_per_s", "wall")
 
