@@ -63,7 +63,7 @@ def check_no_links(root: str) -> None:
             full = os.path.join(folder, name)
             if os.path.islink(full):
                 rel = os.path.relpath(full, base)
-                raise _error(f"{root}: {short(rel)} is a symbolic link; a store may not link outside "
+                raise _error(f"{root}: {rel if len(rel) <= 200 else short(rel)} is a symbolic link; a store may not link outside "
                              "its own directory (replace the link by a copy)")
 
 
