@@ -171,6 +171,7 @@ class Store:
             node = self.root[path]
         except KeyError:
             raise StoreError(f"{self.path}: missing {path}") from None
+        store_guard.check_size(self.path, path, node)
         with store_guard.reading(self.path, path):
             return np.asarray(node[...])
 
@@ -263,6 +264,7 @@ class Store:
         arrays = {}
         for k, v in slot.members(max_depth=None):
             if isinstance(v, zarr.Array):
+                store_guard.check_size(self.path, f"{path}/{current}/{k}", v)
                 with store_guard.reading(self.path, f"{path}/{current}/{k}"):
                     arrays[k] = np.asarray(v[...])
         return arrays, dict(meta)

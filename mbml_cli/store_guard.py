@@ -86,6 +86,17 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {short(text, 120)}"
 
 
+def check_size(store: str, path: str, node) -> None:
+    """Refuse to read an array whose stored shape asks for more memory than the machine has."""
+    from .limits import gib, machine_memory
+    try:
+        nbytes = node.nbytes
+    except Exception as e:
+        raise _error(f"{store}: {path}: cannot be read ({_reason(e)})") from None
+    if nbytes > machine_memory():
+        raise _error(f"{store}: {path}: stored shape {short(node.shape)} would need {gib(nbytes)}")
+
+
 @contextlib.contextmanager
 def reading(store: str, path: str):
     """Any failure while reading array `path` → one line naming it."""
@@ -137,6 +148,9 @@ def row_count(store: str, path: str, value) -> int:
     return value
 
 
+MAX_CHUNKS = 10 ** 6       # chunks along the rows of one array (a 600k-step batch has ~150)
+
+
 def verify(store) -> tuple[int, list[tuple[str, str]]]:
     """Read every chunk of every array of `store`: (arrays checked, [(array, reason) that failed])."""
     import zarr
@@ -150,6 +164,9 @@ def verify(store) -> tuple[int, list[tuple[str, str]]]:
             continue
         checked += 1
         try:
+            if node.ndim and -(-node.shape[0] // max(1, node.chunks[0])) > MAX_CHUNKS:
+                bad.append((path, f"implausible shape {short(node.shape)} for chunks {short(node.chunks)}"))
+                continue
             step = max(1, node.chunks[0]) if node.ndim else 1
             if node.ndim == 0:
                 node[...]
