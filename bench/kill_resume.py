@@ -23,18 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from store_equal import differences  # noqa: E402
 
-# A child that SIGKILLs itself while writing the `array`-th tensor of its `save`-th weight save:
+# A child that SIGKILLs itself while writing the `array`-th tensor of its `save`-th weight save (or of
+# its first save to the store path `save`):
 # the idle slot is then cleared and half rewritten, `current` not yet flipped.
 IN_SAVE = textwrap.dedent("""
     import os, signal, sys
     import zarr
     from mbml_cli.store import Store
-    save_at, array_at = int(sys.argv[1]), int(sys.argv[2])
+    save_at, array_at = sys.argv[1], int(sys.argv[2])     # the N-th save, or the first save to a path
     state = {"saves": 0, "arrays": 0, "inside": False}
     original_save, original_create = Store.save_weights, zarr.Group.create_array
-    def save(self, *args, **kwargs):
+    def save(self, path, *args, **kwargs):
         state["saves"] += 1
-        state["inside"], state["arrays"] = state["saves"] == save_at, 0
+        state["inside"] = str(state["saves"]) == save_at or path == save_at
+        state["arrays"] = 0
+        args = (path,) + args
         try:
             return original_save(self, *args, **kwargs)
         finally:
