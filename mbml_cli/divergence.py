@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import StageError
 
-BOUND = 1e10     # |loss| or |value| past this is divergence (rewards and values here are O(1e3) at most)
+BOUND = 1e15     # |loss| or |value| past this is divergence (a first VAE loss on raw humanoid observations reaches 2e10)
 
 
 def _first_bad(value, bound: float | None) -> tuple[tuple, float] | None:
