@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mbml_cli.cli import app
+from trained_store import trained  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 17

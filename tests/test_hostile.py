@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from mbml_cli.cli import app
 from mbml_cli.store import Store, StoreError
-from conftest import SMALL
+from trained_store import SMALL, trained  # noqa: F401  (a fixture)
 from store_equal import differences
 
 ROOT = Path(__file__).resolve().parent.parent
