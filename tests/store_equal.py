@@ -19,12 +19,13 @@ TIME_COLUMNS = ("env_steps_per_s", "wall")
 def arrays(path: str) -> dict[str, np.ndarray]:
     """Every array a reader uses: for a weights group, the current slot's arrays under the group's path."""
     root = zarr.open_group(path, mode="r")
-    out, idle = {}, []
+    out, idle, current = {}, [], {}
     members = list(root.members(max_depth=None))
     for name, node in members:
         if isinstance(node, zarr.Group) and node.attrs.get("current") in ("a", "b"):
             other = "b" if node.attrs["current"] == "a" else "a"
             idle.append(f"{name}/{other}/")
+            current[f"{name}/{node.attrs['current']}/"] = f"{name}/current/"    # the slot's letter does not matter
     for name, node in members:
         if not isinstance(node, zarr.Array) or any(name.startswith(p) for p in idle):
             continue
@@ -32,9 +33,11 @@ def arrays(path: str) -> dict[str, np.ndarray]:
             continue
         if name.startswith(("metrics/", "data/", "eval/")) and "/" in name:
             n = root[name.rsplit("/", 1)[0]].attrs.get("n")
-            out[name] = np.asarray(node[:n] if n is not None else node[...])
+            value = np.asarray(node[:n] if n is not None else node[...])
         else:
-            out[name] = np.asarray(node[...])
+            value = np.asarray(node[...])
+        key = next((name.replace(slot, canon, 1) for slot, canon in current.items() if name.startswith(slot)), name)
+        out[key] = value
     return out
 
 
