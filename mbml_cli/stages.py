@@ -148,14 +148,19 @@ def create_run(recipe: Recipe) -> RunContext:
                 if fresh:
                     Path(recipe.store).rmdir()
         raise
+    ctx = RunContext(store, recipe)
     dist = envs.get(recipe.env.name)
-    for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
-        tasks = dist.tasks(split, n, recipe.seed)
-        if store.exists(f"tasks/{split}") and not np.array_equal(store.read_array(f"tasks/{split}"), tasks):
-            raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
-                             "use a new store")
-        store.write_array(f"tasks/{split}", tasks, {"param": dist.task_param})
-    return RunContext(store, recipe)
+    try:
+        for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
+            tasks = dist.tasks(split, n, recipe.seed)
+            if store.exists(f"tasks/{split}") and not np.array_equal(store.read_array(f"tasks/{split}"), tasks):
+                raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
+                                 "use a new store")
+            store.write_array(f"tasks/{split}", tasks, {"param": dist.task_param})
+    except BaseException:
+        release(ctx)
+        raise
+    return ctx
 
 
 # ---- running stages ----------------------------------------------------------------------------
