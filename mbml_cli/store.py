@@ -125,9 +125,14 @@ class Store:
         if self.wall is not None:
             self.wall.check(path)
 
+    def _node(self, path: str):
+        """`self.root[path]`: KeyError when absent, one line naming it when its metadata is damaged."""
+        with store_guard.reading(self.path, path, passing=(KeyError,)):
+            return self.root[path]
+
     def exists(self, path: str) -> bool:
         try:
-            self.root[path]
+            self._node(path)
             return True
         except KeyError:
             return False
@@ -168,7 +173,7 @@ class Store:
 
     def read_array(self, path: str) -> np.ndarray:
         try:
-            node = self.root[path]
+            node = self._node(path)
         except KeyError:
             raise StoreError(f"{self.path}: missing {path}") from None
         store_guard.check_size(self.path, path, node)
@@ -178,7 +183,7 @@ class Store:
     # ---- append-only row tables (data batches, metrics) ---------------------------------------
     def rows(self, path: str) -> int:
         try:
-            n = self.root[path].attrs.get("n", 0)
+            n = self._node(path).attrs.get("n", 0)
         except KeyError:
             return 0
         return store_guard.row_count(self.path, path, n)
@@ -215,13 +220,15 @@ class Store:
 
     def read_rows(self, path: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         try:
-            group = self.root[path]
+            group = self._node(path)
         except KeyError:
             return {}
         n = store_guard.row_count(self.path, path, group.attrs.get("n", 0))
         stop = n if stop is None else min(stop, n)
         out = {}
-        for k in group.array_keys():
+        with store_guard.reading(self.path, path):
+            keys = list(group.array_keys())
+        for k in keys:
             with store_guard.reading(self.path, f"{path}/{k}"):
                 out[k] = np.asarray(group[k][start:stop])
         return out
@@ -250,19 +257,22 @@ class Store:
         group.attrs.update({"current": slot, "meta": meta or {}, "saved": time.time()})
 
     def has_weights(self, path: str) -> bool:
-        return self.exists(path) and "current" in self.root[path].attrs
+        return self.exists(path) and "current" in self._node(path).attrs
 
     def load_weights(self, path: str) -> tuple[dict[str, np.ndarray], dict]:
         if not self.has_weights(path):
             raise StoreError(f"{self.path}: no weights at {path}")
-        group = self.root[path]
+        group = self._node(path)
         current, meta = group.attrs.get("current"), group.attrs.get("meta", {})
-        if current not in ("a", "b") or current not in group or not isinstance(meta, dict):
-            raise StoreError(f"{self.path}: {path}: damaged weights record (current={current!r})")
-        slot = group[current]
+        with store_guard.reading(self.path, path):
+            complete = current in ("a", "b") and current in group
+        if not complete or not isinstance(meta, dict):
+            raise StoreError(f"{self.path}: {path}: damaged weights record (current={store_guard.short(current)})")
+        with store_guard.reading(self.path, f"{path}/{current}"):
+            members = list(group[current].members(max_depth=None))
         # names may contain "/" (e.g. `algos.sac.optimiser_state`): zarr stores those as nested groups
         arrays = {}
-        for k, v in slot.members(max_depth=None):
+        for k, v in members:
             if isinstance(v, zarr.Array):
                 store_guard.check_size(self.path, f"{path}/{current}/{k}", v)
                 with store_guard.reading(self.path, f"{path}/{current}/{k}"):
@@ -272,7 +282,7 @@ class Store:
     # ---- stage records -----------------------------------------------------------------------
     def stage(self, name: str) -> dict:
         try:
-            return dict(self.root[f"stages/{name}"].attrs)
+            return dict(self._node(f"stages/{name}").attrs)
         except (KeyError, TypeError):
             return {}
 
@@ -282,7 +292,8 @@ class Store:
     def stages(self) -> dict[str, dict]:
         if not self.exists("stages"):
             return {}
-        return {k: dict(self.root["stages"][k].attrs) for k in sorted(self.root["stages"].group_keys())}
+        with store_guard.reading(self.path, "stages"):
+            return {k: dict(self.root["stages"][k].attrs) for k in sorted(self.root["stages"].group_keys())}
 
 
 def newest_store(runs: str | Path = "runs") -> Path:

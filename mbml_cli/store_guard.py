@@ -98,12 +98,12 @@ def check_size(store: str, path: str, node) -> None:
 
 
 @contextlib.contextmanager
-def reading(store: str, path: str):
-    """Any failure while reading array `path` → one line naming it."""
+def reading(store: str, path: str, passing: tuple = ()):
+    """Any failure while reading array `path` → one line naming it (exceptions in `passing` pass)."""
     from .store import StoreError
     try:
         yield
-    except StoreError:
+    except (StoreError, *passing):
         raise
     except Exception as e:          # zarr raises ValueError for checksums, others for bad metadata
         raise _error(f"{store}: {path}: cannot be read ({_reason(e)})") from None
