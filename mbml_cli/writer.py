@@ -58,7 +58,11 @@ def acquire(store_path: str, command: str | None = None, say=None) -> None:
         _held[key][1] += 1
         return
     path = Path(key) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:        # ELOOP: a planted link in place of the lock file; EACCES: a read-only store
+        raise LockError(f"{store_path}: cannot take the writer lock {LOCK_FILE} "
+                        f"({e.strerror or type(e).__name__})") from None
     f = os.fdopen(fd, "r+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
