@@ -25,6 +25,7 @@ from .errors import StageError
 from .nets import device_of
 from .recipe import from_dict
 from .store import Store
+from .store_guard import loading
 
 WHICH = ("final", "best")
 
@@ -135,11 +136,12 @@ def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final",
     if not run.store.has_weights(path):
         raise StageError(f"{run.path}: no trained {algo!r} policy (run `mbml distill {run.path} --algo {algo}`)")
     tensors, meta = run.store.load_weights(path)
-    module = policy_class(meta).from_meta(meta)
-    state = {k: torch.as_tensor(v) for k, v in tensors.items()}
-    defaults = module.state_dict()
-    for name in ("q_mean", "q_std"):     # stores from before Q_D had an output scale: scale 1, shift 0
-        if name in defaults and name not in state:
-            state[name] = defaults[name]
-    module.load_state_dict(state)
+    with loading(run.path, path, meta):         # weights and meta from a store made elsewhere: one line if they don't fit
+        module = policy_class(meta).from_meta(meta)
+        state = {k: torch.as_tensor(v) for k, v in tensors.items()}
+        defaults = module.state_dict()
+        for name in ("q_mean", "q_std"):     # stores from before Q_D had an output scale: scale 1, shift 0
+            if name in defaults and name not in state:
+                state[name] = defaults[name]
+        module.load_state_dict(state)
     return Policy(module.to(device_of(device)), algo, which, meta)

@@ -12,10 +12,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from rich.markup import escape
 
 from . import envs, layout, lock as lockmod
 from .errors import USER_ERRORS, StageError
+from .inputs import clean
 
 LIMIT_HOURS = 2.0           # `mbml run` asks before a run projected longer than this on a CPU
 
@@ -38,7 +38,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {clean(e)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM (see main): the record says `interrupted`
             err.print(f"{e or 'interrupted'}: run the same command again to resume")
@@ -56,19 +56,22 @@ def parse_tasks(text: str | None) -> list[int] | None:
 
 
 def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
-    from .preflight import estimate, fmt_duration
     from .nets import device_of
-    from .stages import device_name, open_run, pending, run_stage
+    from .preflight import estimate, fmt_duration
+    from .stages import device_name, open_run, pending, release, run_stage
     ctx = open_run(target, overrides)
-    key = key or name
-    line = f"▶ {key} on {device_name(ctx.recipe)}"
-    if force or key in pending(ctx.recipe, ctx.store):
-        found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key])
-        line += f": projected {fmt_duration(found[0].seconds)} ({found[0].detail})" if found else ""
-    err.print(escape(line), highlight=False)
-    ran = run_stage(ctx, name, force=force, key=key, **options)
+    try:
+        key = key or name
+        line = f"▶ {key} on {device_name(ctx.recipe)}"
+        if force or key in pending(ctx.recipe, ctx.store):
+            found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key])
+            line += f": projected {fmt_duration(found[0].seconds)} ({found[0].detail})" if found else ""
+        err.print(clean(line), highlight=False)
+        ran = run_stage(ctx, name, force=force, key=key, **options)
+    finally:
+        release(ctx)
     if not ran:
-        out.print(f"{key or name}: already done with these inputs (use --force to run it again)")
+        out.print(f"{clean(key or name)}: already done with these inputs (use --force to run it again)")
     return ctx
 
 
@@ -86,30 +89,36 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock"),
         yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU")):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
-    from .recipe import load, resolve
-    from .stages import create_run, pending, run_pipeline
+    from .recipe import check_memory, load, resolve
+    from .stages import check_device, create_run, pending, release, run_pipeline
     from .store import Store
     r, wanted = load(recipe, set_)
-    diffs = lockmod.differences(wanted) if wanted else []
+    diffs = lockmod.differences(wanted) if isinstance(wanted, dict) and wanted else []
     for line in diffs:
-        err.print(f"[yellow]warning:[/yellow] {line}")
+        err.print(f"[yellow]warning:[/yellow] {clean(line)}")
     if diffs and strict:
         raise StageError(f"{recipe}: installed versions differ from its lock (--strict)")
     r = resolve(r)
     if store:
         r.store = store
+    check_device(r, str(recipe))
+    check_memory(r, str(recipe))
     existing = Store.open(r.store) if Path(r.store).exists() else None
     if wanted and existing is not None and not store and existing.stages():
         raise StageError(f"{r.store}: already holds the run {recipe} was locked from; to repeat it, give a new "
                          f"store: mbml run {recipe} --store runs/{r.name}-s{r.seed}-repeat.zarr")
     estimates = preflight_check(recipe, r, pending(r, existing), yes)
     ctx = create_run(r)
-    out.print(f"run [bold]{escape(r.name)}[/bold] → {escape(ctx.store.path)}")
-    run_pipeline(ctx, out, estimates)
+    try:
+        out.print(f"run [bold]{clean(r.name)}[/bold] → {clean(ctx.store.path)}")
+        run_pipeline(ctx, out, estimates)
+    finally:
+        release(ctx)
     algo = r.algos[0] if r.algos else "mbml"
-    out.print(f"\nnext: [bold]mbml dash {escape(ctx.store.path)}[/bold] (the run's curves and embeddings)   "
-              f"[bold]mbml eval {escape(ctx.store.path)} --algo {algo} --unseen 10[/bold] (10 fresh tasks)   "
-              f"[bold]mbml info {escape(ctx.store.path)}[/bold]", highlight=False)
+    path = clean(ctx.store.path)
+    out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   "
+              f"[bold]mbml eval {path} --algo {algo} --unseen 10[/bold] (10 fresh tasks)   "
+              f"[bold]mbml info {path}[/bold]", highlight=False)
 
 
 def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, float]:
@@ -126,8 +135,8 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, floa
     if device.type == "cpu" and total > LIMIT_HOURS * 3600:
         smaller = path.with_name(f"{path.stem}_cpu{path.suffix}")
         hint = f"use {smaller} instead, sized for a CPU" if smaller.is_file() else "use a smaller recipe"
-        err.print(f"[bold yellow]{escape(str(path))} is sized for a GPU:[/bold yellow] projected "
-                  f"{fmt_duration(total)} on this CPU; {escape(hint)}.")
+        err.print(f"[bold yellow]{clean(str(path))} is sized for a GPU:[/bold yellow] projected "
+                  f"{fmt_duration(total)} on this CPU; {clean(hint)}.")
         if not yes:
             if not sys.stdin.isatty() or not typer.confirm("Run it here anyway?", default=False):
                 raise StageError(f"{path}: projected {fmt_duration(total)} on this CPU (over {LIMIT_HOURS:g} h); "
@@ -182,7 +191,7 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
           set_: Optional[List[str]] = SET):
     """Evaluate a distilled policy on unseen tasks (PEARL protocol)."""
     target = _newest(target)
-    out.print(f"store: {escape(target)}", highlight=False)
+    out.print(f"store: {clean(target)}", highlight=False)
     key = layout.stage_key("eval", f"{algo}-unseen" if unseen else algo)     # --unseen keeps its own record
     _stage("eval", target, set_, True, key=key, algo=algo, unseen=unseen)
 
@@ -193,7 +202,7 @@ def probe(target: Optional[str] = typer.Argument(None, help="store (default: new
           algo: str = ALGO, set_: Optional[List[str]] = SET):
     """Does the encoder read rewards? Fraction of relabelled contexts assigned to the reward's task."""
     target = _newest(target)
-    out.print(f"store: {escape(target)}", highlight=False)
+    out.print(f"store: {clean(target)}", highlight=False)
     _stage("probe", target, set_, True, key=layout.stage_key("probe", algo), algo=algo)
 
 
@@ -236,14 +245,16 @@ def envs_():
 
 @app.command()
 @user_errors
-def info(run: str = typer.Argument(..., help="store")):
+def info(run: str = typer.Argument(..., help="store"),
+         check: bool = typer.Option(False, "--check", help="read every chunk of every array and verify its checksum")):
     """Summarise a store: recipe, stages (in pipeline order) and their status, data sizes."""
     from .config import STAGES
     from .store import Store
     store = Store.open(run)
     r = store.recipe
-    out.print(escape(f"{r.get('name')}  env={(r.get('env') or {}).get('name')}  seed={r.get('seed')}  "
-                     f"store={store.path}  revision={store.lock.get('revision', '?')}"), highlight=False)
+    env = r.get("env") if isinstance(r.get("env"), dict) else {}
+    out.print(f"[bold]{clean(r.get('name'))}[/bold]  env={clean(env.get('name'))}  seed={clean(r.get('seed'))}  "
+              f"store={clean(store.path)}  revision={clean(store.lock.get('revision', '?'))}")
     table = Table("stage", "status", "progress", "tasks", "hash", "wall s")
     names = sorted(store.stages(), key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
     for name in names:
@@ -252,17 +263,35 @@ def info(run: str = typer.Argument(..., help="store")):
         rows = [(name, store.stage(name))] * bool(store.stage(name).get("status")) + \
             [(layout.stage_key(name, k), v) for k, v in sorted(subs.items()) if not k.isdigit()]
         for key, rec in rows:
-            wall = (rec.get("ended") or 0) - (rec.get("started") or 0)
+            ended, started, progress = (_number(rec.get(k)) for k in ("ended", "started", "progress"))
             done = f"{sum(layout.record_status(t) == 'done' for t in tasks)}/{len(tasks)}" if tasks and key == name else ""
-            table.add_row(escape(key), layout.record_status(rec), f"{100 * float(rec.get('progress') or 0):.0f}%", done,
-                          str(rec.get("hash", "")), f"{wall:.1f}" if rec.get("ended") else "")
+            table.add_row(clean(key), clean(layout.record_status(rec)), f"{100 * (progress or 0):.0f}%", done,
+                          clean(rec.get("hash", "")), f"{ended - (started or 0):.1f}" if ended else "")
     out.print(table)
     data = Table("split", "tasks", "transitions")
     for split in ("train", "test"):
         groups = layout.children(store, layout.parent(layout.BATCH, split))
         if groups:
-            data.add_row(split, str(len(groups)), str(sum(store.rows(layout.BATCH(split, g)) for g in groups)))
+            data.add_row(split, str(len(groups)), str(sum(_number(store.rows(layout.BATCH(split, g))) or 0
+                                                          for g in groups)))
     out.print(data)
+    if check:
+        from .store_guard import verify
+        checked, bad = verify(store)
+        for path, reason in bad:
+            err.print(f"[red]damaged:[/red] {clean(path)}: {clean(reason)}", highlight=False, soft_wrap=True)
+        if bad:
+            raise StageError(f"{run}: {len(bad)} of {checked} arrays damaged (first: {bad[0][0]})")
+        out.print(f"checked {checked} arrays: every chunk's checksum matches")
+
+
+def _number(value) -> float | None:
+    """A number from a store record, or None (records from elsewhere may hold anything)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return value if value == value and abs(value) < 1e18 else None
 
 
 @app.command()

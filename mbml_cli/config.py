@@ -22,9 +22,9 @@ def rng(lo=None, hi=None):
 @dataclass
 class EnvConfig:
     name: str = doc("task distribution (see `mbml envs`)", "point_goal")
-    horizon: int = doc("episode length H; 0 = the distribution's default", 0, **rng(0))
-    n_train: int = doc("number of training tasks K; 0 = the distribution's default", 0, **rng(0))
-    n_test: int = doc("number of test tasks; 0 = the distribution's default", 0, **rng(0))
+    horizon: int = doc("episode length H; 0 = the distribution's default", 0, **rng(0, 1_000_000))
+    n_train: int = doc("number of training tasks K; 0 = the distribution's default", 0, **rng(0, 10_000))
+    n_test: int = doc("number of test tasks; 0 = the distribution's default", 0, **rng(0, 10_000))
 
 
 @dataclass
@@ -104,12 +104,12 @@ class DistillConfig:
 @dataclass
 class EvalConfig:
     """PEARL protocol on test tasks: episode 1 from the prior, then the posterior."""
-    episodes: int = doc("episodes per task", 5, **rng(3))
+    episodes: int = doc("episodes per task", 5, **rng(3, 1000))
     skip: int = doc("leading episodes not counted in the score", 2, **rng(0))
-    unseen_seed: int = doc("seed offset for `--unseen` draws", 1000)
-    probe_draws: int = doc("contexts drawn per task for `mbml probe` (each gives K(K-1) pairs)", 8, **rng(1))
+    unseen_seed: int = doc("seed offset for `--unseen` draws", 1000, **rng(0, 2 ** 31))
+    probe_draws: int = doc("contexts drawn per task for `mbml probe` (each gives K(K-1) pairs)", 8, **rng(1, 10_000))
     repeats: int = doc("independent runs of the protocol per task (own z draws and resets); returns are "
-                       "averaged over them", 1, **rng(1))
+                       "averaged over them", 1, **rng(1, 1000))
 
 
 @dataclass
@@ -162,11 +162,11 @@ PER_ALGO = ("distill", "eval", "probe")      # run once per algorithm: records `
 class Recipe:
     """A whole run. Everything needed to repeat it is here, or in the lock written beside it."""
     name: str = doc("run name; the store defaults to runs/<name>-s<seed>.zarr", "run")
-    seed: int = doc("master seed: tasks, networks, sampling", 0, **rng(0))
+    seed: int = doc("master seed: tasks, networks, sampling", 0, **rng(0, 2 ** 32 - 1))
     store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
     device: str = doc("torch device: auto (CUDA when torch sees one, else the CPU), cpu or cuda", "auto",
                       meta={"choices": ["auto", "cpu", "cuda"]})
-    threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0))
+    threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0, 1024))
     stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(PIPELINE),
                        meta={"items": STAGES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],

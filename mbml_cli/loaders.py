@@ -13,6 +13,7 @@ from .data import FIELDS, TaskData
 from .errors import StageError
 from .nets import stack_states
 from .recipe import from_dict
+from .store_guard import loading
 
 
 def load_batches(store, split: str, tasks: list[int], device="cpu") -> TaskData:
@@ -47,8 +48,9 @@ def load_bcq(store, recipe: Recipe | dict, which: str = "final", device="cpu") -
                              f"(run `mbml bcq {store.path}`)")
         tensors, meta = store.load_weights(path)
         states.append({k: torch.from_numpy(v) for k, v in tensors.items()})
-    model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
-    model.load_state_dict(stack_states(states))
+    with loading(store.path, layout.BCQ(which, n - 1), meta):
+        model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
+        model.load_state_dict(stack_states(states))
     return model.to(device).eval()
 
 
@@ -59,6 +61,7 @@ def save_ensemble(store, kind: str, model: EnsembleModel) -> None:
 def load_ensemble(store, kind: str = "reward", device="cpu") -> EnsembleModel:
     """The trained ensemble `kind` ("reward" or "next_state") of a store."""
     tensors, meta = store.load_weights(layout.REWARD_MODEL(kind))
-    model = EnsembleModel(**meta)
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+    with loading(store.path, layout.REWARD_MODEL(kind), meta):
+        model = EnsembleModel(**meta)
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
     return model.to(device)

@@ -9,14 +9,18 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import typing
 from pathlib import Path
 
-import yaml
 
 from .config import Recipe
+from .inputs import InputError, load_yaml, read_text, short
 
 META_KEYS = ("extends", "lock")   # allowed at the top level, not part of the config
+INT_MAX = 10 ** 9                 # an int field without its own maximum
+SEED_MAX = 2 ** 32 - 1
+WIDTH_MAX = 65_536                # a layer width
 
 
 class RecipeError(ValueError):
@@ -39,11 +43,14 @@ def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise RecipeError(str(path), "", "no such recipe file" + yaml_hint(path))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        raise RecipeError(str(path), "", f"not valid YAML ({where})") from None
+        data = load_yaml(read_text(path))
+    except InputError as e:
+        raise RecipeError(str(path), "", str(e)) from None
+    except OSError as e:
+        raise RecipeError(str(path), "", f"cannot be read ({e.strerror or type(e).__name__})") from None
+    if data is None:
+        raise RecipeError(str(path), "", "empty recipe (an empty file would run the paper-scale defaults); "
+                                         "name at least the run and its env")
     if not isinstance(data, dict):
         raise RecipeError(str(path), "", "a recipe must be a mapping of sections")
     return data
@@ -82,9 +89,11 @@ def parse_set(items: list[str], source: str = "--set") -> dict:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise RecipeError(source, short(key.strip(), 60), "sets a key below a value")
         try:
-            node[leaf] = yaml.safe_load(value)
-        except yaml.YAMLError:
+            node[leaf] = load_yaml(value)
+        except InputError:
             node[leaf] = value
     return out
 
@@ -106,22 +115,30 @@ def _check_value(value, tp, meta: dict, source: str, key: str):
     else:
         ok = True
     if not ok:
-        raise RecipeError(source, key, f"expected {name}, got {type(value).__name__} {value!r}")
+        raise RecipeError(source, key, f"expected {name}, got {type(value).__name__} {short(value)}")
+    if tp is float and not math.isfinite(value):
+        raise RecipeError(source, key, f"{value!r} is not a finite number")
     lo, hi = meta.get("min"), meta.get("max")
+    if tp is int and hi is None:
+        hi = INT_MAX
     if lo is not None and value < lo or hi is not None and value > hi:
-        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise RecipeError(source, key, f"{value!r} out of range, must be {bounds}")
+        bounds = f"[{lo}, {hi}]" if lo is not None and hi is not None else (f">= {lo}" if hi is None else f"<= {hi}")
+        raise RecipeError(source, key, f"{short(value)} out of range, must be {bounds}")
+    if tp is str and "choices" not in meta and len(value) > 4096:
+        raise RecipeError(source, key, f"{len(value):,} characters, longer than 4096")
     if "choices" in meta and value not in meta["choices"]:
-        raise RecipeError(source, key, f"{value!r} is not one of {', '.join(meta['choices'])}")
+        raise RecipeError(source, key, f"{short(value)} is not one of {', '.join(meta['choices'])}")
     if tp is list:
         allowed = meta.get("items")
+        if len(value) > meta.get("max_items", 64):
+            raise RecipeError(source, key, f"{len(value)} items, more than {meta.get('max_items', 64)}")
         for item in value:
-            if allowed is not None and item not in allowed:
-                near = difflib.get_close_matches(str(item), allowed, n=1)
+            if allowed is not None and not (isinstance(item, str) and item in allowed):
+                near = difflib.get_close_matches(str(item), allowed, n=1) if isinstance(item, str) else []
                 hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(allowed)})"
-                raise RecipeError(source, key, f"unknown item {item!r}{hint}")
-            if allowed is None and not (isinstance(item, int) and not isinstance(item, bool) and item >= 1):
-                raise RecipeError(source, key, f"expected a list of positive integers, got {item!r}")
+                raise RecipeError(source, key, f"unknown item {short(item)}{hint}")
+            if allowed is None and not (isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= WIDTH_MAX):
+                raise RecipeError(source, key, f"expected a list of positive integers (at most {WIDTH_MAX}), got {short(item)}")
     return value
 
 
@@ -133,7 +150,7 @@ def build(cls, data: dict, source: str, prefix: str = ""):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
-        dotted = prefix + str(key)
+        dotted = prefix + (str(key) if len(str(key)) <= 60 else short(str(key), 60))
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
@@ -166,15 +183,28 @@ def from_dict(data: dict, source: str = "store") -> Recipe:
 
 def validate(recipe: Recipe, source: str) -> None:
     """Cross-field checks that one field's type cannot express."""
-    from . import envs
+    from . import envs, limits
 
     if recipe.env.name not in envs.REGISTRY:
         names = list(envs.REGISTRY)
         near = difflib.get_close_matches(recipe.env.name, names, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(names)})"
-        raise RecipeError(source, "env.name", f"unknown distribution {recipe.env.name!r}{hint}")
+        raise RecipeError(source, "env.name", f"unknown distribution {short(recipe.env.name)}{hint}")
     if recipe.eval.skip >= recipe.eval.episodes:
         raise RecipeError(source, "eval.skip", "must be smaller than eval.episodes")
+    problem = limits.name_problem(recipe.name)
+    if problem:
+        raise RecipeError(source, "name", f"{short(recipe.name)}: {problem}")
+
+
+def check_memory(recipe: Recipe, source: str) -> None:
+    """Refuse, before anything is allocated, a recipe whose largest allocation exceeds the machine's memory."""
+    from . import limits
+
+    need, have, what = limits.memory_estimate(recipe)
+    if need > have:
+        raise RecipeError(source, what, f"would need about {limits.gib(need)} of memory "
+                                        f"(this machine has {limits.gib(have)})")
 
 
 def resolve(recipe: Recipe) -> Recipe:

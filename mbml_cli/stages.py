@@ -19,11 +19,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import envs, layout, lock
+from . import envs, layout, lock, writer
 from .config import PER_ALGO, Recipe
 from .errors import StageError
-from .recipe import build, from_dict, load, merge, parse_set, resolve, section_hash, to_dict, validate, yaml_hint
-from .store import Store
+from .recipe import (build, check_memory, from_dict, load, merge, parse_set, resolve, section_hash, to_dict,
+                     validate, yaml_hint)
+from .store import Store, StoreError, _is_url
 
 
 @dataclass
@@ -74,36 +75,95 @@ def _load_stages() -> None:
 # ---- opening a run -----------------------------------------------------------------------------
 def open_run(target: str, overrides: list[str] | None = None, store_path: str | None = None,
              mode: str = "r+") -> RunContext:
-    """`target` is a recipe file (creates or reopens its store) or an existing store."""
+    """`target` is a recipe file (creates or reopens its store) or an existing store. Either way
+    the store's writer lock is taken (see `writer.py`); the caller releases it with `release(ctx)`."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         recipe, _ = load(path, overrides)
         recipe = resolve(recipe)
         if store_path:
             recipe.store = store_path
+        check_device(recipe, str(path))
+        check_memory(recipe, str(path))
         return create_run(recipe)
     if yaml_hint(path) and not path.exists():
         raise StageError(f"{target}: no such store or recipe{yaml_hint(path)}")
     store = Store.open(target, mode=mode)
-    recipe = from_dict(store.recipe, source=f"{target} (stored recipe)")
+    source = f"{target} (stored recipe)"
+    recipe = from_dict(store.recipe, source=source)
+    validate(recipe, source)
+    if recipe.device != "cpu" and not _cuda():      # a store made on a GPU machine runs here on the CPU
+        recipe.device = "cpu"
     if overrides:
         recipe = build(Recipe, merge(to_dict(recipe), parse_set(overrides)), f"{target} (with --set)")
         validate(recipe, f"{target} (with --set)")
+        check_device(recipe, f"{target} (with --set)")
+    check_memory(recipe, source)
+    take_lock(store.path)
+    if overrides:
         store.root.attrs["recipe"] = to_dict(recipe)
     return RunContext(store, recipe)
 
 
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def check_device(recipe: Recipe, source: str) -> None:
+    if recipe.device == "cuda" and not _cuda():
+        raise StageError(f"{source}: device: cuda, but this machine has no CUDA device (use cpu or auto)")
+
+
+def take_lock(store_path: str) -> None:
+    """The writer lock of a local store (a second writer is refused with one line naming the holder)."""
+    if _is_url(store_path):
+        return
+    from rich.console import Console
+    from .inputs import clean
+    console = Console(stderr=True)
+    try:
+        writer.acquire(store_path, say=lambda line: console.print(f"[yellow]note:[/yellow] {clean(line)}"))
+    except writer.LockError as e:
+        raise StoreError(str(e)) from None
+
+
+def release(ctx: "RunContext | None") -> None:
+    if ctx is not None:
+        writer.release(ctx.store.path)
+
+
 def create_run(recipe: Recipe) -> RunContext:
     """Create (or reopen) the recipe's store, record recipe + lock, and draw the tasks."""
-    store = Store.create(recipe.store, {"recipe": to_dict(recipe), "lock": lock.current()})
+    local = not _is_url(recipe.store)
+    if local:
+        from .store_guard import make_root
+        fresh = not Path(recipe.store).exists()
+        make_root(recipe.store)
+        take_lock(recipe.store)          # before anything is written, also into a new store
+    try:
+        store = Store.create(recipe.store, {"recipe": to_dict(recipe), "lock": lock.current()})
+    except BaseException:
+        if local:
+            writer.release(recipe.store)
+            if not (Path(recipe.store) / "zarr.json").exists():     # leave no trace where no store was made
+                (Path(recipe.store) / writer.LOCK_FILE).unlink(missing_ok=True)
+                if fresh:
+                    Path(recipe.store).rmdir()
+        raise
+    ctx = RunContext(store, recipe)
     dist = envs.get(recipe.env.name)
-    for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
-        tasks = dist.tasks(split, n, recipe.seed)
-        if store.exists(layout.TASKS(split)) and not np.array_equal(layout.read_tasks(store, split), tasks):
-            raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
-                             "use a new store")
-        store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
-    return RunContext(store, recipe)
+    try:
+        for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
+            tasks = dist.tasks(split, n, recipe.seed)
+            if store.exists(layout.TASKS(split)) and not np.array_equal(layout.read_tasks(store, split), tasks):
+                raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
+                                 "use a new store")
+            store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
+    except BaseException:
+        release(ctx)
+        raise
+    return ctx
 
 
 # ---- running stages ----------------------------------------------------------------------------

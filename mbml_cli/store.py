@@ -8,21 +8,30 @@ append-only: arrays grow in capacity, the data is written, and only then the gro
 moves forward, so a reader that reads `n` first and then `[:n]` never sees a torn row. Weights live
 in two slots; a save fills the idle slot and then flips `current`, so a kill mid-save leaves the
 previous weights intact. Weights are plain arrays: loading one never unpickles or runs code.
+
+Safety (see `store_guard.py`): the store's root is a wall — a store holding a symbolic link is
+refused, and every path written or deleted is checked to stay inside the root; every chunk carries
+a crc32c checksum, so a damaged chunk is reported (naming its array), never used.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from . import __version__, layout
+from . import __version__, layout, store_guard
 
 FORMAT = 1
 CHUNK_ROWS = 4096
+# zarr's default compressor plus a crc32c checksum of every chunk (checked on every read)
+COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
+# the writer lock file at the root is not a zarr node; listing the root must not warn about it
+warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
 
 
 class StoreError(RuntimeError):
@@ -35,8 +44,12 @@ def _is_url(path: str) -> bool:
 
 def _open_group(path: str, mode: str) -> zarr.Group:
     options = {"auto_mkdir": True} if str(path).startswith("file://") else None
-    return zarr.open_group(store=path, mode=mode, storage_options=options) if _is_url(path) \
-        else zarr.open_group(store=path, mode=mode)
+    if not _is_url(path):
+        return zarr.open_group(store=path, mode=mode)
+    try:
+        return zarr.open_group(store=path, mode=mode, storage_options=options)
+    except ImportError as e:
+        raise StoreError(store_guard.missing_package(path, e)) from None
 
 
 def _chunks(shape: tuple) -> tuple:
@@ -47,41 +60,43 @@ def _chunks(shape: tuple) -> tuple:
 class Store:
     def __init__(self, root: zarr.Group, path: str):
         self.root, self.path = root, str(path)
+        self.wall = None if _is_url(path) else store_guard.Wall(path)
 
     # ---- opening -----------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, attrs: dict) -> "Store":
         """Create a new store, or open an existing mbml store at `path` (updating its attrs)."""
         path = str(path)
-        if not _is_url(path) and Path(path).exists() and any(Path(path).iterdir()):
-            store = cls.open(path, mode="r+")
-            store.root.attrs.update(attrs)
-            return store
         header = {"mbml": {"format": FORMAT, "version": __version__, "created": time.time()}, **attrs}
         if _is_url(path):
             root = _open_group(path, "w")
             root.attrs.update(header)
             return cls(root, path)
-        # Build next to the target and rename: a kill never leaves a half-made store behind.
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        root = zarr.open_group(store=str(tmp), mode="w")
-        root.attrs.update(header)
-        if target.exists():
-            target.rmdir()
-        os.rename(tmp, target)
+        target = store_guard.make_root(path)       # a directory (the writer lock may already be in it)
+        if (target / "zarr.json").exists():
+            store = cls.open(path, mode="r+")
+            store.root.attrs.update(attrs)
+            return store
+        if any(p.name != store_guard.LOCK_FILE for p in target.iterdir()):
+            raise StoreError(f"{path}: not an mbml store (a directory without a zarr.json)")
+        # One write of the root's zarr.json, header included: a kill leaves either no store or a whole one.
+        zarr.create_group(store=str(target), attributes=header, zarr_format=3)
         return cls.open(path, mode="r+")
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> "Store":
         path = str(path)
-        if not _is_url(path) and not Path(path).exists():
-            raise StoreError(f"{path}: no such store")
+        if not _is_url(path):
+            if not Path(path).exists():
+                raise StoreError(f"{path}: no such store")
+            if not Path(path).is_dir():
+                raise StoreError(f"{path}: a file, not a store (a store is a directory)")
+            store_guard.check_no_links(path)
         try:
             root = _open_group(path, mode)
             header = root.attrs.get("mbml")
+        except StoreError:
+            raise
         except Exception:
             header = None
         if not isinstance(header, dict) or "format" not in header:
@@ -93,31 +108,61 @@ class Store:
 
     @property
     def recipe(self) -> dict:
-        return dict(self.root.attrs.get("recipe", {}))
+        recipe = self.root.attrs.get("recipe", {})
+        if not isinstance(recipe, dict):
+            raise StoreError(f"{self.path}: attribute 'recipe' is a {type(recipe).__name__}, not a mapping")
+        return dict(recipe)
 
     @property
     def lock(self) -> dict:
-        return dict(self.root.attrs.get("lock", {}))
+        lock = self.root.attrs.get("lock", {})
+        return dict(lock) if isinstance(lock, dict) else {}
+
+    def _inside(self, path: str) -> None:
+        """Refuse a write or delete at `path` that would leave the store's root."""
+        if self.wall is not None:
+            self.wall.check(path)
+
+    def _node(self, path: str):
+        """`self.root[path]`: KeyError when absent, one line naming it when its metadata is damaged."""
+        with store_guard.reading(self.path, path, passing=(KeyError,)):
+            return self.root[path]
 
     def exists(self, path: str) -> bool:
         try:
-            self.root[path]
+            self._node(path)
             return True
         except KeyError:
             return False
 
     def group(self, path: str) -> zarr.Group:
+        self._inside(path)
         return self.root.require_group(path)
 
     def delete(self, path: str) -> None:
+        self._inside(path)
         if self.exists(path):
             del self.root[path]
+
+    def _clear(self, path: str) -> None:
+        """Remove whatever is at `path`, whole or half-deleted (a kill mid-delete leaves arrays
+        below a group whose zarr.json is gone, which zarr no longer sees as a node)."""
+        self._inside(path)
+        if self.wall is not None:
+            target = self.wall.local(path)
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        else:
+            self.delete(path)
 
     # ---- whole arrays ------------------------------------------------------------------------
     def write_array(self, path: str, value, attrs: dict | None = None) -> None:
         """Write (replace) one whole array."""
         value = np.asarray(value)
-        arr = self.root.create_array(path, shape=value.shape, dtype=value.dtype,
+        self._inside(path)
+        arr = self.root.create_array(path, shape=value.shape, dtype=value.dtype, compressors=COMPRESSORS,
                                      chunks=_chunks(value.shape), overwrite=True)
         if value.size:
             arr[...] = value
@@ -126,16 +171,20 @@ class Store:
 
     def read_array(self, path: str) -> np.ndarray:
         try:
-            return np.asarray(self.root[path][...])
+            node = self._node(path)
         except KeyError:
             raise StoreError(f"{self.path}: missing {path}") from None
+        store_guard.check_size(self.path, path, node)
+        with store_guard.reading(self.path, path):
+            return np.asarray(node[...])
 
     # ---- append-only row tables (data batches, metrics) ---------------------------------------
     def rows(self, path: str) -> int:
         try:
-            return int(self.root[path].attrs.get("n", 0))
+            n = self._node(path).attrs.get("n", 0)
         except KeyError:
             return 0
+        return store_guard.row_count(self.path, path, n)
 
     def append_rows(self, path: str, columns: dict[str, np.ndarray]) -> int:
         """Append rows (same leading length in every column). Returns the new row count."""
@@ -152,7 +201,7 @@ class Store:
             raise ValueError(f"{path}: columns {sorted(values)} differ from stored {sorted(existing)}")
         for name, v in values.items():
             if name not in existing:
-                arr = group.create_array(name, shape=(0,) + v.shape[1:], dtype=v.dtype,
+                arr = group.create_array(name, shape=(0,) + v.shape[1:], dtype=v.dtype, compressors=COMPRESSORS,
                                          chunks=(CHUNK_ROWS,) + v.shape[1:])
             else:
                 arr = group[name]
@@ -171,12 +220,18 @@ class Store:
                   columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """The complete rows [start, stop) of a table (of the named columns, or all)."""
         try:
-            group = self.root[path]
+            group = self._node(path)
         except KeyError:
             return {}
-        n = int(group.attrs.get("n", 0))
+        n = store_guard.row_count(self.path, path, group.attrs.get("n", 0))
         stop = n if stop is None else min(stop, n)
-        return {k: np.asarray(group[k][start:stop]) for k in (columns or group.array_keys())}
+        out = {}
+        with store_guard.reading(self.path, path):
+            keys = list(columns or group.array_keys())
+        for k in keys:
+            with store_guard.reading(self.path, f"{path}/{k}"):
+                out[k] = np.asarray(group[k][start:stop])
+        return out
 
     # ---- metrics -----------------------------------------------------------------------------
     def log(self, stage: str, name: str, row: dict) -> None:
@@ -194,41 +249,55 @@ class Store:
     def save_weights(self, path: str, tensors: dict, meta: dict | None = None) -> None:
         group = self.group(path)
         slot = "b" if group.attrs.get("current") == "a" else "a"
-        if slot in group:
-            del group[slot]
+        self._clear(f"{path}/{slot}")        # the idle slot, cleared completely, then written, then flipped
         slot_group = group.create_group(slot)
         for name, value in tensors.items():
             value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-            arr = slot_group.create_array(name, shape=value.shape, dtype=value.dtype,
+            arr = slot_group.create_array(name, shape=value.shape, dtype=value.dtype, compressors=COMPRESSORS,
                                           chunks=_chunks(value.shape))
             if value.size:
                 arr[...] = value
         group.attrs.update({"current": slot, "meta": meta or {}, "saved": time.time()})
 
     def has_weights(self, path: str) -> bool:
-        return self.exists(path) and "current" in self.root[path].attrs
+        return self.exists(path) and "current" in self._node(path).attrs
 
     def load_weights(self, path: str) -> tuple[dict[str, np.ndarray], dict]:
         if not self.has_weights(path):
             raise StoreError(f"{self.path}: no weights at {path}")
-        group = self.root[path]
-        slot = group[group.attrs["current"]]
+        group = self._node(path)
+        current, meta = group.attrs.get("current"), group.attrs.get("meta", {})
+        with store_guard.reading(self.path, path):
+            complete = current in ("a", "b") and current in group
+        if not complete or not isinstance(meta, dict):
+            raise StoreError(f"{self.path}: {path}: damaged weights record (current={store_guard.short(current)})")
+        with store_guard.reading(self.path, f"{path}/{current}"):
+            members = list(group[current].members(max_depth=None))
         # names may contain "/" (e.g. `algos.sac.optimiser_state`): zarr stores those as nested groups
-        arrays = {k: np.asarray(v[...]) for k, v in slot.members(max_depth=None) if isinstance(v, zarr.Array)}
-        return arrays, dict(group.attrs.get("meta", {}))
+        arrays = {}
+        for k, v in members:
+            if isinstance(v, zarr.Array):
+                store_guard.check_size(self.path, f"{path}/{current}/{k}", v)
+                with store_guard.reading(self.path, f"{path}/{current}/{k}"):
+                    arrays[k] = np.asarray(v[...])
+        return arrays, dict(meta)
 
     # ---- stage records -----------------------------------------------------------------------
     def stage(self, name: str) -> dict:
         try:
-            return dict(self.root[layout.STAGE(name)].attrs)
-        except KeyError:
+            return dict(self._node(layout.STAGE(name)).attrs)
+        except (KeyError, TypeError):
             return {}
 
     def set_stage(self, name: str, **fields) -> None:
         self.group(layout.STAGE(name)).attrs.update(fields)
 
     def stages(self) -> dict[str, dict]:
-        return {k: self.stage(k) for k in layout.children(self, layout.parent(layout.STAGE))}
+        parent = layout.parent(layout.STAGE)
+        if not self.exists(parent):
+            return {}
+        with store_guard.reading(self.path, parent):
+            return {k: dict(self.root[parent][k].attrs) for k in sorted(self.root[parent].group_keys())}
 
 
 def newest_store(runs: str | Path = "runs") -> Path:

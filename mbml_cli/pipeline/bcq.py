@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from .. import checkpoint, layout, stages
+from .. import checkpoint, divergence, layout, stages
 from ..algos import bcq as bcq_algo
 from ..loaders import load_batches
 from ..nets import device_of, seed_everything, task_state
@@ -116,6 +116,7 @@ class BCQRun:
         return self.tr.modules(), self.tr.optimisers(), {"rng/sample": self.gen_sample, "rng/noise": self.gen_noise}
 
     def save_checkpoint(self) -> None:
+        self.check_health()
         self.write_losses()
         tensors = checkpoint.training_state(*self.state(), self.acc)
         meta = {"iteration": self.it, "best": self.best.tolist(), "last_eval": self.last_eval.tolist(),
@@ -148,7 +149,13 @@ class BCQRun:
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": self.it, "task": self.todo[k],
                 "hash": self.digest, **extra}
 
+    def check_health(self) -> None:
+        """Stop on divergence before losses are logged or weights saved (see `divergence.py`)."""
+        n = max(self.acc_n, 1)
+        divergence.check("bcq", self.it, labels=self.todo, **{k: v / n for k, v in self.acc.items()})
+
     def log_losses(self) -> None:
+        self.check_health()
         n = max(self.acc_n, 1)
         row = {"iteration": self.it}
         for k, i in enumerate(self.todo):

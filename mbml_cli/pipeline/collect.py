@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from .. import stages
+from .. import divergence, stages
 from ..algos import sac as sac_algo
 from ..nets import device_of, seed_everything, task_state
 from .. import checkpoint, layout
@@ -91,7 +91,16 @@ class Collector:
         """(modules, optimisers, generators) of the checkpoint."""
         return {"sac": self.sac}, dict(self.opt.items()), {"rng": self.gen}
 
+    def check_health(self) -> None:
+        """Stop on divergence before losses are logged or rows flushed (see `divergence.py`)."""
+        n = max(self.acc_n, 1)
+        divergence.check("collect", self.t, labels=self.todo, **{k: v / n for k, v in self.acc.items()})
+        new = slice(self.envs.flushed, self.t)
+        divergence.check_rows("collect", self.t, labels=self.todo,
+                              **{c: a[:, new] for c, a in self.envs.host.items() if c in ("obs", "act", "rew", "next_obs")})
+
     def save_checkpoint(self) -> None:
+        self.check_health()
         self.envs.flush(self.store)
         tensors = checkpoint.training_state(*self.state(), self.acc)
         meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "acc_n": self.acc_n, "tasks": self.todo,
@@ -155,6 +164,7 @@ class Collector:
                             self.acc[name] += out[name].double()          # on the device: no per-step host copy
                         self.acc_n += 1
                 if self.t % cfg.log_every == 0 or self.t == cfg.steps:
+                    self.check_health()
                     now = time.perf_counter()
                     rate = self.K * (self.t - last_t) / max(now - last_time, 1e-9)
                     last_time, last_t = now, self.t
@@ -166,6 +176,7 @@ class Collector:
                     report.update(self.t)
                 if self.t % cfg.checkpoint_every == 0 and self.t < cfg.steps:
                     self.save_checkpoint()
+            self.check_health()
             self.envs.flush(self.store)
         finally:
             report.close()

@@ -77,6 +77,14 @@ def plan_shard(ctx, stage: str, tasks: list[int] | None) -> tuple[list[int], lis
         for i in requested:
             ctx.store.delete(layout.STAGE(layout.stage_key(stage, i)))
     todo = [i for i in requested if not task_record_done(ctx.store, stage, i, digest)]
+    # A kill while the previous attempt was writing its tasks' final weights and records leaves part
+    # of its shard done: resume that whole shard from its checkpoint (same seeds, the same weights for
+    # the tasks already done) rather than start a new, differently seeded shard of the rest.
+    previous = ctx.store.stage(stage).get("shard_tasks") if ctx.resume else None
+    if isinstance(previous, list) and todo and set(todo) <= set(previous) <= set(requested):
+        todo = sorted(int(i) for i in previous)
+    if todo:
+        ctx.store.set_stage(stage, shard_tasks=todo)
     return requested, todo, digest
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..algos.reward_model import (EnsembleModel, make_split, predict_chunked,
                                   train_ensemble, member_zero)
-from .. import layout
+from .. import divergence, layout
 from ..data import TaskData
 from ..loaders import load_batches, save_ensemble
 from ..nets import seed_everything
@@ -41,6 +41,7 @@ def fit(ctx: RunContext, data: TaskData, target: torch.Tensor, residual: bool, s
     rows = []
 
     def on_log(step, loss):
+        divergence.check("reward", step, **{f"{log_key} loss": loss})
         rows.append((step, loss))
         ctx.progress(lo + (hi - lo) * step / cfg.steps)
 
@@ -91,6 +92,8 @@ def reward(ctx: RunContext) -> None:
         if ns_model is not None:
             ns_mean, _ = predict_chunked(ns_model, o, a)
             err_ns[j] = float(((ns_mean[j] - no) ** 2).mean())
+    divergence.check("reward", cfg.steps, **{"held-out error": err, "held-out error (one member)": err_single,
+                                             "next-state error": err_ns})
     store.write_array(layout.REWARD_ERROR("error"), err, {"doc": "MSE of R̂_i (row) on task j's (column) held-out "
                                                           "transitions against task i's true reward"})
     store.write_array(layout.REWARD_ERROR("error_single"), err_single, {"doc": "as error, one member alone"})
