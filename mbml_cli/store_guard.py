@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from .inputs import short
-
+from .writer import LOCK_FILE  # noqa: F401  (re-exported: the file a store may hold besides zarr's)
 
 
 def _error(message: str) -> Exception:
