@@ -67,14 +67,14 @@ def _newest(run: str | None) -> str:
 # ---- pipeline ----------------------------------------------------------------------------------
 @app.command()
 @user_errors
-def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written by `mbml lock`)"),
+def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written by `mbml lock`), or a store"),
         set_: Optional[List[str]] = SET,
         store: Optional[str] = typer.Option(None, "--store", help="store path or URL (default from recipe)"),
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock")):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
     from .recipe import load
     from .stages import open_run, run_pipeline
-    _, wanted = load(recipe, set_)
+    _, wanted = load(recipe, set_) if not recipe.is_dir() else (None, {})    # a store: its own recipe
     diffs = lockmod.differences(wanted) if wanted else []
     for line in diffs:
         err.print(f"[yellow]warning:[/yellow] {line}")
@@ -166,12 +166,71 @@ def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest 
     main(_newest(run))
 
 
+# ---- users' data ----------------------------------------------------------------------------------
+import_app = typer.Typer(no_args_is_help=True, help="Bring your own batches into a new store (one dataset per task).")
+app.add_typer(import_app, name="import")
+IMPORT_STORE = typer.Option(None, "--store", help="new store path (default runs/<name>-s<seed>.zarr)")
+IMPORT_TASKS = typer.Option(None, "--tasks", help="YAML or CSV of task parameters (else the datasets' own)")
+IMPORT_ENV = typer.Option(None, "--env", help="task distribution of the data: a name, module:Class or none "
+                                              "(default: the one the datasets name, else none)")
+IMPORT_RECIPE = typer.Option(None, "--recipe", help="recipe for the training stages (default: the paper's settings)")
+
+
+def _import(fmt: str, sources, store, tasks, env, recipe, set_) -> None:
+    from .datasets.importing import import_recipe
+    from .stages import create_run, run_stage
+    r, imported = import_recipe(fmt, list(sources), tasks and str(tasks), env, recipe and str(recipe), set_, store)
+    ctx = create_run(r)
+    run_stage(ctx, "collect", force=True, loaded=imported)
+    nxt = "bcq → reward → relabel → distill → eval" if envs.has_environment(envs.get(r.env.name)) else \
+        "bcq → reward → relabel → distill (no environment: eval needs --env)"
+    out.print(f"→ {ctx.store.path} (env {r.env.name}); continue with `mbml run {ctx.store.path}` ({nxt})",
+              highlight=False, soft_wrap=True)
+
+
+@import_app.command("minari")
+@user_errors
+def import_minari(sources: List[str] = typer.Argument(..., help="dataset ids, dataset directories or a namespace"),
+                  store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
+                  env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
+                  set_: Optional[List[str]] = SET):
+    """Minari datasets, one per training task (task parameters from metadata `task_params` or --tasks)."""
+    _import("minari", sources, store, tasks, env, recipe, set_)
+
+
+@import_app.command("arrays")
+@user_errors
+def import_arrays(sources: List[str] = typer.Argument(..., help=".npz file(s) or directories of them"),
+                  store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
+                  env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
+                  set_: Optional[List[str]] = SET):
+    """NumPy arrays: one .npz per task, or one with a `task` column (layout: mbml_cli/datasets/arrays.py)."""
+    _import("arrays", sources, store, tasks, env, recipe, set_)
+
+
+@app.command()
+@user_errors
+def export(run: str = typer.Argument(..., help="store"),
+           format: str = typer.Option("minari", "--format", help="minari (the only format so far)"),
+           out_dir: Optional[str] = typer.Option(None, "--out", help="datasets root (default $MINARI_DATASETS_PATH "
+                                                                       "or ~/.minari/datasets)")):
+    """Each training task's batch as a Minari dataset mbml/<run>/task-<i>-v0, task parameters in its metadata."""
+    if format != "minari":
+        raise StageError(f"--format {format}: unknown (minari)")
+    from .datasets.export import export_minari
+    for ident, where, card in export_minari(run, out_dir):
+        ret = f", return mean {card['return_mean']:.2f}" if card["episodes"] else ""
+        out.print(f"{ident}: {card['steps']} steps, {card['episodes']} episodes{ret} → {where}",
+                  highlight=False, soft_wrap=True)
+
+
 # ---- inspection --------------------------------------------------------------------------------
 @app.command("envs")
 def envs_():
     """List the task distributions."""
     table = Table("name", "obs", "act", "H", "train/test", "task parameter")
-    for name, dist in envs.REGISTRY.items():
+    installed = {name: envs.get(name) for name in sorted(envs.plugins.entry_points())}   # plugins
+    for name, dist in {**envs.REGISTRY, **installed}.items():
         env = dist.make_env(dist.tasks("train", 1, 0)[0])
         table.add_row(name, str(env.observation_space.shape[0]), str(env.action_space.shape[0]),
                       str(dist.horizon), f"{dist.n_train}/{dist.n_test}", dist.task_param)

@@ -96,6 +96,8 @@ def create_run(recipe: Recipe) -> RunContext:
     store = Store.create(recipe.store, {"recipe": to_dict(recipe), "lock": lock.current()})
     dist = envs.get(recipe.env.name)
     for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
+        if split == "train" and recipe.data.format:
+            continue                             # imported batches: the import writes their tasks
         tasks = dist.tasks(split, n, recipe.seed)
         if store.exists(f"tasks/{split}") and not np.array_equal(store.read_array(f"tasks/{split}"), tasks):
             raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
