@@ -14,6 +14,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ..errors import StageError
 from .base import TaskDistribution
 
 GROUP = "mbml.distributions"
@@ -21,7 +22,7 @@ NONE = "none"
 PROTOCOL = ("name", "horizon", "n_train", "n_test", "task_param", "info_names", "tasks", "make_env", "reward")
 
 
-class NoEnvironment(RuntimeError):
+class NoEnvironment(StageError):
     """A stage asked for an environment or a ground-truth reward that imported data does not have."""
 
 

@@ -48,6 +48,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .. import envs as registry
 from .. import stages
 from ..algos import finetune as ft
 from ..api import Run, load_policy
@@ -73,6 +74,8 @@ def data_path(init: str, task: str) -> str:
 def chosen_tasks(ctx: stages.RunContext, task: int | None = None, unseen: bool = False):
     """(params, names, ids, shard) of the tasks to fine-tune on; a bad choice raises StageError."""
     r = ctx.recipe
+    if not registry.has_environment(ctx.dist):
+        raise StageError(f"mbml finetune: {ctx.dist.needs_env_message}")
     if unseen and task is not None:
         raise StageError("mbml finetune: give --task K or --unseen, not both")
     if unseen:
