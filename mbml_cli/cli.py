@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -220,6 +221,7 @@ def export(run: str = typer.Argument(..., help="store"),
     from .datasets.export import export_minari
     for ident, where, card in export_minari(run, out_dir):
         ret = f", return mean {card['return_mean']:.2f}" if card["episodes"] else ""
+        where = os.path.relpath(where) if not where.startswith("..") else where
         out.print(f"{ident}: {card['steps']} steps, {card['episodes']} episodes{ret} → {where}",
                   highlight=False, soft_wrap=True)
 

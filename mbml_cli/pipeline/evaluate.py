@@ -37,7 +37,8 @@ def write_result(store, path: str, result, tasks: np.ndarray, **attrs) -> None:
 def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
     if not registry.has_environment(ctx.dist):      # imported data without an environment
-        Console().print(f"eval {algo}: {ctx.dist.needs_env_message}; an offline check stands in", highlight=False)
+        Console().print(f"eval {algo}: {ctx.dist.needs_env_message}; an offline check stands in",
+                        highlight=False, soft_wrap=True)
         from .offline import offline_check
         return offline_check(ctx, algo, which)
     policy = load_policy(Run(store), algo, which, r.device)

@@ -27,7 +27,7 @@ def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
     if not registry.has_environment(ctx.dist):
         Console().print(f"probe {algo}: skipped, it needs every task's ground-truth reward ({ctx.dist.needs_env_message})",
-                        highlight=False)
+                        highlight=False, soft_wrap=True)
         return
     policy = load_policy(Run(store), algo, which, "cpu")
     tasks = ctx.tasks("train")
