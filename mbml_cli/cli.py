@@ -221,7 +221,8 @@ def export(run: str = typer.Argument(..., help="store"),
     from .datasets.export import export_minari
     for ident, where, card in export_minari(run, out_dir):
         ret = f", return mean {card['return_mean']:.2f}" if card["episodes"] else ""
-        where = os.path.relpath(where) if not where.startswith("..") else where
+        rel = os.path.relpath(where)
+        where = where if rel.startswith("..") else rel
         out.print(f"{ident}: {card['steps']} steps, {card['episodes']} episodes{ret} → {where}",
                   highlight=False, soft_wrap=True)
 

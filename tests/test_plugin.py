@@ -4,6 +4,7 @@ offline) and found by its entry point, the smoke recipe run on it end to end; th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """docs/plugin_example pip-installed into a fresh directory (no network, no build isolation)."""
-    target = tmp_path_factory.mktemp("site")
+    target, source = tmp_path_factory.mktemp("site"), tmp_path_factory.mktemp("src") / "plugin_example"
+    shutil.copytree(EXAMPLE, source)             # setuptools builds in the source folder: not in the checkout
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    "--no-build-isolation", "--no-index", "--target", str(target), str(EXAMPLE)],
+                    "--no-build-isolation", "--no-index", "--target", str(target), str(source)],
                    check=True, capture_output=True, text=True)
     assert list(target.glob("mbml_goal_reacher-*.dist-info"))
     return target
