@@ -99,7 +99,10 @@ def import_recipe(fmt: str, sources: list[str], task_file: str | None, env: str 
         r.store = store
     source = f"{recipe_path or 'import'} (imported data)"
     validate(r, source)
-    return resolve(r), imp
+    r = resolve(r)
+    if "://" not in r.store and Path(r.store).exists() and any(Path(r.store).iterdir()):
+        raise StageError(f"{r.store}: already exists; mbml import makes a new store (name another with --store)")
+    return r, imp
 
 
 def import_batches(ctx, loaded: Imported | None = None) -> None:
