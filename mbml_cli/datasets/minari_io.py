@@ -73,9 +73,12 @@ def _box(label: str, space, what: str):
     return space
 
 
-def read_dataset(label: str, data_dir: Path, n_info: int) -> TaskBatch:
+def read_dataset(label: str, data_dir: Path, n_info_of) -> TaskBatch:
+    """One dataset as a TaskBatch; `n_info_of(mbml metadata)`: the info features its distribution
+    needs (None: any)."""
     _, MinariStorage, _ = _minari()
     raw = MinariStorage.read_raw_metadata(data_dir)
+    meta = dict(raw.get("mbml") or {})
     if "observation_space" not in raw or "action_space" not in raw:
         raise StageError(f"{label}: its metadata has no observation/action space (mbml does not build "
                          "environments to find them)")
@@ -93,25 +96,17 @@ def read_dataset(label: str, data_dir: Path, n_info: int) -> TaskBatch:
             feats = infos.get("features") if isinstance(infos, dict) else None
             yield {**ep, "features": None if feats is None else np.asarray(feats)[1:]}
 
-    columns = from_episodes(label, eps(), n_info, act_space.low, act_space.high)
+    columns = from_episodes(label, eps(), n_info_of(meta), act_space.low, act_space.high)
     if columns["obs"].shape[1:] != obs_space.shape:
         raise StageError(f"{label}: observations of shape {columns['obs'].shape[1:]} in a space of shape {obs_space.shape}")
     params = raw.get("task_params")
-    meta = dict(raw.get("mbml") or {})
     return TaskBatch(label, columns, np.asarray(act_space.low, np.float64), np.asarray(act_space.high, np.float64),
                      None if params is None else np.asarray(params, np.float64), meta)
 
 
-def read(sources: list[str], n_info_of=lambda meta: 0) -> list[TaskBatch]:
-    """Every dataset the sources name, in order. `n_info_of(meta)`: the number of info features
-    to fill with zeros where a dataset has none."""
-    out = []
-    _, MinariStorage, _ = _minari()
-    for source in sources:
-        for label, data_dir in resolve(source):
-            meta = dict(MinariStorage.read_raw_metadata(data_dir).get("mbml") or {})
-            out.append(read_dataset(label, data_dir, n_info_of(meta)))
-    return out
+def read(sources: list[str], n_info_of=lambda meta: None) -> list[TaskBatch]:
+    """Every dataset the sources name, in order."""
+    return [read_dataset(label, data_dir, n_info_of) for source in sources for label, data_dir in resolve(source)]
 
 
 # ---- writing --------------------------------------------------------------------------------------------
