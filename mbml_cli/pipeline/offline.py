@@ -1,9 +1,9 @@
 """The offline check `mbml eval` runs in place of the protocol when the data has no environment
 (`env.name: none`, imported batches): per training task, a context of `distill.context_size` of the
-task's own transitions gives z (the posterior mean), and on `ROWS` other transitions of the task
+task's own transitions gives z (the posterior mean), and on `ROWS` transitions of the task drawn at random
 
 - td_error: mean (Q_D(s, a, z) − (r + γ(1 − terminal)·Q_D(s', π(s', z), z)))², γ = bcq.gamma
-  (NaN for a policy without Q_D: batch_pearl);
+  (NaN for a policy without Q_D(s, a, z): the baselines contextual_bcq and batch_pearl);
 - action_error: mean ‖π(s, z) − a‖², the distilled policy against the data's actions (both in [-1, 1]).
 
 Both are in-sample: distill trained on every row of the batches. Written to `eval/<algo>/offline`
