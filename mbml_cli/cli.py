@@ -189,24 +189,21 @@ def _import(fmt: str, sources, store, tasks, env, recipe, set_) -> None:
               highlight=False, soft_wrap=True)
 
 
-@import_app.command("minari")
-@user_errors
-def import_minari(sources: List[str] = typer.Argument(..., help="dataset ids, dataset directories or a namespace"),
-                  store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
-                  env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
-                  set_: Optional[List[str]] = SET):
-    """Minari datasets, one per training task (task parameters from metadata `task_params` or --tasks)."""
-    _import("minari", sources, store, tasks, env, recipe, set_)
+def _import_command(fmt: str, sources_help: str, doc: str) -> None:
+    """Register `mbml import <fmt>` (the formats share every option)."""
+    def command(sources: List[str] = typer.Argument(..., help=sources_help),
+                store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
+                env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
+                set_: Optional[List[str]] = SET):
+        _import(fmt, sources, store, tasks, env, recipe, set_)
+    command.__doc__ = doc
+    import_app.command(fmt)(user_errors(command))
 
 
-@import_app.command("arrays")
-@user_errors
-def import_arrays(sources: List[str] = typer.Argument(..., help=".npz file(s) or directories of them"),
-                  store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
-                  env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
-                  set_: Optional[List[str]] = SET):
-    """NumPy arrays: one .npz per task, or one with a `task` column (layout: mbml_cli/datasets/arrays.py)."""
-    _import("arrays", sources, store, tasks, env, recipe, set_)
+_import_command("minari", "dataset ids, dataset directories or a namespace",
+                "Minari datasets, one per training task (task parameters from metadata `task_params` or --tasks).")
+_import_command("arrays", ".npz file(s) or directories of them",
+                "NumPy arrays: one .npz per task, or one with a `task` column (layout: mbml_cli/datasets/arrays.py).")
 
 
 @app.command()
