@@ -36,6 +36,8 @@ class DataConfig:
     sources: list = doc("Minari dataset ids, dataset paths or a namespace (one dataset per task), or one "
                         ".npz file / a directory of them", default_factory=list, meta={"strings": True})
     tasks: str = doc("YAML or CSV file of task parameters; empty = from the datasets themselves", "")
+    holdout: float = doc("without an environment (env.name: none): fraction of each dataset's episodes, its last "
+                         "ones, kept out of training for eval's offline check", 0.1, **rng(0, 0.9))
 
 
 @dataclass

@@ -63,12 +63,14 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
                               "--set", "algos=[mbml]"])
     assert out.exit_code == 0, out.output
     assert "env none" in out.output and "eval needs --env" in out.output
+    assert "60 held out for eval's offline check" in out.output        # 1 of each task's 10 episodes
     store = Store.open(path)
     assert store.recipe["env"]["name"] == "none" and store.read_array("tasks/test").shape[0] == 0
     assert store.read_array("tasks/train").tobytes() == goals.tobytes()
-    rows = store.read_rows(batch_path("train", 1))
+    rows, held = store.read_rows(batch_path("train", 1)), store.read_rows(batch_path("heldout", 1))
     assert rows["obs"].dtype == np.float32 and not rows["truncated"].any()
-    np.testing.assert_array_equal(rows["act"], batches[1]["act"])
+    np.testing.assert_array_equal(np.concatenate([rows["act"], held["act"]]), batches[1]["act"])
+    assert len(held["rew"]) == 20 and held["obs"][0].tobytes() == batches[1]["obs"][180].tobytes()
 
     out = runner.invoke(app, ["run", str(path)])
     assert out.exit_code == 0, out.output
@@ -77,6 +79,7 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
     assert "has no environment" in out.output and "offline check" in out.output
     td, err = store.read_array("eval/mbml/offline/td_error"), store.read_array("eval/mbml/offline/action_error")
     assert td.shape == err.shape == (3,) and np.all(np.isfinite(td)) and np.all((err >= 0) & (err <= 8))
+    assert store.group("eval/mbml/offline").attrs["in_sample"] is False and "held-out" in out.output
     reward_error = store.read_array("models/reward/error")
     assert np.all(np.isfinite(np.diag(reward_error))) and np.isnan(reward_error[0, 1])   # no true reward of others
     one_line = runner.invoke(app, ["finetune", str(path)])

@@ -24,6 +24,7 @@ COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")
 DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
           "terminal": bool, "truncated": bool, "info": np.float32}
 TASKS = "tasks/train"          # the array `stages.create_run` writes; its attributes record the import
+HELDOUT = "heldout"            # data/heldout/<i>: episodes kept out of training (data without an environment)
 ACTION_TOLERANCE = 1e-6        # actions may exceed the space's bounds by this (float rounding) before refusal
 
 
@@ -214,15 +215,34 @@ def natural_key(text: str):
 
 
 # ---- the store ------------------------------------------------------------------------------------------
-def write_batches(store: Store, batches: list[TaskBatch], params: np.ndarray, record: dict) -> None:
-    """Each batch → `data/train/<i>` (replacing what was there), the task parameters → `tasks/train`
-    with the import's record (source, labels, action bounds) in its attributes."""
+def split_episodes(columns: dict, fraction: float) -> tuple[dict, dict | None]:
+    """(training rows, held-out rows): the last `fraction` of the stream's episodes (at least one,
+    never all) held out; (columns, None) when `fraction` is 0 or there is a single episode."""
+    ranges = episodes(columns)
+    k = min(len(ranges) - 1, max(1, round(fraction * len(ranges)))) if fraction > 0 else 0
+    if k == 0:
+        return columns, None
+    cut = ranges[-k][0]
+    return {c: v[:cut] for c, v in columns.items()}, {c: v[cut:] for c, v in columns.items()}
+
+
+def write_batches(store: Store, batches: list[TaskBatch], params: np.ndarray, record: dict,
+                  holdout: float = 0.0) -> int:
+    """Each batch → `data/train/<i>` (replacing what was there) less the last `holdout` of its
+    episodes, which go to `data/heldout/<i>`; the task parameters → `tasks/train` with the import's
+    record (source, labels, action bounds) in its attributes. Returns the rows held out."""
+    held = 0
     for i, b in enumerate(batches):
-        store.delete(batch_path("train", i))
-        store.append_rows(batch_path("train", i), b.columns)
+        train, out = split_episodes(b.columns, holdout)
+        for split, columns in (("train", train), (HELDOUT, out)):
+            store.delete(batch_path(split, i))
+            if columns is not None:
+                store.append_rows(batch_path(split, i), columns)
+        held += 0 if out is None else len(out["rew"])
     store.write_array(TASKS, params, {**record, "labels": [b.label for b in batches],
                                       "action_low": batches[0].action_low.tolist(),
                                       "action_high": batches[0].action_high.tolist()})
+    return held
 
 
 def action_scale(store: Store) -> tuple[np.ndarray, np.ndarray]:

@@ -115,9 +115,12 @@ def import_batches(ctx, loaded: Imported | None = None) -> None:
                          f"(set env.n_train: {K})")
     if imp.env != r.env.name:
         raise StageError(f"{ctx.store.path}: the datasets are of {imp.env}, the recipe's env.name is {r.env.name}")
-    write_batches(ctx.store, imp.batches, imp.params,
-                  {"param": _get(r.env.name).task_param,
-                   "source": {"format": r.data.format, "sources": list(r.data.sources), "tasks": r.data.tasks}})
+    holdout = 0.0 if envs.has_environment(_get(r.env.name)) else r.data.holdout   # with an env, eval acts in it
+    held = write_batches(ctx.store, imp.batches, imp.params,
+                         {"param": _get(r.env.name).task_param, "holdout": holdout,
+                          "source": {"format": r.data.format, "sources": list(r.data.sources), "tasks": r.data.tasks}},
+                         holdout)
     rows = sum(b.size for b in imp.batches)
-    print(f"imported {K} tasks, {rows} transitions ({r.data.format}; observations {imp.batches[0].columns['obs'].shape[1]}, "
-          f"actions {imp.batches[0].columns['act'].shape[1]}, env {r.env.name})")
+    kept = f", {held} held out for eval's offline check" if held else ""
+    print(f"imported {K} tasks, {rows} transitions{kept} ({r.data.format}; observations "
+          f"{imp.batches[0].columns['obs'].shape[1]}, actions {imp.batches[0].columns['act'].shape[1]}, env {r.env.name})")
