@@ -3,7 +3,7 @@
 mbml.lock.yaml (the CPU build of torch where one exists) and mbml itself, editable.
 
     python3 bootstrap.py          # runtime
-    python3 bootstrap.py --dev    # plus the test tools
+    python3 bootstrap.py --dev    # plus the test tools and the optional extras (Minari), so tests cover them
 
 Standard library only; safe to run again (pip skips what is already there).
 """
@@ -36,13 +36,13 @@ def main():
     if not (VENV / "bin" / "python").exists():
         subprocess.check_call([sys.executable, "-m", "venv", str(VENV)])
     py = str(VENV / "bin" / "python")
-    versions = pins({"packages", "dev"} if dev else {"packages"})
+    versions = pins({"packages", "dev", "extras"} if dev else {"packages"})
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("".join(f"{name}=={version}\n" for name, version in versions.items()))
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     # torch first and pinned, so the CPU build is taken rather than the CUDA one.
     subprocess.check_call(pip + [f"torch=={versions['torch']}"])
-    subprocess.check_call(pip + ["-c", f.name, "-e", f"{ROOT}[dev]" if dev else str(ROOT)]
+    subprocess.check_call(pip + ["-c", f.name, "-e", f"{ROOT}[dev,minari]" if dev else str(ROOT)]
                           + ([f"pytest=={versions['pytest']}"] if dev and "pytest" in versions else []))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from pathlib import Path
@@ -83,15 +84,22 @@ def _newest(run: str | None) -> str:
 # ---- pipeline ----------------------------------------------------------------------------------
 @app.command()
 @user_errors
-def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written by `mbml lock`)"),
+def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written by `mbml lock`), or a store"),
         set_: Optional[List[str]] = SET,
         store: Optional[str] = typer.Option(None, "--store", help="store path or URL (default from recipe)"),
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock"),
         yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU")):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
     from .recipe import check_memory, load, resolve
-    from .stages import check_device, create_run, pending, release, run_pipeline
+    from .stages import check_device, create_run, open_run, pending, release
     from .store import Store
+    if recipe.is_dir():                       # a store (e.g. made by `mbml import`): its own recipe
+        ctx = open_run(str(recipe), set_, store_path=store)
+        try:
+            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes))
+        finally:
+            release(ctx)
+        return
     r, wanted = load(recipe, set_)
     diffs = lockmod.differences(wanted) if isinstance(wanted, dict) and wanted else []
     for line in diffs:
@@ -110,11 +118,17 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     estimates = preflight_check(recipe, r, pending(r, existing), yes)
     ctx = create_run(r)
     try:
-        out.print(f"run [bold]{clean(r.name)}[/bold] → {clean(ctx.store.path)}")
-        run_pipeline(ctx, out, estimates)
+        run_and_report(ctx, estimates)
     finally:
         release(ctx)
-    algo = r.algos[0] if r.algos else "mbml"
+
+
+def run_and_report(ctx, estimates: dict[str, float]) -> None:
+    """The pipeline, then the commands a user runs next."""
+    from .stages import run_pipeline
+    out.print(f"run [bold]{clean(ctx.recipe.name)}[/bold] → {clean(ctx.store.path)}")
+    run_pipeline(ctx, out, estimates)
+    algo = ctx.recipe.algos[0] if ctx.recipe.algos else "mbml"
     path = clean(ctx.store.path)
     out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   "
               f"[bold]mbml eval {path} --algo {algo} --unseen 10[/bold] (10 fresh tasks)   "
@@ -129,7 +143,11 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, floa
     if not keys:
         return {}
     device = device_of(r.device)
-    found = estimate(r, device, keys)
+    try:
+        found = estimate(r, device, keys)
+    except Exception as e:                   # noqa: BLE001 - e.g. imported data without an environment
+        err.print(f"pre-flight skipped: {clean(str(e) or type(e).__name__)}", highlight=False)
+        return {}
     err.print(table(found, device))
     total = sum(e.seconds for e in found)
     if device.type == "cpu" and total > LIMIT_HOURS * 3600:
@@ -230,12 +248,70 @@ def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest 
     main(target)
 
 
+# ---- users' data ----------------------------------------------------------------------------------
+import_app = typer.Typer(no_args_is_help=True, help="Bring your own batches into a new store (one dataset per task).")
+app.add_typer(import_app, name="import")
+IMPORT_STORE = typer.Option(None, "--store", help="new store path (default runs/<name>-s<seed>.zarr)")
+IMPORT_TASKS = typer.Option(None, "--tasks", help="YAML or CSV of task parameters (else the datasets' own)")
+IMPORT_ENV = typer.Option(None, "--env", help="task distribution of the data: a name, module:Class or none "
+                                              "(default: the one the datasets name, else none)")
+IMPORT_RECIPE = typer.Option(None, "--recipe", help="recipe for the training stages (default: the paper's settings)")
+
+
+def _import(fmt: str, sources, store, tasks, env, recipe, set_) -> None:
+    from .datasets.importing import import_recipe
+    from .stages import create_run, run_stage
+    r, imported = import_recipe(fmt, list(sources), tasks and str(tasks), env, recipe and str(recipe), set_, store)
+    ctx = create_run(r)
+    run_stage(ctx, "collect", force=True, loaded=imported)
+    nxt = "bcq → reward → relabel → distill → eval" if envs.has_environment(envs.get(r.env.name)) else \
+        "bcq → reward → relabel → distill (no environment: eval needs --env)"
+    out.print(f"→ {ctx.store.path} (env {r.env.name}); continue with `mbml run {ctx.store.path}` ({nxt})",
+              highlight=False, soft_wrap=True)
+
+
+def _import_command(fmt: str, sources_help: str, doc: str) -> None:
+    """Register `mbml import <fmt>` (the formats share every option)."""
+    def command(sources: List[str] = typer.Argument(..., help=sources_help),
+                store: Optional[str] = IMPORT_STORE, tasks: Optional[Path] = IMPORT_TASKS,
+                env: Optional[str] = IMPORT_ENV, recipe: Optional[Path] = IMPORT_RECIPE,
+                set_: Optional[List[str]] = SET):
+        _import(fmt, sources, store, tasks, env, recipe, set_)
+    command.__doc__ = doc
+    import_app.command(fmt)(user_errors(command))
+
+
+_import_command("minari", "dataset ids, dataset directories or a namespace",
+                "Minari datasets, one per training task (task parameters from metadata `task_params` or --tasks).")
+_import_command("arrays", ".npz file(s) or directories of them",
+                "NumPy arrays: one .npz per task, or one with a `task` column (layout: mbml_cli/datasets/arrays.py).")
+
+
+@app.command()
+@user_errors
+def export(run: str = typer.Argument(..., help="store"),
+           format: str = typer.Option("minari", "--format", help="minari (the only format so far)"),
+           out_dir: Optional[str] = typer.Option(None, "--out", help="datasets root (default $MINARI_DATASETS_PATH "
+                                                                       "or ~/.minari/datasets)")):
+    """Each training task's batch as a Minari dataset mbml/<run>/task-<i>-v0, task parameters in its metadata."""
+    if format != "minari":
+        raise StageError(f"--format {format}: unknown (minari)")
+    from .datasets.export import export_minari
+    for ident, where, card in export_minari(run, out_dir):
+        ret = f", return mean {card['return_mean']:.2f}" if card["episodes"] else ""
+        rel = os.path.relpath(where)
+        where = where if rel.startswith("..") else rel
+        out.print(f"{ident}: {card['steps']} steps, {card['episodes']} episodes{ret} → {where}",
+                  highlight=False, soft_wrap=True)
+
+
 # ---- inspection --------------------------------------------------------------------------------
 @app.command("envs")
 def envs_():
     """List the task distributions."""
     table = Table("name", "obs", "act", "H", "train/test", "task parameter")
-    for name, dist in envs.REGISTRY.items():
+    installed = {name: envs.get(name) for name in sorted(envs.plugins.entry_points())}   # plugins
+    for name, dist in {**envs.REGISTRY, **installed}.items():
         env = dist.make_env(dist.tasks("train", 1, 0)[0])
         table.add_row(name, str(env.observation_space.shape[0]), str(env.action_space.shape[0]),
                       str(dist.horizon), f"{dist.n_train}/{dist.n_test}", dist.task_param)

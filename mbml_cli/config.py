@@ -28,6 +28,19 @@ class EnvConfig:
 
 
 @dataclass
+class DataConfig:
+    """Imported batches in the place of `collect` (`mbml import`; docs in mbml_cli/datasets/)."""
+    format: str = doc("where the training batches come from: '' = `collect` (SAC on env.name), "
+                      "minari or arrays (then the collect stage imports them)", "",
+                      meta={"choices": ["", "minari", "arrays"]})
+    sources: list = doc("Minari dataset ids, dataset paths or a namespace (one dataset per task), or one "
+                        ".npz file / a directory of them", default_factory=list, meta={"strings": True})
+    tasks: str = doc("YAML or CSV file of task parameters; empty = from the datasets themselves", "")
+    holdout: float = doc("without an environment (env.name: none): fraction of each dataset's episodes, its last "
+                         "ones, kept out of training for eval's offline check", 0.1, **rng(0, 0.9))
+
+
+@dataclass
 class CollectConfig:
     """SAC on every training task at once; its replay buffer is the task's batch."""
     steps: int = doc("environment steps per task", 60_000, **rng(1))
@@ -172,6 +185,7 @@ class Recipe:
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
                       meta={"items": ALGOS})
     env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     bcq: BCQConfig = field(default_factory=BCQConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)

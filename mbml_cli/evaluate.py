@@ -19,8 +19,7 @@ import torch
 from rich.table import Table
 
 from .algos.encoder import kl_diag
-from .algos.mbml import gather_rows
-from .data import TaskData
+from .data import TaskData, gather_rows
 from .rollout import Episodes, make_envs, run_episode
 
 

@@ -48,7 +48,7 @@ class Artefact:
 
 # ---- the artefacts, in the order of the pipeline: name | pattern | kind | writer | what ------------
 _TABLE = """
-TASKS              | tasks/{split}                      | array   | run         | task parameters (T, p) of `train` and `test`; attrs: `param` (what they mean)
+TASKS              | tasks/{split}                      | array   | run         | task parameters (T, p) of `train` and `test`; attrs: `param` (what they mean); imported data also records its source, each task's dataset and the action bounds
 BATCH              | data/{split}/{task}                | table   | collect     | one task's batch: obs, act (in [−1, 1]), rew, next_obs, terminal, truncated, info
 SAC                | models/collect/sac/{task}          | weights | collect     | the collecting SAC agent of one task
 CHECKPOINT         | models/{stage}/checkpoint/{shard}  | weights | collect, bcq, finetune | resumable state (see `checkpoint.py`); shard: `all` or the task indices
@@ -63,7 +63,7 @@ FINETUNE_BATCH     | data/finetune/{init}/{task}        | table   | finetune    
 FINETUNE_WEIGHTS   | models/finetune/{init}/{task}      | weights | finetune    | a fine-tuned agent
 METRICS            | metrics/{stage}/{name}             | table   | every stage | training curves, one row per log interval
 EVAL_HISTORY       | eval/{algo}/history                | table   | distill     | evaluations during training: epoch, score, returns (T, E), z_mean (T, L)
-EVALUATION         | eval/{algo}/{split}                | group   | eval        | split: test, unseen; returns (T, E), z_mean (T, L), z_points (T, n, L), tasks; attrs: score, score_std, skip, which, epoch
+EVALUATION         | eval/{algo}/{split}                | group   | eval        | split: test, unseen; returns (T, E), z_mean (T, L), z_points (T, n, L), tasks; attrs: score, score_std, skip, which, epoch; split offline (data without an environment): td_error, action_error per task
 PROBE              | eval/{algo}/probe                  | group   | probe       | closer, kl_own, kl_other (K, K); attrs: score (fraction of pairs read by reward)
 FINETUNE_CURVE     | finetune/{init}/{task}             | table   | finetune    | interactions, return
 FINETUNE_SUMMARY   | finetune/summary/{task}            | attrs   | finetune    | interactions each init needs to reach the threshold, saving, returns

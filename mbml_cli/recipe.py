@@ -137,7 +137,10 @@ def _check_value(value, tp, meta: dict, source: str, key: str):
                 near = difflib.get_close_matches(str(item), allowed, n=1) if isinstance(item, str) else []
                 hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(allowed)})"
                 raise RecipeError(source, key, f"unknown item {short(item)}{hint}")
-            if allowed is None and not (isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= WIDTH_MAX):
+            if meta.get("strings"):
+                if not isinstance(item, str) or not item:
+                    raise RecipeError(source, key, f"expected a list of non-empty strings, got {short(item)}")
+            elif allowed is None and not (isinstance(item, int) and not isinstance(item, bool) and 1 <= item <= WIDTH_MAX):
                 raise RecipeError(source, key, f"expected a list of positive integers (at most {WIDTH_MAX}), got {short(item)}")
     return value
 
@@ -185,11 +188,10 @@ def validate(recipe: Recipe, source: str) -> None:
     """Cross-field checks that one field's type cannot express."""
     from . import envs, limits
 
-    if recipe.env.name not in envs.REGISTRY:
-        names = list(envs.REGISTRY)
-        near = difflib.get_close_matches(recipe.env.name, names, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(names)})"
-        raise RecipeError(source, "env.name", f"unknown distribution {short(recipe.env.name)}{hint}")
+    try:
+        envs.get(recipe.env.name)
+    except LookupError as e:
+        raise RecipeError(source, "env.name", str(e)[:300]) from None
     if recipe.eval.skip >= recipe.eval.episodes:
         raise RecipeError(source, "eval.skip", "must be smaller than eval.episodes")
     problem = limits.name_problem(recipe.name)
@@ -228,6 +230,8 @@ def section_hash(recipe: Recipe, *sections: str) -> str:
     """Hash of the named sections (plus seed and env, which every stage depends on)."""
     d = to_dict(recipe)
     picked = {"seed": d["seed"], "env": d["env"], **{s: d[s] for s in sections}}
+    if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
+        picked["data"] = d["data"]
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 

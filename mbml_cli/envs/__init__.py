@@ -1,20 +1,38 @@
-"""Registry of task distributions: a recipe names one by `env.name`."""
+"""Registry of task distributions: a recipe names one by `env.name` — a built-in name, an installed
+plugin (entry point group `mbml.distributions`), `package.module:Class`, or `none` (imported data
+without an environment); see `plugins.py`."""
 from __future__ import annotations
 
+import difflib
+
+from . import plugins
 from .ant import AntDir, AntGoal
 from .base import SPLITS, TaskDistribution, TaskEnv
 from .halfcheetah_vel import HalfCheetahVel
 from .humanoid_dir_m import HumanoidDirM
+from .plugins import has_environment
 from .point_goal import PointGoal
 from .umaze_goal_m import UMazeGoalM
 from .walker_param import WalkerParam
 
 REGISTRY: dict[str, TaskDistribution] = {d.name: d for d in [
     PointGoal(), HalfCheetahVel(), AntDir(), AntGoal(), HumanoidDirM(), WalkerParam(), UMazeGoalM()]}
+_LOADED: dict[str, TaskDistribution] = {}
 
 
 def get(name: str) -> TaskDistribution:
-    return REGISTRY[name]
+    """The distribution `name`; LookupError (one line) when it names none."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name not in _LOADED:
+        dist = plugins.load(name)
+        if dist is None:
+            names = list(REGISTRY) + sorted(plugins.entry_points())
+            near = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (one of {', '.join(names)}, module:Class or none)"
+            raise LookupError(f"unknown distribution {name!r}{hint}")
+        _LOADED[name] = dist
+    return _LOADED[name]
 
 
-__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get"]
+__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "plugins"]

@@ -30,6 +30,7 @@ import torch
 from rich.table import Table
 
 from .. import checkpoint, divergence, layout, stages
+from .. import envs as registry
 from ..algos import bcq as bcq_algo
 from ..loaders import load_batches
 from ..nets import device_of, seed_everything, task_state
@@ -94,7 +95,8 @@ class BCQRun:
         self.data = load_batches(self.store, "train", todo, device=self.device)
         self.K, self.obs_dim, self.act_dim = self.data.n_tasks, self.data.obs.shape[-1], self.data.act.shape[-1]
         params = ctx.tasks("train")
-        self.envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
+        self.envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo] \
+            if registry.has_environment(ctx.dist) else []         # imported data without an environment
 
         seed_everything(derive_seed(self.r.seed, 11, *todo), self.r.threads)   # network initialisation
         self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
@@ -174,6 +176,8 @@ class BCQRun:
         self.last_write = time.perf_counter()
 
     def evaluate_and_keep_best(self) -> None:
+        if not self.envs:
+            return
         returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, self.it))
         self.last_eval = returns
         row = {"iteration": self.it, "return": float(returns.mean())}
@@ -243,10 +247,13 @@ def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, 
     """Per task: a random policy's return, the best episode return in the task's batch, `model`'s
     return (means over `max(REPORT_EPISODES, eval_episodes)` episodes) and the fraction of the way
     from the first to the second that BCQ covers."""
-    episodes = max(REPORT_EPISODES, eval_episodes)
-    tick = on_episode or (lambda e: None)
-    final = evaluate(model, envs, episodes, derive_seed(seed, 15), tick)
-    rand = random_returns(envs, episodes, derive_seed(seed, 16), lambda e: tick(episodes + e))
+    episodes = max(REPORT_EPISODES, eval_episodes) if envs else 0
+    if envs:
+        tick = on_episode or (lambda e: None)
+        final = evaluate(model, envs, episodes, derive_seed(seed, 15), tick)
+        rand = random_returns(envs, episodes, derive_seed(seed, 16), lambda e: tick(episodes + e))
+    else:                                       # no environment: only the batches' own returns are known
+        final = rand = np.full(len(tasks), np.nan)
     rows = []
     for k, i in enumerate(tasks):
         best = best_batch_return(store, i)

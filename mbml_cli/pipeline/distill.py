@@ -171,7 +171,7 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
         store.log("distill", algo, row)
 
         last = epoch + 1 == cfg.epochs
-        if (epoch + 1) % cfg.eval_every == 0 or last:
+        if envs and ((epoch + 1) % cfg.eval_every == 0 or last):      # no test envs: imported data, no env
             policy.eval()
             done = (epoch + 1) * cfg.steps_per_epoch
             result = evaluate_tasks(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),

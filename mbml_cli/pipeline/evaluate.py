@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from .. import envs as registry
 from .. import layout
 from ..api import Run, load_policy
 from ..evaluate import evaluate_tasks, make_eval_envs, returns_table
@@ -26,6 +27,11 @@ SECTIONS = ("collect", "bcq", "reward", "relabel", "distill", "eval")
 @stage("eval", sections=SECTIONS, check=check_algo)
 def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
+    if not registry.has_environment(ctx.dist):      # imported data without an environment
+        Console().print(f"eval {algo}: {ctx.dist.needs_env_message}; an offline check stands in",
+                        highlight=False, soft_wrap=True)
+        from .offline import offline_check
+        return offline_check(ctx, algo, which)
     policy = load_policy(Run(store), algo, which, r.device)
     if unseen:
         tasks, name = ctx.dist.tasks("unseen", unseen, r.seed + r.eval.unseen_seed), "unseen"

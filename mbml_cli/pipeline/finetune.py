@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint, layout, stages
+from .. import envs as registry
 from ..algos import finetune as ft
 from ..algos.sac import SACOptimisers
 from ..api import Run, load_policy
@@ -64,6 +65,8 @@ SALT = 7_000                     # separates these seeds from the other stages'
 def chosen_tasks(ctx: stages.RunContext, task: int | None = None, unseen: bool = False):
     """(params, names, ids, shard) of the tasks to fine-tune on; a bad choice raises StageError."""
     r = ctx.recipe
+    if not registry.has_environment(ctx.dist):
+        raise StageError(f"mbml finetune: {ctx.dist.needs_env_message}")
     if unseen and task is not None:
         raise StageError("mbml finetune: give --task K or --unseen, not both")
     if unseen:

@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from .. import envs as registry
 from .. import layout
 from ..api import Run, load_policy
 from ..loaders import load_batches
@@ -26,6 +27,10 @@ SEED_OFFSET = 6_000
 @stage("probe", sections=SECTIONS, check=check_algo)
 def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
+    if not registry.has_environment(ctx.dist):
+        Console().print(f"probe {algo}: skipped, it needs every task's ground-truth reward ({ctx.dist.needs_env_message})",
+                        highlight=False, soft_wrap=True)
+        return
     policy = load_policy(Run(store), algo, which, "cpu")
     tasks = ctx.tasks("train")
     data = load_batches(store, "train", list(range(len(tasks))))

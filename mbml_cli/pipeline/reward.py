@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import envs as registry
 from ..algos.reward_model import (EnsembleModel, make_split, predict_chunked,
                                   train_ensemble, member_zero)
 from .. import divergence, layout
@@ -84,7 +85,11 @@ def reward(ctx: RunContext) -> None:
         if len(rows) == 0:
             rows = split.perm[j, :split.sizes[j]]
         o, a, no, inf = (data.obs[j, rows], data.act[j, rows], data.next_obs[j, rows], data.info[j, rows])
-        truth = true_rewards(ctx.dist, tasks, o.numpy(), a.numpy(), no.numpy(), inf.numpy())   # (K, n)
+        if registry.has_environment(ctx.dist):
+            truth = true_rewards(ctx.dist, tasks, o.numpy(), a.numpy(), no.numpy(), inf.numpy())   # (K, n)
+        else:                  # imported data without an environment: only task j's own rewards are known
+            truth = np.full((K, len(rows)), np.nan)
+            truth[j] = data.rew[j, rows].double().numpy()
         mean, _ = predict_chunked(model, o, a)
         single = member_zero(model, o.unsqueeze(0).expand(K, -1, -1), a.unsqueeze(0).expand(K, -1, -1))
         err[:, j] = ((mean[..., 0].double().numpy() - truth) ** 2).mean(1)

@@ -1,0 +1,126 @@
+"""`mbml import minari|arrays`: users' batches into a new store, in the place of `mbml collect`.
+
+The store's recipe gets a `data` section (format, sources, task file), `env.n_train` = the number of
+datasets and `env.name` = the task distribution (`--env`, else the one the datasets' metadata names,
+else `none`: no environment). Its `collect` stage then imports instead of running SAC, so `mbml run
+STORE` (or a recipe with the same `data` section) goes on with bcq → reward → relabel → distill →
+eval unchanged. The import writes `data/train/<i>` and `tasks/train` (whose attributes record the
+source and the action bounds: `batches.action_scale`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import envs
+from ..config import DataConfig, Recipe
+from ..errors import StageError
+from ..recipe import build, load, parse_set, resolve, validate
+from . import arrays, minari_io
+from .batches import TaskBatch, attach_tasks, check_agree, write_batches
+
+
+@dataclass
+class Imported:
+    batches: list[TaskBatch]
+    params: np.ndarray        # (K, p)
+    env: str                  # the task distribution's name, or "none"
+    horizon: int              # from the datasets' metadata; 0 = unknown
+
+
+def _env_of(batches: list[TaskBatch], given: str | None) -> str:
+    if given:
+        return given
+    named = {b.meta.get("env") for b in batches}
+    return named.pop() if len(named) == 1 and None not in named else envs.plugins.NONE
+
+
+def _n_info(dist) -> int:
+    return len(dist.info_names)
+
+
+def prepare(fmt: str, sources: list[str], task_file: str | None, env: str | None) -> Imported:
+    """Read and check every dataset (spaces agree, task parameters present and of the
+    distribution's size, the reward's info features present); nothing is written."""
+    if not sources:
+        raise StageError(f"import {fmt}: no datasets named")
+    dist = _get(env) if env else None
+    if fmt == "minari":
+        n_info_of = (lambda meta: _n_info(dist)) if dist is not None else \
+            (lambda meta: len(meta.get("info_names", [])) if meta.get("env") else None)
+        batches = minari_io.read(sources, n_info_of)
+    elif fmt == "arrays":
+        batches = arrays.read(sources, _n_info(dist) if dist is not None else None)
+    else:
+        raise StageError(f"import: unknown format {fmt!r} (minari or arrays)")
+    check_agree(batches)
+    params = attach_tasks(batches, task_file)
+    name = _env_of(batches, env)
+    dist = _get(name)
+    if envs.has_environment(dist):
+        width = dist.tasks("train", 1, 0).shape[1]
+        if params.shape[1] != width:
+            raise StageError(f"{batches[0].label}: {params.shape[1]} task parameters; {name} takes {width} "
+                             f"({dist.task_param})")
+        if batches[0].columns["info"].shape[1] != _n_info(dist):
+            raise StageError(f"{batches[0].label}: {batches[0].columns['info'].shape[1]} info features; {name}'s "
+                             f"reward needs {_n_info(dist)} ({', '.join(dist.info_names)})")
+    horizons = {int(b.meta.get("horizon", 0)) for b in batches}
+    return Imported(batches, params, name, horizons.pop() if len(horizons) == 1 else 0)
+
+
+def _get(name: str):
+    try:
+        return envs.get(name)
+    except LookupError as e:
+        raise StageError(f"--env: {e}") from None
+
+
+def import_recipe(fmt: str, sources: list[str], task_file: str | None, env: str | None,
+                  recipe_path: str | None, overrides: list[str] | None, store: str | None) -> tuple[Recipe, Imported]:
+    """The recipe of a store of imported data (training settings from `recipe_path` and --set)."""
+    if recipe_path:
+        base, _ = load(recipe_path, overrides)
+    else:
+        base = build(Recipe, {"name": "imported", **parse_set(overrides or [])}, "--set")
+    sources = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources]
+    task_file = str(Path(task_file).resolve()) if task_file else ""
+    imp = prepare(fmt, sources, task_file or None, env)
+    has_env = envs.has_environment(envs.get(imp.env))
+    r = dataclasses.replace(
+        base, data=DataConfig(fmt, sources, task_file),
+        env=dataclasses.replace(base.env, name=imp.env, n_train=len(imp.batches),
+                                horizon=base.env.horizon if not has_env else (imp.horizon or base.env.horizon),
+                                n_test=base.env.n_test if has_env else 0))
+    if store:
+        r.store = store
+    source = f"{recipe_path or 'import'} (imported data)"
+    validate(r, source)
+    r = resolve(r)
+    if "://" not in r.store and Path(r.store).exists() and any(Path(r.store).iterdir()):
+        raise StageError(f"{r.store}: already exists; mbml import makes a new store (name another with --store)")
+    return r, imp
+
+
+def import_batches(ctx, loaded: Imported | None = None) -> None:
+    """The collect stage of a recipe with a `data` section: the batches → `data/train/<i>`."""
+    r = ctx.recipe
+    imp = loaded or prepare(r.data.format, r.data.sources, r.data.tasks or None, r.env.name)
+    K = len(imp.batches)
+    if K != r.env.n_train:
+        raise StageError(f"{ctx.store.path}: env.n_train is {r.env.n_train} but data.sources hold {K} tasks "
+                         f"(set env.n_train: {K})")
+    if imp.env != r.env.name:
+        raise StageError(f"{ctx.store.path}: the datasets are of {imp.env}, the recipe's env.name is {r.env.name}")
+    holdout = 0.0 if envs.has_environment(_get(r.env.name)) else r.data.holdout   # with an env, eval acts in it
+    held = write_batches(ctx.store, imp.batches, imp.params,
+                         {"param": _get(r.env.name).task_param, "holdout": holdout,
+                          "source": {"format": r.data.format, "sources": list(r.data.sources), "tasks": r.data.tasks}},
+                         holdout)
+    rows = sum(b.size for b in imp.batches)
+    kept = f", {held} held out for eval's offline check" if held else ""
+    print(f"imported {K} tasks, {rows} transitions{kept} ({r.data.format}; observations "
+          f"{imp.batches[0].columns['obs'].shape[1]}, actions {imp.batches[0].columns['act'].shape[1]}, env {r.env.name})")
