@@ -97,8 +97,9 @@ def reward(ctx: RunContext) -> None:
         if ns_model is not None:
             ns_mean, _ = predict_chunked(ns_model, o, a)
             err_ns[j] = float(((ns_mean[j] - no) ** 2).mean())
-    divergence.check("reward", cfg.steps, **{"held-out error": err, "held-out error (one member)": err_single,
-                                             "next-state error": err_ns})
+    known = np.ones_like(err, bool) if registry.has_environment(ctx.dist) else np.eye(K, dtype=bool)   # own rewards only
+    divergence.check("reward", cfg.steps, **{"held-out error": err[known], "held-out error (one member)":
+                                             err_single[known], "next-state error": err_ns})
     store.write_array(layout.REWARD_ERROR("error"), err, {"doc": "MSE of R̂_i (row) on task j's (column) held-out "
                                                           "transitions against task i's true reward"})
     store.write_array(layout.REWARD_ERROR("error_single"), err_single, {"doc": "as error, one member alone"})
