@@ -3,7 +3,7 @@ same code, and of collection (environment steps per second) against the raw simu
 
     python bench/batched_updates.py [--tasks 10] [--seconds 3] [--threads 0] [--skip-paper]
 
-For each network size (the paper's, DESIGN.md §4, and the CPU recipe's, recipes/halfcheetah_vel_cpu.yaml)
+For each network size (the paper's, docs/design.md §4, and the CPU recipe's, recipes/halfcheetah_vel_cpu.yaml)
 it times, in the same run, one update of a K-task batched module (`algos.sac.update` /
 `algos.bcq.update` on (K, B, ·) inputs) and K updates of K one-task modules (the same function on
 (1, B, ·) inputs), with halfcheetah_vel's dimensions (obs 17, act 6). The ratio is the speed-up of

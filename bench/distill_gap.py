@@ -18,8 +18,8 @@ import argparse
 import numpy as np
 import torch
 
-from mbml_cli import stages
-from mbml_cli.algos.bcq import load_bcq
+from mbml_cli import layout, stages
+from mbml_cli.loaders import load_bcq
 from mbml_cli.api import Run, load_policy
 from mbml_cli.rollout import run_episode
 
@@ -42,10 +42,10 @@ def main() -> None:
 
     z = []
     for k in range(K):
-        group = ctx.store.root[f"data/train/{k}"]
-        rows = int(group.attrs["n"])
+        batch = ctx.store.read_rows(layout.BATCH("train", k), columns=("obs", "act", "rew", "next_obs"))
+        rows = len(batch["rew"])
         idx = np.sort(np.random.default_rng(k).choice(rows, min(64, rows), replace=False))
-        z.append(distilled.infer(**{f: np.asarray(group[f][:rows])[idx] for f in ("obs", "act", "rew", "next_obs")}).mean)
+        z.append(distilled.infer(**{f: v[idx] for f, v in batch.items()}).mean)
     z = torch.as_tensor(np.stack(z), dtype=torch.float32)                       # (K, L)
     gen = torch.Generator().manual_seed(0)
 

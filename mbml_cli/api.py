@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import envs
+from . import envs, layout
 from .algos.mbml import DistilledPolicy
 from .config import Recipe
 from .errors import StageError
@@ -27,11 +27,6 @@ from .recipe import from_dict
 from .store import Store
 
 WHICH = ("final", "best")
-
-
-def weights_path(algo: str, which: str = "final") -> str:
-    """Where a distilled policy's weights live in the store."""
-    return f"models/distill/{algo}/{which}"
 
 
 @dataclass
@@ -99,7 +94,7 @@ class Run:
         return envs.get(self.recipe.env.name)
 
     def tasks(self, split: str = "test") -> np.ndarray:
-        return self.store.read_array(f"tasks/{split}")
+        return layout.read_tasks(self.store, split)
 
     def policy(self, algo: str = "mbml", which: str = "final", device: str = "cpu") -> Policy:
         return load_policy(self, algo, which, device)
@@ -109,7 +104,7 @@ class Run:
 
     def history(self, algo: str = "mbml") -> dict[str, np.ndarray]:
         """Evaluations during training: epoch, score, returns (T, episodes), z_mean (T, latent)."""
-        return self.store.read_rows(f"eval/{algo}/history")
+        return self.store.read_rows(layout.EVAL_HISTORY(algo))
 
     def make_env(self, task, horizon: int | None = None):
         return self.dist.make_env(np.asarray(task), horizon or self.recipe.env.horizon or None)
@@ -136,7 +131,7 @@ def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final",
     run = run if isinstance(run, Run) else open_run(run)
     if which not in WHICH:
         raise StageError(f"which: {which!r} is not one of {', '.join(WHICH)}")
-    path = weights_path(algo, which)
+    path = layout.DISTILL(algo, which)
     if not run.store.has_weights(path):
         raise StageError(f"{run.path}: no trained {algo!r} policy (run `mbml distill {run.path} --algo {algo}`)")
     tensors, meta = run.store.load_weights(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -12,8 +13,12 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from . import envs, lock as lockmod
+from rich.markup import escape
+
+from . import envs, layout, lock as lockmod
 from .errors import USER_ERRORS, StageError
+
+LIMIT_HOURS = 2.0           # `mbml run` asks before a run projected longer than this on a CPU
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Multi-task Batch RL with Metric Learning: learn one policy from many offline "
@@ -36,9 +41,9 @@ def user_errors(fn):
         except USER_ERRORS as e:
             err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
-            err.print("interrupted: run the same command again to resume")
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM (see main): the record says `interrupted`
+            err.print(f"{e or 'interrupted'}: run the same command again to resume")
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     return wrapper
 
 
@@ -52,8 +57,16 @@ def parse_tasks(text: str | None) -> list[int] | None:
 
 
 def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
-    from .stages import open_run, run_stage
+    from .preflight import estimate, fmt_duration
+    from .nets import device_of
+    from .stages import device_name, open_run, pending, run_stage
     ctx = open_run(target, overrides)
+    key = key or name
+    line = f"▶ {key} on {device_name(ctx.recipe)}"
+    if force or key in pending(ctx.recipe, ctx.store):
+        found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key])
+        line += f": projected {fmt_duration(found[0].seconds)} ({found[0].detail})" if found else ""
+    err.print(escape(line), highlight=False)
     ran = run_stage(ctx, name, force=force, key=key, **options)
     if not ran:
         out.print(f"{key or name}: already done with these inputs (use --force to run it again)")
@@ -71,19 +84,61 @@ def _newest(run: str | None) -> str:
 def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written by `mbml lock`), or a store"),
         set_: Optional[List[str]] = SET,
         store: Optional[str] = typer.Option(None, "--store", help="store path or URL (default from recipe)"),
-        strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock")):
+        strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock"),
+        yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU")):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
-    from .recipe import load
-    from .stages import open_run, run_pipeline
-    _, wanted = load(recipe, set_) if not recipe.is_dir() else (None, {})    # a store: its own recipe
+    from .recipe import load, resolve
+    from .stages import create_run, open_run, pending, run_pipeline
+    from .store import Store
+    if recipe.is_dir():                  # a store (e.g. made by `mbml import`): its own recipe, with --set
+        r, wanted = open_run(str(recipe), set_).recipe, {}
+        store = store or str(recipe)
+    else:
+        r, wanted = load(recipe, set_)
     diffs = lockmod.differences(wanted) if wanted else []
     for line in diffs:
         err.print(f"[yellow]warning:[/yellow] {line}")
     if diffs and strict:
         raise StageError(f"{recipe}: installed versions differ from its lock (--strict)")
-    ctx = open_run(str(recipe), set_, store_path=store)
-    out.print(f"run [bold]{ctx.recipe.name}[/bold] → {ctx.store.path}")
-    run_pipeline(ctx, out)
+    r = resolve(r)
+    if store:
+        r.store = store
+    existing = Store.open(r.store) if Path(r.store).exists() else None
+    if wanted and existing is not None and not store and existing.stages():
+        raise StageError(f"{r.store}: already holds the run {recipe} was locked from; to repeat it, give a new "
+                         f"store: mbml run {recipe} --store runs/{r.name}-s{r.seed}-repeat.zarr")
+    timed = envs.has_environment(envs.get(r.env.name))        # the estimate steps an env; none: not timed
+    estimates = preflight_check(recipe, r, pending(r, existing), yes) if timed else {}
+    ctx = create_run(r)
+    out.print(f"run [bold]{escape(r.name)}[/bold] → {escape(ctx.store.path)}")
+    run_pipeline(ctx, out, estimates)
+    algo = r.algos[0] if r.algos else "mbml"
+    out.print(f"\nnext: [bold]mbml dash {escape(ctx.store.path)}[/bold] (the run's curves and embeddings)   "
+              f"[bold]mbml eval {escape(ctx.store.path)} --algo {algo} --unseen 10[/bold] (10 fresh tasks)   "
+              f"[bold]mbml info {escape(ctx.store.path)}[/bold]", highlight=False)
+
+
+def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, float]:
+    """Time each pending stage (`preflight.py`), print the table, and on a CPU refuse a run projected
+    over LIMIT_HOURS unless the user agrees at a terminal or gave --yes. Returns key → seconds."""
+    from .nets import device_of
+    from .preflight import estimate, fmt_duration, table
+    if not keys:
+        return {}
+    device = device_of(r.device)
+    found = estimate(r, device, keys)
+    err.print(table(found, device))
+    total = sum(e.seconds for e in found)
+    if device.type == "cpu" and total > LIMIT_HOURS * 3600:
+        smaller = path.with_name(f"{path.stem}_cpu{path.suffix}")
+        hint = f"use {smaller} instead, sized for a CPU" if smaller.is_file() else "use a smaller recipe"
+        err.print(f"[bold yellow]{escape(str(path))} is sized for a GPU:[/bold yellow] projected "
+                  f"{fmt_duration(total)} on this CPU; {escape(hint)}.")
+        if not yes:
+            if not sys.stdin.isatty() or not typer.confirm("Run it here anyway?", default=False):
+                raise StageError(f"{path}: projected {fmt_duration(total)} on this CPU (over {LIMIT_HOURS:g} h); "
+                                 f"{hint}, or pass --yes to run it anyway")
+    return {e.stage: e.seconds for e in found}
 
 
 @app.command()
@@ -123,7 +178,7 @@ def relabel(target: str = typer.Argument(..., help="store"), set_: Optional[List
 def distill(target: str = typer.Argument(..., help="store"), algo: str = ALGO,
             set_: Optional[List[str]] = SET, force: bool = FORCE):
     """Distil the teachers into one task-conditioned policy (MBML, ablations, baselines)."""
-    _stage("distill", target, set_, force, key=f"distill/{algo}", algo=algo)
+    _stage("distill", target, set_, force, key=layout.stage_key("distill", algo), algo=algo)
 
 
 @app.command("eval")
@@ -132,7 +187,10 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
           algo: str = ALGO, unseen: int = typer.Option(0, "--unseen", help="evaluate on N fresh tasks instead of the test tasks"),
           set_: Optional[List[str]] = SET):
     """Evaluate a distilled policy on unseen tasks (PEARL protocol)."""
-    _stage("eval", _newest(target), set_, True, key=f"eval/{algo}", algo=algo, unseen=unseen)
+    target = _newest(target)
+    out.print(f"store: {escape(target)}", highlight=False)
+    key = layout.stage_key("eval", f"{algo}-unseen" if unseen else algo)     # --unseen keeps its own record
+    _stage("eval", target, set_, True, key=key, algo=algo, unseen=unseen)
 
 
 @app.command()
@@ -140,7 +198,9 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
 def probe(target: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
           algo: str = ALGO, set_: Optional[List[str]] = SET):
     """Does the encoder read rewards? Fraction of relabelled contexts assigned to the reward's task."""
-    _stage("probe", _newest(target), set_, True, key=f"probe/{algo}", algo=algo)
+    target = _newest(target)
+    out.print(f"store: {escape(target)}", highlight=False)
+    _stage("probe", target, set_, True, key=layout.stage_key("probe", algo), algo=algo)
 
 
 @app.command()
@@ -150,21 +210,21 @@ def finetune(target: str = typer.Argument(..., help="store"),
              unseen: bool = typer.Option(False, "--unseen", help="a fresh task instead of a test task"),
              set_: Optional[List[str]] = SET, force: bool = FORCE):
     """SAC on an unseen task initialised from the MBML policy, against SAC from scratch."""
-    key = "finetune/unseen" if unseen else ("finetune" if task is None else f"finetune/{task}")
+    key = layout.stage_key("finetune", "unseen" if unseen else None if task is None else str(task))
     _stage("finetune", target, set_, force, key=key, task=task, unseen=unseen)
 
 
 @app.command()
 @user_errors
-def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)")):
+def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
+         wait: bool = typer.Option(False, "--wait", help="wait for a store that does not exist yet (a run about to start)")):
     """Live dashboard: losses, per-task returns, embedding clusters."""
-    try:
-        from .dash.app import main
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("mbml_cli.dash"):
-            raise StageError("mbml dash: not built yet") from None
-        raise
-    main(_newest(run))
+    from .store import Store
+    target = _newest(run)
+    if not wait:
+        Store.open(target)                   # not a store: one line and exit 2, before the screen opens
+    from .dash.app import main
+    main(target)
 
 
 # ---- users' data ----------------------------------------------------------------------------------
@@ -241,31 +301,32 @@ def envs_():
 @app.command()
 @user_errors
 def info(run: str = typer.Argument(..., help="store")):
-    """Summarise a store: recipe, stages and their status, data sizes."""
+    """Summarise a store: recipe, stages (in pipeline order) and their status, data sizes."""
+    from .config import STAGES
     from .store import Store
     store = Store.open(run)
     r = store.recipe
-    out.print(f"[bold]{r.get('name')}[/bold]  env={r.get('env', {}).get('name')}  seed={r.get('seed')}  "
-              f"store={store.path}  revision={store.lock.get('revision', '?')}")
-    table = Table("stage", "status", "progress", "hash", "wall s")
-    for key, rec in store.stages().items():
-        for sub, rec2 in ([(key, rec)] if rec else []) + [
-                (f"{key}/{k}", v) for k, v in sorted(_sub_stages(store, key).items())]:
-            wall = (rec2.get("ended") or 0) - (rec2.get("started") or 0)
-            table.add_row(sub, str(rec2.get("status", "")), f"{100 * float(rec2.get('progress') or 0):.0f}%",
-                          str(rec2.get("hash", "")), f"{wall:.1f}" if rec2.get("ended") else "")
+    out.print(escape(f"{r.get('name')}  env={(r.get('env') or {}).get('name')}  seed={r.get('seed')}  "
+                     f"store={store.path}  revision={store.lock.get('revision', '?')}"), highlight=False)
+    table = Table("stage", "status", "progress", "tasks", "hash", "wall s")
+    names = sorted(store.stages(), key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
+    for name in names:
+        subs = {k: store.stage(layout.stage_key(name, k)) for k in layout.children(store, layout.STAGE(name))}
+        tasks = [v for k, v in subs.items() if k.isdigit()]             # per-task records: folded into a count
+        rows = [(name, store.stage(name))] * bool(store.stage(name).get("status")) + \
+            [(layout.stage_key(name, k), v) for k, v in sorted(subs.items()) if not k.isdigit()]
+        for key, rec in rows:
+            wall = (rec.get("ended") or 0) - (rec.get("started") or 0)
+            done = f"{sum(layout.record_status(t) == 'done' for t in tasks)}/{len(tasks)}" if tasks and key == name else ""
+            table.add_row(escape(key), layout.record_status(rec), f"{100 * float(rec.get('progress') or 0):.0f}%", done,
+                          str(rec.get("hash", "")), f"{wall:.1f}" if rec.get("ended") else "")
     out.print(table)
     data = Table("split", "tasks", "transitions")
     for split in ("train", "test"):
-        if store.exists(f"data/{split}"):
-            groups = list(store.root[f"data/{split}"].group_keys())
-            data.add_row(split, str(len(groups)), str(sum(store.rows(f"data/{split}/{g}") for g in groups)))
+        groups = layout.children(store, layout.parent(layout.BATCH, split))
+        if groups:
+            data.add_row(split, str(len(groups)), str(sum(store.rows(layout.BATCH(split, g)) for g in groups)))
     out.print(data)
-
-
-def _sub_stages(store, key: str) -> dict:
-    group = store.root[f"stages/{key}"]
-    return {k: dict(group[k].attrs) for k in group.group_keys()}
 
 
 @app.command()
@@ -287,7 +348,16 @@ def recipe(path: Path = typer.Argument(..., help="recipe YAML"), set_: Optional[
     sys.stdout.write(yaml.safe_dump(to_dict(resolve(r)), sort_keys=False))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that stages record `interrupted` and exit cleanly."""
+
+
+def _terminate(signum, frame):
+    raise Terminated("terminated (SIGTERM)")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

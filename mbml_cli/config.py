@@ -1,6 +1,6 @@
 """The recipe as typed dataclasses: one section per stage, a docstring line per field.
 
-Values are the authors' (DESIGN.md §4) unless a recipe overrides them. `recipe.py` turns YAML into
+Values are the authors' (docs/design.md §4) unless a recipe overrides them. `recipe.py` turns YAML into
 these objects and reports bad input; this module only declares what a recipe may say.
 """
 from __future__ import annotations
@@ -161,8 +161,14 @@ class FinetuneConfig:
                       3, **rng(1))
 
 
-ALGOS = ("mbml", "no_relabel", "no_triplet", "neither", "gt_relabel", "contextual_bcq", "batch_pearl")
+# The distill algorithms, each with the salt of its random streams. A salt belongs to the name:
+# reordering this table changes no seed (the values are those every stored result was made with).
+ALGO_SALTS = {"mbml": 0, "no_relabel": 3, "no_triplet": 2, "neither": 4, "gt_relabel": 1,
+              "contextual_bcq": 5, "batch_pearl": 6}
+ALGOS = tuple(ALGO_SALTS)
 STAGES = ("collect", "bcq", "reward", "relabel", "distill", "eval", "probe", "finetune")
+PIPELINE = STAGES[:7]                        # what `mbml run` does unless a recipe says otherwise
+PER_ALGO = ("distill", "eval", "probe")      # run once per algorithm: records `<stage>/<algo>`
 
 
 @dataclass
@@ -171,9 +177,10 @@ class Recipe:
     name: str = doc("run name; the store defaults to runs/<name>-s<seed>.zarr", "run")
     seed: int = doc("master seed: tasks, networks, sampling", 0, **rng(0))
     store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
-    device: str = doc("torch device: cpu, cuda or auto", "cpu", meta={"choices": ["cpu", "cuda", "auto"]})
+    device: str = doc("torch device: auto (CUDA when torch sees one, else the CPU), cpu or cuda", "auto",
+                      meta={"choices": ["auto", "cpu", "cuda"]})
     threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0))
-    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(STAGES[:7]),
+    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(PIPELINE),
                        meta={"items": STAGES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
                       meta={"items": ALGOS})

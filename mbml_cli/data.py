@@ -1,23 +1,38 @@
-"""The K offline batches as tensors with a leading task dimension, and mini-batch sampling.
+"""The K offline batches as tensors with a leading task dimension, and the row sampling and
+gathering every algorithm shares (pure torch: `loaders.load_batches` reads them from a store).
 
-`data/<split>/<i>/{obs, act, rew, next_obs, terminal, truncated, info}` in the store become
-tensors (K, N, ·) (batches shorter than the longest are padded; sampling never reaches the
-padding). `sample` draws (K, B, ·) mini-batches with one gather per field: no loop over tasks.
+Batches shorter than the longest are padded; sampling never reaches the padding. `gather_rows`
+picks rows of every task with one `torch.gather`: no loop over tasks.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from .store import Store
-
 FIELDS = ("obs", "act", "rew", "next_obs", "terminal", "info")
+CONTEXT_FIELDS = ("obs", "act", "rew", "next_obs")
 
 
-def batch_path(split: str, i: int) -> str:
-    return f"data/{split}/{i}"
+def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (K, N, ·) and row indices idx (K, ...) → t[k, idx[k, ...]] of shape (K, ..., ·)."""
+    K = t.shape[0]
+    flat = idx.reshape(K, -1)
+    out = torch.gather(t, 1, flat.reshape(flat.shape + (1,) * (t.dim() - 2)).expand(flat.shape + t.shape[2:]))
+    return out.reshape(idx.shape + t.shape[2:])
+
+
+def draw_device(generator: torch.Generator | None) -> torch.device | None:
+    """Where a generator draws: random numbers are made on the device that uses them (a generator
+    on the GPU for GPU runs), never drawn on the host and copied every step."""
+    return None if generator is None else generator.device
+
+
+def sample_rows(sizes: torch.Tensor, shape: tuple, generator: torch.Generator) -> torch.Tensor:
+    """Row indices (K, *shape), uniform within each task's batch (`sizes` (K,) valid rows)."""
+    K = len(sizes)
+    u = torch.rand((K,) + tuple(shape), generator=generator, device=draw_device(generator)).to(sizes.device)
+    return (u * sizes.view((K,) + (1,) * len(shape))).long()
 
 
 @dataclass
@@ -30,41 +45,18 @@ class TaskData:
     info: torch.Tensor       # (K, N, n_features) simulator features for the ground-truth reward
     sizes: torch.Tensor      # (K,) valid transitions per task
 
-    @classmethod
-    def load(cls, store: Store, split: str, tasks: list[int], device="cpu") -> "TaskData":
-        tables = [store.read_rows(batch_path(split, i)) for i in tasks]
-        missing = [i for i, t in zip(tasks, tables) if not t or len(t["rew"]) == 0]
-        if missing:
-            from .errors import StageError
-            raise StageError(f"{store.path}: no {split} data for tasks {missing} (run `mbml collect` first)")
-        sizes = [len(t["rew"]) for t in tables]
-        n = max(sizes)
-
-        def stack(name):
-            cols = [np.asarray(t[name], dtype=np.float32) for t in tables]
-            out = np.zeros((len(cols), n) + cols[0].shape[1:], dtype=np.float32)
-            for k, c in enumerate(cols):
-                out[k, :len(c)] = c
-            return torch.from_numpy(out).to(device)
-
-        return cls(**{f: stack(f) for f in FIELDS}, sizes=torch.tensor(sizes, device=device))
-
     @property
     def n_tasks(self) -> int:
         return self.obs.shape[0]
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """A (K, B, ·) mini-batch, uniform within each task's own batch."""
-        K = self.n_tasks
-        u = torch.rand(K, batch_size, generator=generator).to(self.sizes.device)
-        idx = (u * self.sizes[:, None]).long()
-        return self.gather(idx)
+        return self.gather(sample_rows(self.sizes, (batch_size,), generator))
 
-    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Rows idx (K, B) of every field."""
-        out = {}
-        for f in FIELDS:
-            t = getattr(self, f)
-            shape = idx.shape + t.shape[2:]
-            out[f] = torch.gather(t, 1, idx.reshape(idx.shape + (1,) * (t.dim() - 2)).expand(shape))
-        return out
+    def gather(self, idx: torch.Tensor, fields: tuple[str, ...] = FIELDS) -> dict[str, torch.Tensor]:
+        """Rows idx (K, ...) of the named fields."""
+        return {f: gather_rows(getattr(self, f), idx) for f in fields}
+
+    def transitions(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows idx (K, ...) of (s, a, r, s′): a context or a mini-batch."""
+        return self.gather(idx, CONTEXT_FIELDS)

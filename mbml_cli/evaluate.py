@@ -1,4 +1,4 @@
-"""The unseen-task evaluation protocol (PEARL's, DESIGN.md §4) and the reward-reading probe.
+"""The unseen-task evaluation protocol (PEARL's, docs/design.md §4) and the reward-reading probe.
 
 Protocol, on T tasks in lockstep: episode 1 acts with z drawn from the prior N(0, I); after every
 episode the posterior is inferred from *everything* collected on that task so far and a fresh z is
@@ -50,7 +50,7 @@ def context_of(episodes: list[Episodes]) -> dict[str, np.ndarray]:
             "mask": cat("mask")}
 
 
-def run_protocol(envs: list, policy, episodes: int, skip: int, seed: int) -> ProtocolResult:
+def run_protocol(envs: list, policy, episodes: int, skip: int, seed: int, on_episode=None) -> ProtocolResult:
     """The PEARL protocol for a policy with `prior(n)`, `infer(obs, act, rew, next_obs, mask)`,
     `sample(posterior, generator)` and `act(obs, z, generator)` (see `api.Policy`).
     Deterministic given `seed` (env resets use seed + 1000·episode + task index)."""
@@ -67,6 +67,8 @@ def run_protocol(envs: list, policy, episodes: int, skip: int, seed: int) -> Pro
         collected.append(ep)
         posterior = policy.infer(**context_of(collected))  # from everything collected so far
         means.append(np.asarray(posterior.mean))
+        if on_episode is not None:
+            on_episode(e + 1)
     return ProtocolResult(returns, np.asarray(posterior.mean), np.asarray(posterior.var), skip,
                           np.stack(means, axis=1))
 
@@ -76,11 +78,13 @@ def make_eval_envs(dist, tasks: np.ndarray, horizon: int, repeats: int = 1) -> l
     return make_envs(dist, np.tile(np.asarray(tasks), (repeats, 1)), horizon)
 
 
-def evaluate_tasks(envs: list, policy, episodes: int, skip: int, seed: int, repeats: int = 1) -> ProtocolResult:
+def evaluate_tasks(envs: list, policy, episodes: int, skip: int, seed: int, repeats: int = 1,
+                   on_episode=None) -> ProtocolResult:
     """`run_protocol` on T tasks × `repeats` independent runs, all in lockstep (`make_eval_envs`);
     returns (T, episodes) are the mean over the repeats, z_mean/z_var those of the first repeat, and
-    z_points (T, repeats·episodes, latent) the posterior means after every episode of every repeat."""
-    res = run_protocol(envs, policy, episodes, skip, seed)
+    z_points (T, repeats·episodes, latent) the posterior means after every episode of every repeat.
+    `on_episode(e)` is called after episode e (1-based) of every task and repeat."""
+    res = run_protocol(envs, policy, episodes, skip, seed, on_episode)
     T = len(envs) // repeats
     points = res.z_points.reshape(repeats, T, episodes, -1).transpose(1, 0, 2, 3).reshape(T, repeats * episodes, -1)
     return ProtocolResult(res.returns.reshape(repeats, T, -1).mean(0), res.z_mean[:T], res.z_var[:T], skip, points)

@@ -72,9 +72,9 @@ def device_of(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
-    """Deterministic CPU runs: same seed → same numbers."""
+def seed_everything(seed: int, threads: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
+    """Deterministic CPU runs: same seed → same numbers. Returns a generator on `device`."""
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)

@@ -27,9 +27,17 @@ class RecipeError(ValueError):
         super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
 
+def yaml_hint(path: Path) -> str:
+    """' (did you mean X.yaml?)' when the name lacks a suffix that would make it an existing recipe."""
+    for suffix in (".yaml", ".yml"):
+        if Path(f"{path}{suffix}").is_file():
+            return f" (did you mean {path}{suffix}?)"
+    return ""
+
+
 def read_yaml(path: Path) -> dict:
     if not path.is_file():
-        raise RecipeError(str(path), "", "no such recipe file")
+        raise RecipeError(str(path), "", "no such recipe file" + yaml_hint(path))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

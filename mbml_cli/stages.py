@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import envs, lock
-from .config import Recipe
+from . import envs, layout, lock
+from .config import PER_ALGO, Recipe
 from .errors import StageError
-from .recipe import from_dict, load, merge, parse_set, resolve, section_hash, to_dict, build, validate
+from .recipe import build, from_dict, load, merge, parse_set, resolve, section_hash, to_dict, validate, yaml_hint
 from .store import Store
 
 
@@ -38,7 +38,7 @@ class RunContext:
         return envs.get(self.recipe.env.name)
 
     def tasks(self, split: str) -> np.ndarray:
-        return self.store.read_array(f"tasks/{split}")
+        return layout.read_tasks(self.store, split)
 
 
 @dataclass
@@ -82,6 +82,8 @@ def open_run(target: str, overrides: list[str] | None = None, store_path: str | 
         if store_path:
             recipe.store = store_path
         return create_run(recipe)
+    if yaml_hint(path) and not path.exists():
+        raise StageError(f"{target}: no such store or recipe{yaml_hint(path)}")
     store = Store.open(target, mode=mode)
     recipe = from_dict(store.recipe, source=f"{target} (stored recipe)")
     if overrides:
@@ -99,38 +101,33 @@ def create_run(recipe: Recipe) -> RunContext:
         if split == "train" and recipe.data.format:
             continue                             # imported batches: the import writes their tasks
         tasks = dist.tasks(split, n, recipe.seed)
-        if store.exists(f"tasks/{split}") and not np.array_equal(store.read_array(f"tasks/{split}"), tasks):
+        if store.exists(layout.TASKS(split)) and not np.array_equal(layout.read_tasks(store, split), tasks):
             raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
                              "use a new store")
-        store.write_array(f"tasks/{split}", tasks, {"param": dist.task_param})
+        store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
     return RunContext(store, recipe)
 
 
 # ---- running stages ----------------------------------------------------------------------------
-def stage_key(name: str, algo: str | None = None) -> str:
-    return f"{name}/{algo}" if algo else name
-
-
 def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None = None, **options) -> bool:
     """Run one stage with its record. Returns False when it was skipped as already done."""
     _load_stages()
-    if name not in REGISTRY:
-        raise StageError(f"mbml {name}: not built yet")
     st = REGISTRY[name]
     key = key or name
+    if st.check is not None:
+        st.check(ctx, **options)
     for need in st.needs:
         if ctx.store.stage(need).get("status") != "done":
             raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {name!r} "
                              f"(run `mbml {need} {ctx.store.path}`)")
-    if st.check is not None:
-        st.check(ctx, **options)
     digest = section_hash(ctx.recipe, *st.sections)
     record = ctx.store.stage(key)
     if record.get("status") == "done" and record.get("hash") == digest and not force:
         return False
-    ctx.resume = record.get("hash") == digest and record.get("status") in ("running", "failed", "partial")
+    ctx.resume = record.get("hash") == digest and record.get("status") in RESUMABLE
     ctx.store.set_stage(key, status="running", hash=digest, started=time.time(), ended=None,
-                        progress=0.0, message="")
+                        progress=float(record.get("progress") or 0.0) if ctx.resume else 0.0, message="",
+                        **layout.holder())
 
     def progress(fraction: float) -> None:
         ctx.store.set_stage(key, progress=float(fraction), updated=time.time())
@@ -138,6 +135,9 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     ctx.progress = progress
     try:
         result = st.fn(ctx, **options)
+    except KeyboardInterrupt as e:              # Ctrl-C, or SIGTERM (cli.main turns it into one)
+        ctx.store.set_stage(key, status="interrupted", ended=time.time(), message=str(e) or "interrupted")
+        raise
     except BaseException as e:
         ctx.store.set_stage(key, status="failed", ended=time.time(), message=str(e)[:500])
         raise
@@ -148,25 +148,57 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     return True
 
 
-PER_ALGO = ("distill", "eval", "probe")
+RESUMABLE = ("running", "failed", "partial", "interrupted")
 
 
-def run_pipeline(ctx: RunContext, console) -> None:
-    """`mbml run`: the recipe's stages in order, distill/eval/probe once per algo."""
+def plan(recipe: Recipe) -> list[tuple[str, str, dict]]:
+    """(stage, record key, options) of everything `mbml run` does, in order: distill/eval/probe once
+    per algorithm; `finetune.enabled` alone adds finetune after the rest."""
+    names = list(recipe.stages)
+    if recipe.finetune.enabled and "finetune" not in names:
+        names.append("finetune")
+    return [(name, layout.stage_key(name, algo), {"algo": algo} if algo else {})
+            for name in names if name != "finetune" or recipe.finetune.enabled
+            for algo in (recipe.algos if name in PER_ALGO else [None])]
+
+
+def pending(recipe: Recipe, store: Store | None) -> list[str]:
+    """Record keys of `plan(recipe)` that a run would not skip (all of them without a store)."""
     _load_stages()
-    names = list(ctx.recipe.stages)
-    if ctx.recipe.finetune.enabled and "finetune" not in names:
-        names.append("finetune")                 # `finetune.enabled` alone turns it on, after the rest
-    for name in names:
-        if name == "finetune" and not ctx.recipe.finetune.enabled:
-            continue
-        for algo in (ctx.recipe.algos if name in PER_ALGO else [None]):
-            key = stage_key(name, algo)
-            options = {"algo": algo} if algo else {}
-            start = time.time()
-            ran = run_stage(ctx, name, key=key, **options)
-            verb = f"done in {time.time() - start:.1f}s" if ran else "skipped (finished, inputs unchanged)"
-            console.print(f"[green]✓[/green] {key}: {verb}")
+    keys = []
+    for name, key, _ in plan(recipe):
+        record = store.stage(key) if store is not None else {}
+        if not (record.get("status") == "done" and record.get("hash") == section_hash(recipe, *REGISTRY[name].sections)):
+            keys.append(key)
+    return keys
+
+
+def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = None) -> None:
+    """`mbml run`: `plan(recipe)` in order; each stage first names its device and, with `estimates`
+    (record key → seconds from `preflight`), its projected time and the rest of the run's."""
+    from .preflight import fmt_duration
+    _load_stages()
+    estimates = dict(estimates or {})
+    device = device_name(ctx.recipe)
+    for name, key, options in plan(ctx.recipe):
+        if key in estimates:
+            rest = sum(v for k, v in estimates.items() if k != key)
+            console.print(f"▶ {key} on {device}: projected {fmt_duration(estimates[key])}"
+                          + (f", then {fmt_duration(rest)} for the rest of the run" if rest else ""), highlight=False)
+        start = time.time()
+        ran = run_stage(ctx, name, key=key, **options)
+        estimates.pop(key, None)
+        verb = f"done in {time.time() - start:.1f}s" if ran else "skipped (finished, inputs unchanged)"
+        console.print(f"[green]✓[/green] {key}: {verb}")
     summary = REGISTRY.get("summary")
     if summary is not None:
         summary.fn(ctx, console=console)
+
+
+def device_name(recipe: Recipe) -> str:
+    """The torch device a recipe's stages run on, with the CPU threads."""
+    from .nets import device_of
+    import torch
+    device = device_of(recipe.device)
+    threads = recipe.threads or torch.get_num_threads()
+    return f"{device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if device.type == "cpu" else "")

@@ -1,8 +1,7 @@
 """The Zarr experiment store (zarr v3, readable with plain `zarr`).
 
-Layout (see the README): root attributes hold the resolved recipe and the lock; `tasks/`,
-`data/<split>/<i>/`, `models/<stage>/<name>/`, `relabel/`, `metrics/<stage>/<name>/`, `eval/<algo>/`,
-`stages/<stage>` (records).
+The layout — every artefact's path, kind and writer — is `layout.py`; root attributes hold the
+resolved recipe and the lock. This module only knows the kinds: arrays, row tables, weights, records.
 
 Concurrency: one writer per group, any number of readers. Row tables (data, metrics) are
 append-only: arrays grow in capacity, the data is written, and only then the group's `n` attribute
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from . import __version__
+from . import __version__, layout
 
 FORMAT = 1
 CHUNK_ROWS = 4096
@@ -168,23 +167,28 @@ class Store:
         if self.exists(path):
             self.group(path).attrs["n"] = int(n)
 
-    def read_rows(self, path: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    def read_rows(self, path: str, start: int = 0, stop: int | None = None,
+                  columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The complete rows [start, stop) of a table (of the named columns, or all)."""
         try:
             group = self.root[path]
         except KeyError:
             return {}
         n = int(group.attrs.get("n", 0))
         stop = n if stop is None else min(stop, n)
-        return {k: np.asarray(group[k][start:stop]) for k in group.array_keys()}
+        return {k: np.asarray(group[k][start:stop]) for k in (columns or group.array_keys())}
 
     # ---- metrics -----------------------------------------------------------------------------
     def log(self, stage: str, name: str, row: dict) -> None:
-        """Append one row of scalars to metrics/<stage>/<name>."""
-        self.append_rows(f"metrics/{stage}/{name}",
-                         {k: np.asarray([float(v)], dtype=np.float64) for k, v in row.items()})
+        """Append one row of scalars to the metrics table of (stage, name)."""
+        self.log_row(layout.METRICS(stage, name), row)
+
+    def log_row(self, path: str, row: dict) -> None:
+        """Append one row of scalars (float64 columns) to the table at `path`."""
+        self.append_rows(path, {k: np.asarray([float(v)], dtype=np.float64) for k, v in row.items()})
 
     def metrics(self, stage: str, name: str) -> dict[str, np.ndarray]:
-        return self.read_rows(f"metrics/{stage}/{name}")
+        return self.read_rows(layout.METRICS(stage, name))
 
     # ---- weights: one array per tensor, two slots --------------------------------------------
     def save_weights(self, path: str, tensors: dict, meta: dict | None = None) -> None:
@@ -216,17 +220,15 @@ class Store:
     # ---- stage records -----------------------------------------------------------------------
     def stage(self, name: str) -> dict:
         try:
-            return dict(self.root[f"stages/{name}"].attrs)
+            return dict(self.root[layout.STAGE(name)].attrs)
         except KeyError:
             return {}
 
     def set_stage(self, name: str, **fields) -> None:
-        self.group(f"stages/{name}").attrs.update(fields)
+        self.group(layout.STAGE(name)).attrs.update(fields)
 
     def stages(self) -> dict[str, dict]:
-        if not self.exists("stages"):
-            return {}
-        return {k: dict(self.root["stages"][k].attrs) for k in sorted(self.root["stages"].group_keys())}
+        return {k: self.stage(k) for k in layout.children(self, layout.parent(layout.STAGE))}
 
 
 def newest_store(runs: str | Path = "runs") -> Path:

@@ -6,7 +6,6 @@ loss and the KL term only (never from the VAE or ξ), batch PEARL's from the cri
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +19,8 @@ from mbml_cli.config import BCQConfig, DistillConfig
 from mbml_cli.data import TaskData
 from mbml_cli.rollout import make_envs, run_episode
 from mbml_cli.store import Store
+from conftest import SMOKE
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 CFG = DistillConfig(q_hidden=[32, 32], g_hidden=[32, 32], xi_hidden=[32, 32], encoder_hidden=[32, 32],
                     latent_dim=3, context_size=16, batch_size=64, lr=1e-3)
 

@@ -1,37 +1,24 @@
 """Batched BCQ: K tasks in one update equal K single-task updates; the TD target; actions stay in the
-data's support; the interface distillation relies on; `load_bcq`."""
+data's support; the interface distillation relies on."""
 import dataclasses
 
 import pytest
 import torch
 
 from mbml_cli.algos import bcq
-from mbml_cli.config import BCQConfig, Recipe
+from mbml_cli.config import BCQConfig
+from conftest import random_batch, slice_task
 from mbml_cli.nets import stack_states, task_state
-from mbml_cli.store import Store
 
 K, OBS, ACT, B = 3, 4, 2, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is faster (and immune to oversubscription on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 CFG = BCQConfig(actor_hidden=[8, 8], critic_hidden=[8, 8], vae_hidden=[8, 8], n_candidates=4, lr=1e-2, tau=0.05)
 
 
 def batch(seed: int, k: int = K) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {"obs": torch.randn(k, B, OBS, generator=g), "act": torch.rand(k, B, ACT, generator=g) * 2 - 1,
-            "rew": torch.randn(k, B, generator=g), "next_obs": torch.randn(k, B, OBS, generator=g),
-            "terminal": (torch.rand(k, B, generator=g) < 0.2).float()}
-
-
-def slice_task(d: dict, k: int) -> dict:
-    return {name: v[k:k + 1] for name, v in d.items()}
+    return random_batch(seed, k, B, OBS, ACT)
 
 
 def test_batched_update_equals_k_single_task_updates():
@@ -123,20 +110,3 @@ def test_selected_actions_stay_in_the_data_support():
     assert dist.max() < 0.2, dist.max()                         # within φ plus the VAE's error
     # ξ did use its slack towards the higher reward: closer to (1, 1) than the mode itself, on average
     assert ((chosen - 1).norm(dim=-1).mean(dim=1) < (modes - 1).norm(dim=-1)).all()
-
-
-def test_load_bcq_round_trip(tmp_path):
-    torch.manual_seed(4)
-    recipe = Recipe()
-    recipe.env.n_train = K
-    recipe.bcq = CFG
-    model = bcq.BCQ(K, OBS, ACT, CFG)
-    store = Store.create(tmp_path / "run.zarr", {"recipe": {}})
-    for k in range(K):
-        store.save_weights(bcq.weights_path("final", k), task_state(model, k), {"obs_dim": OBS, "act_dim": ACT})
-    loaded = bcq.load_bcq(Store.open(store.path), recipe, "final")
-    assert loaded.n_tasks == K
-    for name, t in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], t), name
-    with pytest.raises(Exception, match="no BCQ weights"):
-        bcq.load_bcq(store, recipe, "best")

@@ -5,14 +5,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from mbml_cli.cli import app
 from mbml_cli.store import Store
+from conftest import ROOT, SMOKE, runner
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = str(ROOT / "recipes" / "smoke.yaml")
-runner = CliRunner()
 
 
 def mbml(*args):

@@ -1,24 +1,21 @@
 """`mbml collect` / `mbml bcq` on the smoke recipe: what lands in the store, exact resume after a
 SIGKILL, and shards."""
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mbml_cli import envs
-from mbml_cli.algos.bcq import load_bcq
+from mbml_cli.loaders import load_bcq
 from mbml_cli.errors import StageError
 from mbml_cli.stages import open_run, run_stage
 from mbml_cli.store import Store
+from conftest import ROOT, SMOKE
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 # 300 steps, checkpoints at 90, 180, 270: mid-episode (H = 20), across the random → policy switch (100)
 COLLECT = ["threads=1", "collect.steps=300", "collect.checkpoint_every=90", "collect.log_every=30"]
 BCQ = ["threads=1", "bcq.iterations=60", "bcq.checkpoint_every=20", "bcq.eval_every=30"]

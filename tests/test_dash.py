@@ -20,9 +20,10 @@ from mbml_cli.dash import demo, reader
 from mbml_cli.dash.app import DashApp
 from mbml_cli.dash.widgets import (LinePlot, ReturnsTable, ScatterPlot, Series, fmt, render_plot,
                                    sparkline)
+from mbml_cli import layout
 from mbml_cli.store import Store
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 SIZE = (110, 34)
 
@@ -136,27 +137,29 @@ def test_reader_eval_scores_and_embedding(run_path):
         assert sorted(set(emb.labels.tolist())) == list(range(z.shape[0]))
 
 
-def test_reader_tolerates_other_shapes(tmp_path):
+def test_reader_reads_the_schema_and_notes_what_it_cannot(tmp_path):
     store = Store.create(tmp_path / "s.zarr", {"recipe": {"algos": ["a"], "eval": {"skip": 1}}})
-    store.write_array("eval/a/returns", np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4))   # eval×task×ep
-    store.write_array("eval/a/epochs", np.array([10.0, 20.0]))
-    store.write_array("eval/b/scores", np.array([1.0, 2.0]))
-    store.write_array("eval/c/returns", np.zeros((2, 2, 2, 2)))                                 # not understood
-    store.write_array("eval/c/z_mean", np.zeros((3, 2, 5)))                          # task × episode × latent
-    store.append_rows("metrics/distill/a_eval", {"epoch": np.arange(2.0), "return_0": np.array([1.0, np.nan])})
-    store.append_rows("metrics/bcq/train", {"iteration": np.arange(3.0), "q_0": np.ones(3), "q_1": np.zeros(3),
-                                           "lr": np.ones(3)})
+    store.append_rows(layout.EVAL_HISTORY("a"), {"epoch": np.array([10.0, 20.0]),             # eval×task×ep
+                                                 "returns": np.arange(24.0).reshape(2, 3, 4)})
+    store.group(layout.PROBE("b")).attrs["score"] = 0.25
+    test_c = layout.EVALUATION("c", "test")
+    store.write_array(f"{test_c}/returns", np.zeros((2, 2, 2, 2)))                          # not understood
+    store.write_array(f"{test_c}/z_mean", np.zeros((3, 2, 5)))                      # task × episode × latent
+    store.append_rows(layout.METRICS("distill", "a_eval"), {"epoch": np.arange(2.0), "return_0": np.array([1.0, np.nan])})
+    store.append_rows(layout.METRICS("bcq", "train"), {"iteration": np.arange(3.0), "q_0": np.ones(3),
+                                                      "q_1": np.zeros(3), "lr": np.ones(3)})
     store.set_stage("collect", status="partial", message="tasks still to do: 1")
     store.set_stage("collect/0", status="done")
     snap = reader.read_snapshot(store)
     a = snap.evals["a"]
     np.testing.assert_allclose(a.history, np.arange(24.0).reshape(2, 3, 4)[:, :, 1:].mean(-1))
     np.testing.assert_allclose(a.history_x, [10, 20])
-    np.testing.assert_allclose(snap.evals["b"].scores, [1, 2])
-    assert "not understood" in snap.evals["c"].note
+    np.testing.assert_allclose(a.scores, a.history[-1])
+    assert snap.evals["b"].probe == 0.25 and snap.evals["b"].scores is None
+    assert "expected (task, episode)" in snap.evals["c"].note
     assert reader.embedding(snap.evals["c"].z_mean).points.shape == (6, 2)
     sources, rows = reader.test_returns(snap, "a")
-    assert sources == ["distill/a_eval", "eval/a/returns"] and [r.task for r in rows] == ["0", "1", "2"]
+    assert sources == ["distill/a_eval", layout.EVAL_HISTORY("a")] and [r.task for r in rows] == ["0", "1", "2"]
     assert list(rows[0].cells["distill/a_eval"][1]) == [1.0]         # NaN rows left out
     assert reader.algos(snap) == ["a", "b", "c"]
     bcq = snap.tables["bcq/train"]

@@ -4,7 +4,6 @@ simulator features, reward and (walker_param, umaze_goal_m) next-state relabelli
 point_goal is covered by test_pipeline.py."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from typer.testing import CliRunner
 
 from mbml_cli.cli import app
 from mbml_cli.store import Store
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "algos=[mbml]", "--set", "threads=1", "--set", "env.n_train=3", "--set", "env.n_test=2",
         "--set", "env.horizon=20", "--set", "collect.steps=120", "--set", "collect.random_steps=60",
         "--set", "collect.hidden=[16,16]", "--set", "collect.batch_size=32", "--set", "collect.log_every=60",

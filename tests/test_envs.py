@@ -52,7 +52,7 @@ def test_task_sampling(name):
 
 
 def test_task_ranges():
-    """Each distribution's parameter ranges (DESIGN.md §3); umaze_goal_m has its own test below."""
+    """Each distribution's parameter ranges (docs/design.md §2); umaze_goal_m has its own test below."""
     n = 200
     v_train = get("halfcheetah_vel").tasks("train", n, seed=0)[:, 0]
     assert v_train.min() >= 0 and v_train.max() <= 1.5 and v_train.min() < 0.5

@@ -4,42 +4,17 @@ killed fine-tune resumes to exactly the numbers of an unkilled one; the threshol
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from mbml_cli.algos import finetune as ft
 from mbml_cli.algos.mbml import DistilledPolicy
 from mbml_cli.cli import app
 from mbml_cli.stages import open_run, run_stage
+from conftest import FAST, runner
 from mbml_cli.store import Store
-
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = str(ROOT / "recipes" / "smoke.yaml")
-FAST = ["--set", "threads=1"]           # tiny networks: one thread beats two on a busy 2-core machine
-runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """The smoke pipeline (no fine-tuning) once per session."""
-    path = tmp_path_factory.mktemp("ft") / "smoke.zarr"
-    out = runner.invoke(app, ["run", SMOKE, "--store", str(path), *FAST])
-    assert out.exit_code == 0, out.output
-    return path
-
-
-@pytest.fixture(scope="session")
-def finetuned(smoke_run, tmp_path_factory):
-    """A copy of it, then `mbml run` again with fine-tuning enabled: only the finetune stage runs."""
-    path = tmp_path_factory.mktemp("ft") / "finetuned.zarr"
-    shutil.copytree(smoke_run, path)
-    out = runner.invoke(app, ["run", SMOKE, "--store", str(path), *FAST, "--set", "finetune.enabled=true"])
-    assert out.exit_code == 0, out.output
-    return path, out.output
 
 
 # ---- the critic initialisation ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mbml_cli.cli import app
-from mbml_cli.data import batch_path
+from mbml_cli import layout
 from mbml_cli.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def collected(tmp_path_factory):
     out = runner.invoke(app, ["collect", SMOKE, "--set", f"store={path}"])
     assert out.exit_code == 0, out.output
     store = Store.open(path)
-    return store, [store.read_rows(batch_path("train", i)) for i in range(3)], store.read_array("tasks/train")
+    return store, [store.read_rows(layout.BATCH("train", i)) for i in range(3)], store.read_array("tasks/train")
 
 
 def test_one_file_with_task_column_bit_for_bit(collected, tmp_path):
@@ -45,7 +45,7 @@ def test_one_file_with_task_column_bit_for_bit(collected, tmp_path):
     assert got.read_array("tasks/train").tobytes() == goals.tobytes()
     assert got.read_array("tasks/test").tobytes() == store.read_array("tasks/test").tobytes()
     for i, b in enumerate(batches):
-        rows = got.read_rows(batch_path("train", i))
+        rows = got.read_rows(layout.BATCH("train", i))
         for k in FIELDS:
             assert rows[k].dtype == b[k].dtype and rows[k].tobytes() == b[k].tobytes(), (i, k)
 
@@ -67,7 +67,7 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
     store = Store.open(path)
     assert store.recipe["env"]["name"] == "none" and store.read_array("tasks/test").shape[0] == 0
     assert store.read_array("tasks/train").tobytes() == goals.tobytes()
-    rows, held = store.read_rows(batch_path("train", 1)), store.read_rows(batch_path("heldout", 1))
+    rows, held = store.read_rows(layout.BATCH("train", 1)), store.read_rows(layout.BATCH("heldout", 1))
     assert rows["obs"].dtype == np.float32 and not rows["truncated"].any()
     np.testing.assert_array_equal(np.concatenate([rows["act"], held["act"]]), batches[1]["act"])
     assert len(held["rew"]) == 20 and held["obs"][0].tobytes() == batches[1]["obs"][180].tobytes()
@@ -80,6 +80,7 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
     td, err = store.read_array("eval/mbml/offline/td_error"), store.read_array("eval/mbml/offline/action_error")
     assert td.shape == err.shape == (3,) and np.all(np.isfinite(td)) and np.all((err >= 0) & (err <= 8))
     assert store.group("eval/mbml/offline").attrs["in_sample"] is False and "held-out" in out.output
+    assert layout.find("data/heldout/2") is layout.HELDOUT_BATCH and layout.find("eval/mbml/offline") is layout.OFFLINE_CHECK
     reward_error = store.read_array("models/reward/error")
     assert np.all(np.isfinite(np.diag(reward_error))) and np.isnan(reward_error[0, 1])   # no true reward of others
     one_line = runner.invoke(app, ["finetune", str(path)])

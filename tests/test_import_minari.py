@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from mbml_cli import envs
 from mbml_cli.cli import app
-from mbml_cli.data import batch_path
+from mbml_cli import layout
 from mbml_cli.datasets import action_scale, original_units
 from mbml_cli.store import Store
 
@@ -44,7 +44,7 @@ def collected(tmp_path_factory):
 
 
 def rows(store: Store, i: int) -> dict:
-    return store.read_rows(batch_path("train", i))
+    return store.read_rows(layout.BATCH("train", i))
 
 
 def test_export_import_round_trip_bit_for_bit_then_train_through_eval(collected, datasets_root, tmp_path):

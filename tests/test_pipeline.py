@@ -4,22 +4,18 @@ skips every finished stage; a killed distill resumes to exactly the numbers of a
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from mbml_cli import api
 from mbml_cli.cli import app
 from mbml_cli.stages import open_run, run_stage
 from mbml_cli.store import Store
+from conftest import SMOKE, runner
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 PER_RUN = ["collect", "bcq", "reward", "relabel", "distill/mbml", "distill/neither", "eval/mbml",
            "eval/neither", "probe/mbml", "probe/neither"]
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")

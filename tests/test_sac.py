@@ -1,33 +1,20 @@
 """Batched SAC: K tasks in one update equal K single-task updates; the TD target; the tanh-Gaussian."""
-import math
 
 import pytest
 import torch
 
 from mbml_cli.algos import sac
+from conftest import random_batch, slice_task
 from mbml_cli.nets import stack_states, task_state
 
 K, OBS, ACT, B = 3, 4, 2, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one thread is faster (and immune to oversubscription on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(seed: int, k: int = K) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {"obs": torch.randn(k, B, OBS, generator=g), "act": torch.rand(k, B, ACT, generator=g) * 2 - 1,
-            "rew": torch.randn(k, B, generator=g), "next_obs": torch.randn(k, B, OBS, generator=g),
-            "terminal": (torch.rand(k, B, generator=g) < 0.2).float()}
-
-
-def slice_task(d: dict, k: int) -> dict:
-    return {name: v[k:k + 1] for name, v in d.items()}
+    return random_batch(seed, k, B, OBS, ACT)
 
 
 def test_batched_update_equals_k_single_task_updates():
@@ -103,22 +90,3 @@ def test_temperature_moves_towards_target_entropy():
     sac.update(agent, opt, batch(7, k=1), 0.99, 0.005)
     assert agent.log_alpha.item() > before
     assert agent.target_entropy == -ACT
-
-
-def test_optimiser_state_round_trip():
-    torch.manual_seed(4)
-    agent = sac.SAC(2, OBS, ACT, [8])
-    opt = sac.SACOptimisers(agent, 1e-3)
-    sac.update(agent, opt, batch(8, k=2), 0.99, 0.005)
-    flat = {}
-    for name, o in opt.items():
-        flat.update(sac.optimiser_state(name, o))
-    fresh = sac.SACOptimisers(agent, 1e-3)
-    for name, o in fresh.items():
-        sac.load_optimiser_state(name, o, {k: v.numpy() for k, v in flat.items()})
-    for (name, a), (_, b) in zip(opt.items(), fresh.items()):
-        sa, sb = a.state_dict()["state"], b.state_dict()["state"]
-        assert sa.keys() == sb.keys()
-        for idx in sa:
-            for key in sa[idx]:
-                assert torch.equal(torch.as_tensor(sa[idx][key]), torch.as_tensor(sb[idx][key])), (name, idx, key)

@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig
-from ..data import TaskData
+from ..data import TaskData, sample_rows
 from . import sac
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .mbml import sample_rows, transitions
 
 
 class PearlPolicy(ContextPolicy):
@@ -52,10 +51,10 @@ class PearlTrainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy}
 
-    def step(self, generator: torch.Generator) -> dict[str, float]:
+    def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         p, data, cfg = self.policy, self.data, self.cfg
         K, B = data.n_tasks, cfg.batch_size
-        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
+        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
         mu, var = product_of_gaussians(*p.encoder.factors(**ctx))
         z = sample_z(mu, var, generator)                                                       # line 14
         kl = kl_to_prior(mu, var).mean()                                                       # line 15
@@ -69,6 +68,6 @@ class PearlTrainer:
         (cfg.kl_beta * kl).backward(retain_graph=True)                                        # line 18: ∇φ β·KL
         losses = sac.update(p.sac, self.opt, rl, self.gamma, self.tau, generator=generator)   # lines 16–20
         self.encoder_opt.step()                                                                # ... + ∇φ L_critic
-        return {"critic_loss": float(losses["critic_loss"].sum()), "actor_loss": float(losses["actor_loss"].sum()),
-                "alpha": float(losses["alpha"].sum()), "q": float(losses["q"].sum()), "kl": float(kl.detach()),
-                "total": float(losses["critic_loss"].sum() + cfg.kl_beta * kl.detach())}
+        return {"critic_loss": losses["critic_loss"].sum().detach(), "actor_loss": losses["actor_loss"].sum().detach(),
+                "alpha": losses["alpha"].sum().detach(), "q": losses["q"].sum().detach(), "kl": kl.detach(),
+                "total": (losses["critic_loss"].sum() + cfg.kl_beta * kl).detach()}

@@ -10,8 +10,8 @@ One `BCQ` module holds K independent BCQ agents — weights with a leading task 
 - `select_action(s)`: n candidates from G, perturbed by ξ, argmax of Q1 (paper Eq. 1, BCQ's Eq. 11).
 
 `update` is one gradient step of every part on every task; the losses are summed over tasks (each
-task's own mean), so batched training equals K separate single-task runs. `load_bcq` returns the
-trained policies of all K training tasks from a store.
+task's own mean), so batched training equals K separate single-task runs. (`loaders.load_bcq` reads
+the trained policies of all K training tasks from a store.)
 
 Equation numbers refer to Fujimoto et al. 2019 (arXiv:1812.02900): Eq. 11 the policy (n candidates
 from G, perturbed by ξ, argmax of Q), Eq. 12 ξ's objective, Eq. 13 the soft clipped double-Q target;
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..config import BCQConfig
-from ..nets import BatchedMLP, soft_update, stack_states
+from ..nets import BatchedMLP, soft_update
 from .sac import TwinQ, frozen
 
 
@@ -193,31 +193,3 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     return {"vae_loss": vae_loss.detach(), "recon": recon_loss.detach(), "kl": kl.detach(),
             "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
             "q": q1.detach().mean(dim=(1, 2))}
-
-
-# ---- the trained policies in a store ---------------------------------------------------------
-def weights_path(which: str, task: int) -> str:
-    """Per-task group: a shard writes only its own tasks' groups."""
-    return f"models/bcq/{which}/{task}"
-
-
-def load_bcq(store, recipe, which: str = "final", device="cpu") -> BCQ:
-    """The BCQ policies of all K training tasks (`models/bcq/<which>/<i>`, i < K) as one module.
-    `recipe` is the run's `Recipe` (or its dict); `which` is "final" or "best"."""
-    from ..errors import StageError
-    from ..recipe import from_dict
-
-    if isinstance(recipe, dict):
-        recipe = from_dict(recipe)
-    n = recipe.env.n_train or int(len(store.read_array("tasks/train")))
-    states, meta = [], {}
-    for i in range(n):
-        path = weights_path(which, i)
-        if not store.has_weights(path):
-            raise StageError(f"{store.path}: no BCQ weights for training task {i} at {path} "
-                             f"(run `mbml bcq {store.path}`)")
-        tensors, meta = store.load_weights(path)
-        states.append({k: torch.from_numpy(v) for k, v in tensors.items()})
-    model = BCQ(n, int(meta["obs_dim"]), int(meta["act_dim"]), recipe.bcq)
-    model.load_state_dict(stack_states(states))
-    return model.to(device).eval()

@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from ..config import BCQConfig, DistillConfig
-from ..data import TaskData
+from ..data import TaskData, sample_rows
 from . import bcq
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .mbml import sample_rows, transitions
 
 
 class ContextualBCQPolicy(ContextPolicy):
@@ -64,11 +63,11 @@ class ContextualBCQTrainer:
         return {"policy": self.policy, "actor_target": self.bcq.actor_target,
                 "critic_target": self.bcq.critic_target}
 
-    def step(self, generator: torch.Generator) -> dict[str, float]:
+    def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         p, data, cfg = self.policy, self.data, self.cfg
         K, B = data.n_tasks, cfg.batch_size
         # context c_i and mini-batch, both from task i's own batch
-        ctx = transitions(data, sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
+        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
         mu, var = product_of_gaussians(*p.encoder.factors(**ctx))                             # (K, L)
         z = sample_z(mu, var, generator)                                                       # reparameterised
         kl = kl_to_prior(mu, var).mean()
@@ -82,6 +81,6 @@ class ContextualBCQTrainer:
         (cfg.kl_beta * kl).backward(retain_graph=True)                                        # β·KL
         losses = bcq.update(self.bcq, rl, self.bcq_cfg, generator=generator)                   # + TD loss → q_φ
         self.encoder_opt.step()
-        return {"critic_loss": float(losses["critic_loss"].sum()), "actor_loss": float(losses["actor_loss"].sum()),
-                "vae_loss": float(losses["vae_loss"].sum()), "q": float(losses["q"].sum()), "kl": float(kl.detach()),
-                "total": float(losses["critic_loss"].sum() + cfg.kl_beta * kl.detach())}
+        return {"critic_loss": losses["critic_loss"].sum().detach(), "actor_loss": losses["actor_loss"].sum().detach(),
+                "vae_loss": losses["vae_loss"].sum().detach(), "q": losses["q"].sum().detach(), "kl": kl.detach(),
+                "total": (losses["critic_loss"].sum() + cfg.kl_beta * kl).detach()}

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..nets import BatchedMLP, soft_update
-from .sac import LOG_STD_MAX, LOG_STD_MIN, TanhGaussianActor
+from .sac import SACOptimisers, TanhGaussianActor, frozen, gaussian_draws
 
 BC_ACTION_CLIP = 0.999      # |a| is clipped to this before atanh: the MBML policy's actions hit ±1 exactly
 
@@ -92,6 +92,9 @@ class FinetuneAgent(nn.Module):
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return [*self.critic1.parameters(), *self.critic2.parameters()]
 
     def norm(self, s: torch.Tensor) -> torch.Tensor:
         return (s - self.obs_mean) / self.obs_std
@@ -156,8 +159,7 @@ def init_from_mbml(agent: FinetuneAgent, rows: list[int], q_d: nn.Sequential, z,
 def log_prob(actor: TanhGaussianActor, s_n: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """log π(a|s) of the tanh-Gaussian at a given action a ∈ (−1, 1): with u = atanh(a),
     log N(u; μ, σ) − Σ log(1 − tanh²u) (SAC Eq. 21). (R, B, obs), (R, B, act) → (R, B)."""
-    mean, log_std = actor.net(s_n).chunk(2, dim=-1)
-    log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)   # as the actor does
+    mean, log_std = actor.mean_log_std(s_n)
     u = torch.atanh(a.clamp(-BC_ACTION_CLIP, BC_ACTION_CLIP))
     logp = (-0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
     return logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)             # SAC Eq. 21
@@ -185,29 +187,15 @@ def behaviour_clone(agent: FinetuneAgent, obs: torch.Tensor, act: torch.Tensor, 
 
 
 # ---- 5. the SAC update: two critics on different mini-batches, target policy smoothing -----------
-class Optimisers:
-    """One Adam per part; Adam is element-wise, so one optimiser over (R, ...) tensors is R Adams."""
-
-    def __init__(self, agent: FinetuneAgent, lr: float):
-        self.actor = torch.optim.Adam(agent.actor.parameters(), lr=lr)
-        self.critic = torch.optim.Adam([*agent.critic1.parameters(), *agent.critic2.parameters()], lr=lr)
-        self.alpha = torch.optim.Adam([agent.log_alpha], lr=lr)
-
-    def items(self):
-        return {"actor": self.actor, "critic": self.critic, "alpha": self.alpha}.items()
-
-
 def sample_noise(n_runs: int, batch_size: int, act_dim: int, generator: torch.Generator | None = None,
                  device="cpu") -> dict[str, torch.Tensor]:
     """The Gaussian draws one `update` consumes: a′ ~ π(s′) and the smoothing noise for both
     mini-batches (R, 2B, act), and ã ~ π(s) for the actor (R, B, act)."""
     two, one = (n_runs, 2 * batch_size, act_dim), (n_runs, batch_size, act_dim)
-    return {"next": torch.randn(two, generator=generator, device=device),
-            "smooth": torch.randn(two, generator=generator, device=device),
-            "pi": torch.randn(one, generator=generator, device=device)}
+    return gaussian_draws({"next": two, "smooth": two, "pi": one}, generator, device)
 
 
-def update(agent: FinetuneAgent, opt: Optimisers, batch1: dict, batch2: dict, gamma: float, tau: float,
+def update(agent: FinetuneAgent, opt: SACOptimisers, batch1: dict, batch2: dict, gamma: float, tau: float,
            policy_noise: float, noise_clip: float, noise: dict | None = None,
            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """One SAC step on every run. critic1 learns from `batch1`, critic2 from `batch2` (Sec. 5.3,
@@ -238,17 +226,11 @@ def update(agent: FinetuneAgent, opt: Optimisers, batch1: dict, batch2: dict, ga
     # ---- actor: SAC Eq. 12 on mini-batch 1's states, min of both critics
     s_n = agent.norm(batch1["obs"])
     a_pi, logp = agent.actor(s_n, noise["pi"])
-    critic_params = [*agent.critic1.parameters(), *agent.critic2.parameters()]
-    for p in critic_params:                    # the actor's gradient flows through the critics' inputs only
-        p.requires_grad_(False)
-    q_pi = torch.min(agent.critic1(s_n, a_pi), agent.critic2(s_n, a_pi)).squeeze(-1)
-    actor_loss = (alpha * logp - q_pi).mean(1)                                 # (R,)
-    opt.actor.zero_grad(set_to_none=True)
-    try:
+    with frozen(agent.critic1), frozen(agent.critic2):   # the actor's gradient flows through the critics' inputs only
+        q_pi = torch.min(agent.critic1(s_n, a_pi), agent.critic2(s_n, a_pi)).squeeze(-1)
+        actor_loss = (alpha * logp - q_pi).mean(1)                             # (R,)
+        opt.actor.zero_grad(set_to_none=True)
         actor_loss.sum().backward()
-    finally:
-        for p in critic_params:
-            p.requires_grad_(True)
     opt.actor.step()
 
     # ---- temperature: SAC Eq. 18, target entropy −|A|

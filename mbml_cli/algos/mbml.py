@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import DistillConfig
-from ..data import TaskData
+from ..data import TaskData, draw_device, gather_rows, sample_rows
 from ..nets import mlp
 from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
 
@@ -96,7 +96,7 @@ class DistilledPolicy(ContextPolicy):
         B, n = obs.shape[0], self.n_candidates
         s = obs.unsqueeze(1).expand(B, n, self.obs_dim)
         zz = z.unsqueeze(1).expand(B, n, self.latent_dim)
-        nu = torch.randn(B, n, self.vae_latent, generator=generator).to(obs.device).clamp(-0.5, 0.5)
+        nu = torch.randn(B, n, self.vae_latent, generator=generator, device=draw_device(generator)).to(obs.device).clamp(-0.5, 0.5)
         cand = self.perturb(s, self.generate(s, nu, zz), zz).clamp(-1.0, 1.0)
         best = self.q_value(s, cand, zz).argmax(1)
         return cand[torch.arange(B, device=obs.device), best]
@@ -157,25 +157,6 @@ def hardest_triplet_loss(mu: torch.Tensor, var: torch.Tensor, margin: float) -> 
 
 
 # ---- 4. one step -------------------------------------------------------------------------------------
-def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """t (K, N, ·), idx (K, ...) → t[k, idx[k, ...]] (K, ..., ·)."""
-    K = t.shape[0]
-    flat = idx.reshape(K, -1)
-    out = torch.gather(t, 1, flat.reshape(flat.shape + (1,) * (t.dim() - 2)).expand(flat.shape + t.shape[2:]))
-    return out.reshape(idx.shape + t.shape[2:])
-
-
-def sample_rows(sizes: torch.Tensor, shape: tuple, generator: torch.Generator) -> torch.Tensor:
-    """Row indices (K, *shape), uniform within each task's batch."""
-    K = len(sizes)
-    u = torch.rand((K,) + tuple(shape), generator=generator).to(sizes.device)
-    return (u * sizes.view((K,) + (1,) * len(shape))).long()
-
-
-def transitions(data: TaskData, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {f: gather_rows(getattr(data, f), idx) for f in ("obs", "act", "rew", "next_obs")}
-
-
 def relabelled_pairs(rel: Relabelled, own: dict, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """c_{j→i} for every ordered pair (Eq. 7): task j's sampled transitions idx (K, T) with R̂_i's
     reward. Returns inputs (K, K, T, ·) (rows i, columns j) and the eligibility mask (K, K, T)."""
@@ -199,7 +180,7 @@ def pick_relabelled(pairs: dict, mask: torch.Tensor, n: int, generator: torch.Ge
     candidates leave the rest as padding."""
     K, _, T = mask.shape
     flat_mask = mask.reshape(K, K * T)
-    score = torch.rand(K, K * T, generator=generator).to(mask.device)
+    score = torch.rand(K, K * T, generator=generator, device=draw_device(generator)).to(mask.device)
     score = torch.where(flat_mask, score, torch.full_like(score, -1.0))   # eligible ones first, random order
     n = min(n, K * T)
     top = score.topk(n, dim=1).indices                                     # (K, n)
@@ -218,7 +199,7 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     # Alg. 1 line 2: context sets c_i from B_i (n of them per task for Eq. 11)
     n_ctx = cfg.n_contexts if variant.triplet == "hardest" else 1
     idx = sample_rows(data.sizes, (n_ctx, T), generator)                       # (K, n, T)
-    own = transitions(data, idx)
+    own = data.transitions(idx)
     own_mu, own_var = enc.factors(**own)                                       # (K, n, T, L) per-transition factors
 
     if variant.triplet == "hardest":                                           # Eq. 11
@@ -253,10 +234,10 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     kl = kl_to_prior(mu, var).mean()
 
     # the distillation targets from the K teachers, on (s, a) ~ B_i
-    batch = transitions(data, sample_rows(data.sizes, (cfg.batch_size,), generator))
+    batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
     s, a = batch["obs"], batch["act"]                                          # (K, B, ·)
     B = s.shape[1]
-    nu = torch.randn(K, B, teachers.vae_latent, generator=generator).to(s.device).clamp(-0.5, 0.5)
+    nu = torch.randn(K, B, teachers.vae_latent, generator=generator, device=draw_device(generator)).to(s.device).clamp(-0.5, 0.5)
     with torch.no_grad():
         q_target = teachers.q(s, a)                                            # Q_i(s, a)
         g_target = teachers.decode(s, nu)                                      # G_i(s, ν)
@@ -273,13 +254,13 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     return out
 
 
-def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, float]:
+def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, torch.Tensor]:
     """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together."""
     losses = step_losses(policy, data, teachers, rel, variant, cfg, generator)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     optimizer.step()
-    return {k: float(v.detach()) for k, v in losses.items()}
+    return {k: v.detach() for k, v in losses.items()}
 
 
 @torch.no_grad()
@@ -306,5 +287,5 @@ class MBMLTrainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy}
 
-    def step(self, generator: torch.Generator) -> dict[str, float]:
+    def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return train_step(self.policy, self.opt, self.data, self.teachers, self.rel, self.variant, self.cfg, generator)

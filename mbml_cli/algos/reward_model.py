@@ -1,4 +1,4 @@
-"""Reward-model ensembles R̂_i (Sec. 3.2, Fig. 7, DESIGN.md §4): per training task an ensemble of
+"""Reward-model ensembles R̂_i (Sec. 3.2, Fig. 7, docs/design.md §4): per training task an ensemble of
 one-hidden-layer MLPs (s, a) → r, all K·M members in one `BatchedMLP` (n = K·M), each member
 trained on its own bootstrap mini-batches of its task's batch. For distributions whose tasks
 differ in dynamics, a next-state ensemble (s, a) → s' of the same shape.
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import RewardConfig
+from ..data import gather_rows
 from ..nets import BatchedMLP
 
 
@@ -88,14 +89,6 @@ def bootstrap_rows(split: Split, n_members: int, batch: int, generator: torch.Ge
     return torch.gather(split.perm, 1, pos.view(K, -1)).view(K, n_members, batch)
 
 
-def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """t (K, N, ·) and rows (K, ...) → t[k, rows[k, ...]] of shape (K, ..., ·)."""
-    K = t.shape[0]
-    flat = rows.reshape(K, -1)
-    out = torch.gather(t, 1, flat.reshape(flat.shape + (1,) * (t.dim() - 2)).expand(flat.shape + t.shape[2:]))
-    return out.reshape(rows.shape + t.shape[2:])
-
-
 def train_ensemble(model: EnsembleModel, obs, act, target, split: Split, cfg: RewardConfig,
                    generator: torch.Generator, on_log=None, log_every: int = 100) -> None:
     """Fit every member of every task at once by MSE (Adam). `target` (K, N, out_dim) raw units.
@@ -133,19 +126,3 @@ def member_zero(model: EnsembleModel, obs: torch.Tensor, act: torch.Tensor) -> t
     """The first member alone (the 'without an ensemble' curve of Fig. 7): (K, B, out_dim)."""
     with torch.no_grad():
         return model(obs, act)[:, 0]
-
-
-# ---- store ---------------------------------------------------------------------------------------
-WEIGHTS = {"reward": "models/reward/reward", "next_state": "models/reward/next_state"}
-
-
-def save_ensemble(store, kind: str, model: EnsembleModel) -> None:
-    store.save_weights(WEIGHTS[kind], model.state_dict(), meta=model.meta)
-
-
-def load_ensemble(store, kind: str = "reward", device="cpu") -> EnsembleModel:
-    """The trained ensemble `kind` ("reward" or "next_state") of a store."""
-    tensors, meta = store.load_weights(WEIGHTS[kind])
-    model = EnsembleModel(**meta)
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
-    return model.to(device)

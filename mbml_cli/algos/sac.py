@@ -65,15 +65,18 @@ class TanhGaussianActor(nn.Module):
     def forward(self, s: torch.Tensor, eps: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A sampled action (K, B, act) and its log-probability (K, B)."""
-        mean, log_std = self.net(s).chunk(2, dim=-1)
-        # squash log σ smoothly into [LOG_STD_MIN, LOG_STD_MAX] (as CleanRL does)
-        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        mean, log_std = self.mean_log_std(s)
         if eps is None:
             eps = torch.randn(mean.shape, generator=generator, device=mean.device)
         u = mean + log_std.exp() * eps                                      # Eq. 11 (reparameterisation)
         logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         logp = logp - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)   # Eq. 21
         return torch.tanh(u), logp
+
+    def mean_log_std(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ and log σ, the latter squashed smoothly into [LOG_STD_MIN, LOG_STD_MAX] (as CleanRL does)."""
+        mean, log_std = self.net(s).chunk(2, dim=-1)
+        return mean, LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
 
     def mode(self, s: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(μ), for evaluation."""
@@ -96,25 +99,34 @@ class SAC(nn.Module):
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic.parameters())
+
 
 class SACOptimisers:
-    """One Adam per part; Adam is element-wise, so one optimiser over (K, ...) tensors is K Adams."""
+    """One Adam per part; Adam is element-wise, so one optimiser over (K, ...) tensors is K Adams.
+    `agent` has `actor`, `critic_parameters()` and `log_alpha` (`SAC`, `finetune.FinetuneAgent`)."""
 
-    def __init__(self, sac: SAC, lr: float):
-        self.actor = torch.optim.Adam(sac.actor.parameters(), lr=lr)
-        self.critic = torch.optim.Adam(sac.critic.parameters(), lr=lr)
-        self.alpha = torch.optim.Adam([sac.log_alpha], lr=lr)
+    def __init__(self, agent: nn.Module, lr: float):
+        self.actor = torch.optim.Adam(agent.actor.parameters(), lr=lr)
+        self.critic = torch.optim.Adam(agent.critic_parameters(), lr=lr)
+        self.alpha = torch.optim.Adam([agent.log_alpha], lr=lr)
 
     def items(self):
         return {"actor": self.actor, "critic": self.critic, "alpha": self.alpha}.items()
+
+
+def gaussian_draws(shapes: dict[str, tuple], generator: torch.Generator | None = None,
+                   device="cpu") -> dict[str, torch.Tensor]:
+    """Standard normal tensors of the given shapes, drawn in the dict's order."""
+    return {name: torch.randn(shape, generator=generator, device=device) for name, shape in shapes.items()}
 
 
 def sample_noise(n_tasks: int, batch_size: int, act_dim: int, generator: torch.Generator | None = None,
                  device="cpu") -> dict[str, torch.Tensor]:
     """The Gaussian draws one `update` consumes: for a′ ~ π(s′) and for ã ~ π(s)."""
     shape = (n_tasks, batch_size, act_dim)
-    return {"next": torch.randn(shape, generator=generator, device=device),
-            "pi": torch.randn(shape, generator=generator, device=device)}
+    return gaussian_draws({"next": shape, "pi": shape}, generator, device)
 
 
 @torch.no_grad()
@@ -170,26 +182,3 @@ def update(sac: SAC, opt: SACOptimisers, batch: dict[str, torch.Tensor], gamma: 
     return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
             "alpha_loss": alpha_loss.detach(), "alpha": sac.alpha.detach().clone(),
             "entropy": -logp.detach().mean(dim=1), "q": q1.detach().mean(dim=(1, 2))}
-
-
-# ---- checkpoint helpers: optimiser state as plain arrays (no pickles in the store) -------------
-def optimiser_state(name: str, optimiser: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Adam's per-parameter state as flat tensors `opt/<name>/<param index>/<key>`."""
-    out = {}
-    for idx, state in optimiser.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"opt/{name}/{idx}/{key}"] = torch.as_tensor(value).detach().clone()
-    return out
-
-
-def load_optimiser_state(name: str, optimiser: torch.optim.Optimizer, tensors: dict) -> None:
-    """Inverse of `optimiser_state` (the param groups — lr etc. — come from the live optimiser)."""
-    sd = optimiser.state_dict()
-    state: dict = {}
-    prefix = f"opt/{name}/"
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            idx, field = key[len(prefix):].split("/")
-            state.setdefault(int(idx), {})[field] = torch.as_tensor(value)
-    sd["state"] = state
-    optimiser.load_state_dict(sd)

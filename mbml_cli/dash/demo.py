@@ -16,6 +16,9 @@ import sys
 
 import numpy as np
 
+from .. import layout
+from ..config import PIPELINE
+from ..evaluate import ProtocolResult
 from ..store import Store
 
 T0 = 1_700_000_000.0            # the run's start (unix s)
@@ -24,7 +27,7 @@ NOW = T0 + 240.0                # the clock for a fixed header: distill/neither 
 
 def recipe(n_train: int, n_test: int, latent: int, name: str) -> dict:
     return {"name": name, "seed": 0, "store": "", "device": "cpu", "threads": 0,
-            "stages": ["collect", "bcq", "reward", "relabel", "distill", "eval", "probe"],
+            "stages": list(PIPELINE),
             "algos": ["mbml", "neither"],
             "env": {"name": "point_goal", "horizon": 20, "n_train": n_train, "n_test": n_test},
             "collect": {"steps": 200, "random_steps": 100, "log_every": 50},
@@ -46,8 +49,8 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     store = Store.create(path, {"recipe": recipe(n_train, n_test, latent, name),
                                 "lock": {"revision": "0123456789abcdef0123456789abcdef01234567"}})
     param = "goal (x, y) on a 120° arc of radius 1"
-    store.write_array("tasks/train", _arc(n_train, rng), {"param": param})
-    store.write_array("tasks/test", _arc(n_test, rng), {"param": param})
+    store.write_array(layout.TASKS("train"), _arc(n_train, rng), {"param": param})
+    store.write_array(layout.TASKS("test"), _arc(n_test, rng), {"param": param})
 
     def noise(*shape, scale=1.0):
         return scale * rng.standard_normal(shape)
@@ -60,7 +63,7 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     final = -2.0 - 2.0 * np.arange(n_train) / max(1, n_train - 1)
     returns = {f"return_{i}": -16.0 + (16.0 + final[i]) * (1 - np.exp(-4 * t)) + noise(rows, scale=0.6)
                for i in range(n_train)}
-    store.append_rows("metrics/collect/train", {
+    store.append_rows(layout.METRICS("collect", "train"), {
         "step": (np.arange(rows) + 1) * 50.0, "env_steps_per_s": 900 + noise(rows, scale=30),
         "return": np.mean(list(returns.values()), axis=0), **returns,
         **per_task("critic_loss", 40.0 * np.exp(-6 * t) + 0.3, 0.05),
@@ -69,15 +72,15 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     # bcq: losses per task, and an evaluation every eval_every iterations
     b = rows * 3 // 4
     tb = np.linspace(0.0, 1.0, b)
-    store.append_rows("metrics/bcq/train", {
+    store.append_rows(layout.METRICS("bcq", "train"), {
         "iteration": (np.arange(b) + 1) * 2.0,
         **per_task("vae_loss", 2.0 * np.exp(-3 * tb) + 0.05, 0.01),
         **per_task("critic_loss", 5.0 * np.exp(-2 * tb) + 0.2, 0.03),
         **per_task("actor_loss", -(3.0 * tb + 1.0), 0.1)})
     evals = {f"return_{i}": final[i] - 1.5 + np.arange(2.0) + noise(2, scale=0.2) for i in range(n_train)}
-    store.append_rows("metrics/bcq/eval", {"iteration": np.array([30.0, 60.0]),
+    store.append_rows(layout.METRICS("bcq", "eval"), {"iteration": np.array([30.0, 60.0]),
                                            "return": np.mean(list(evals.values()), axis=0), **evals})
-    store.append_rows("metrics/reward/train", {"step": (np.arange(10) + 1) * 5.0,
+    store.append_rows(layout.METRICS("reward", "train"), {"step": (np.arange(10) + 1) * 5.0,
                                                "loss": 0.5 * np.exp(-np.arange(10) / 2.5) + 0.002})
 
     # distill: one row per epoch; mbml finished, neither half-way
@@ -90,9 +93,9 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
                 "kl": 0.5 + 2.0 * td, "valid_pairs": np.full(n, float(n_train * (n_train - 1))),
                 "wall": 0.5 + np.abs(noise(n, scale=0.05))}
 
-    store.append_rows("metrics/distill/mbml", distill_rows(rows // 2))
-    store.append_rows("metrics/distill/neither", distill_rows(rows // 4))
-    # evaluations on the test tasks during distill (eval/<algo>/history) and at the end (eval/<algo>/test)
+    store.append_rows(layout.METRICS("distill", "mbml"), distill_rows(rows // 2))
+    store.append_rows(layout.METRICS("distill", "neither"), distill_rows(rows // 4))
+    # evaluations on the test tasks during distill (EVAL_HISTORY) and at the end (EVALUATION test)
     episodes, skip = 3, 2
     best = -3.0 - np.arange(n_test) * 0.5
     centres = 3.0 * noise(n_test, latent)
@@ -102,24 +105,22 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     hist_returns[:, :, 0] -= 4.0                    # the prior's episode is the worst
     hist_z = np.stack([centres * (k + 1) / len(epochs) + noise(n_test, latent, scale=0.3)
                        for k in range(len(epochs))])
-    store.append_rows("eval/mbml/history", {
+    store.append_rows(layout.EVAL_HISTORY("mbml"), {
         "epoch": epochs, "score": hist_returns[:, :, skip:].mean(axis=(1, 2)),
         "returns": hist_returns.astype(np.float32), "z_mean": hist_z.astype(np.float32)})
     final_returns = hist_returns[-1] + noise(n_test, episodes, scale=0.2)
-    store.write_array("eval/mbml/test/returns", final_returns.astype(np.float32))
-    store.write_array("eval/mbml/test/z_mean", (centres + noise(n_test, latent, scale=0.2)).astype(np.float32))
-    store.write_array("eval/mbml/test/tasks", store.read_array("tasks/test"))
-    store.group("eval/mbml/test").attrs.update({"score": float(final_returns[:, skip:].mean()), "skip": skip})
+    final = ProtocolResult(final_returns.astype(np.float32), (centres + noise(n_test, latent, scale=0.2)), None, skip)
+    layout.write_evaluation(store, "mbml", "test", final, layout.read_tasks(store, "test"))
 
     done = [("collect", 0, 60), ("bcq", 60, 100), ("reward", 100, 110), ("relabel", 110, 112),
-            ("distill/mbml", 112, 190), ("eval/mbml", 190, 200)]
+            (layout.stage_key("distill", "mbml"), 112, 190), (layout.stage_key("eval", "mbml"), 190, 200)]
     for key, start, end in done:
         store.set_stage(key, status="done", hash="demo", started=T0 + start, ended=T0 + end,
                         updated=T0 + end, progress=1.0, message="")
         if key in ("collect", "bcq"):
             for i in range(n_train):
-                store.set_stage(f"{key}/{i}", status="done", hash="demo", started=T0 + start, ended=T0 + end)
-    store.set_stage("distill/neither", status="running", hash="demo", started=T0 + 200, ended=None,
+                store.set_stage(layout.stage_key(key, i), status="done", hash="demo", started=T0 + start, ended=T0 + end)
+    store.set_stage(layout.stage_key("distill", "neither"), status="running", hash="demo", started=T0 + 200, ended=None,
                     updated=T0 + 230, progress=0.5, message="")
     return store
 

@@ -4,18 +4,17 @@
 stage records, every metrics table, the eval results and the task parameters, and returns a
 `Snapshot`. The functions below it turn a snapshot into what a panel shows. Nothing here writes.
 
-What the dashboard reads — anything missing shows as "waiting", anything it cannot make sense of
-as a note, never an error:
+What the dashboard reads (the artefacts of `layout.py`) — anything missing shows as "waiting",
+anything it cannot make sense of as a note, never an error:
 
 - root attrs `recipe` (the resolved recipe: name, seed, env, stages, algos, sections) and
-  `lock.revision`; `tasks/train`, `tasks/test` (n, p) with attrs `param`.
-- stage records `stages/<stage>` and `stages/<stage>/<algo>`: attrs `status` (running | done |
+  `lock.revision`; TASKS train and test (n, p) with attrs `param`.
+- STAGE records `<stage>` and `<stage>/<algo>`: attrs `status` (running | done |
   failed | partial), `started`, `updated`, `ended` (unix s), `progress` (0..1), `message`. The ETA
   is (updated − started)·(1 − progress)/progress − (now − updated). Records named by a number
-  under a stage that has its own record, `stages/<stage>/<i>`, are per-task records: counted
-  (done/all), not listed (`stages/finetune/0`, under no record of its own, is listed).
-- metrics tables: any group under `metrics/` with an `n` attribute (`metrics/<stage>/<name>`),
-  one 1-D column per array:
+  under a stage that has its own record, `<stage>/<i>`, are per-task records: counted
+  (done/all), not listed (`finetune/0`, under no record of its own, is listed).
+- METRICS tables: any table under the metrics root (`<stage>/<name>`), one 1-D column per array:
   * the x-axis is the first of `X_COLUMNS` present (step, iteration, epoch, …), else the row;
   * a column `<name>_<i>` (or `<name>/<i>`, which zarr stores as a nested array) is task i's
     `<name>`: the tasks' columns make one plot (mean line, min–max band), and `return_<i>` is task
@@ -24,17 +23,14 @@ as a note, never an error:
   * NaN means "not logged in this row".
   Returns in tables of `TRAIN_STAGES` (collect, bcq) are training-task returns; in any other
   table they are test-task returns of the algo the table is named after (`<algo>`, `<algo>_eval`).
-- eval results `eval/<algo>/`, each part optional:
-  * `history`: a row table, one row per evaluation during training: `epoch`, `score`, `returns`
-    (T, E), `z_mean` (T, [E,] L) — per-task scores over epochs, and the latest embedding;
-  * `test` (or arrays directly in `eval/<algo>/`): the final evaluation on the test tasks,
-    `returns` (T, E) and `z_mean` (T, [E,] L); `returns` may also be (T,) scores or
-    (evals, T, E), or say its dims in attrs `dims` (names among eval, task, episode);
-  * `unseen`: the same on fresh tasks (its attrs `score` is shown); `probe`: attrs `score`.
+- per algorithm, each part optional:
+  * EVAL_HISTORY: one row per evaluation during training: `epoch`, `score`, `returns` (T, E),
+    `z_mean` (T, L) — per-task scores over epochs, and the latest embedding;
+  * EVALUATION test: the final evaluation on the test tasks, `returns` (T, E), `z_mean` (T, L)
+    and `z_points` (T, n, L), the posterior after every episode, drawn as each task's cluster;
+  * EVALUATION unseen: its attrs `score` is shown; PROBE: attrs `score`.
   A task's score is the mean return of the episodes after the first `skip` (attrs `skip`, else
-  the recipe's `eval.skip`, else 2). Every index of `z_mean` between the task and the latent
-  dimension is one more point of that task in the Embeddings scatter; an array `z_points`
-  (task, point, latent) beside it is drawn instead (the eval stage's posterior after every episode).
+  the recipe's `eval.skip`, else 2).
 """
 from __future__ import annotations
 
@@ -45,10 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import STAGES
+from .. import layout
+from ..config import PER_ALGO, PIPELINE
 from ..store import Store
 
-PER_ALGO = ("distill", "eval", "probe")          # as in stages.py: these run once per algo
 TRAIN_STAGES = ("collect", "bcq")                # their return columns are training tasks
 X_COLUMNS = ("step", "steps", "env_steps", "iteration", "iterations", "epoch", "epochs")
 HIDDEN_COLUMNS = ("time", "wall", "wall_time", "timestamp", "elapsed", "seconds")
@@ -60,7 +56,7 @@ _TASK_COLUMN = re.compile(r"^(?P<base>.+?)[_/](?P<task>\d+)$")
 @dataclass(eq=False)
 class StageRecord:
     key: str                        # "bcq", "distill/mbml"
-    status: str = "pending"         # pending | running | done | failed | partial
+    status: str = "pending"         # pending | running | done | failed | partial | interrupted
     progress: float = 0.0
     started: float | None = None
     updated: float | None = None
@@ -218,25 +214,26 @@ def read_snapshot(store: Store, cache: dict[str, Table] | None = None, now: floa
     snap = Snapshot(store.path, read_at=time.time() if now is None else now, recipe=recipe,
                     revision=str((root.attrs.get("lock", {}) or {}).get("revision", "")))
     for split in ("train", "test"):
-        if store.exists(f"tasks/{split}"):
-            arr = root[f"tasks/{split}"]
+        if store.exists(layout.TASKS(split)):
+            arr = root[layout.TASKS(split)]
             snap.tasks[split] = np.asarray(arr[...])
             snap.task_param = snap.task_param or str(arr.attrs.get("param", ""))
     snap.stages = _read_stages(store, recipe, len(snap.tasks.get("train", ())))
-    if store.exists("metrics"):
-        _walk_tables(root["metrics"], "", snap.tables, cache)
+    metrics = layout.parent(layout.METRICS)
+    if store.exists(metrics):
+        _walk_tables(root[metrics], "", snap.tables, cache)
     skip = int(((recipe.get("eval") or {}).get("skip", 2)) or 0)
-    if store.exists("eval"):
-        for algo in sorted(root["eval"].group_keys()):
-            snap.evals[algo] = _read_eval(root[f"eval/{algo}"], algo, skip, cache)
+    for algo in layout.children(store, layout.parent(layout.EVALUATION)):
+        snap.evals[algo] = _read_eval(store, algo, skip, cache)
     return snap
 
 
 def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
     found: dict[str, dict] = {}
     per_task: dict[str, list[str]] = {}
-    if store.exists("stages"):
-        group = store.root["stages"]
+    records = layout.parent(layout.STAGE)
+    if store.exists(records):
+        group = store.root[records]
         for name in group.group_keys():
             sub = group[name]
             if "status" in sub.attrs:
@@ -247,14 +244,14 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
                 else:
                     found[f"{name}/{child}"] = dict(sub[child].attrs)
     planned = []
-    for name in recipe.get("stages") or STAGES[:7]:
+    for name in recipe.get("stages") or PIPELINE:
         planned += [f"{name}/{a}" for a in recipe.get("algos") or []] if name in PER_ALGO else [name]
     records = []
     for key in planned + sorted(k for k in set(found) | set(per_task) if k not in planned):
         rec = found.get(key, {})
         tasks = per_task.get(key, [])
         records.append(StageRecord(
-            key, str(rec.get("status") or "pending"), _num(rec.get("progress"), 0.0),
+            key, layout.record_status(rec), _num(rec.get("progress"), 0.0),
             _num(rec.get("started")), _num(rec.get("updated")), _num(rec.get("ended")),
             str(rec.get("message") or ""), sum(t == "done" for t in tasks), max(len(tasks), n_train if tasks else 0)))
     return records
@@ -289,73 +286,51 @@ def _columns(group, n: int, prefix: str = "", depth: int = 0) -> dict[str, np.nd
     return cols
 
 
-def _read_eval(group, algo: str, default_skip: int, cache: dict[str, Table]) -> EvalResult:
+def _read_eval(store: Store, algo: str, default_skip: int, cache: dict[str, Table]) -> EvalResult:
     res = EvalResult(algo)
-    subs = set(group.group_keys())
     notes = []
-    # evaluations during training: a row table of (T, E) returns and (T, …, L) z_mean per row
-    if "history" in subs and "n" in group["history"].attrs:
-        hist = _read_table(group["history"], f"eval/{algo}/history", cache)
+    # evaluations during training: (T, E) returns and (T, L) z_mean per row
+    where = layout.EVAL_HISTORY(algo)
+    if store.exists(where) and "n" in store.root[where].attrs:
+        hist = _read_table(store.root[where], where, cache)
         returns = hist.columns.get("returns")
         if hist.n and returns is not None and returns.ndim == 3:
-            skip = int(group["history"].attrs.get("skip", default_skip))
+            skip = int(store.root[where].attrs.get("skip", default_skip))
             res.history = _episode_scores(returns.astype(float), -1, skip)
-            res.history_x, res.history_from = hist.x, f"eval/{algo}/history"
+            res.history_x, res.history_from = hist.x, where
             res.scores = res.history[-1]
-            res.scores_from = f"eval/{algo}/history, {hist.x_name} {fmt_num(hist.x[-1])}"
+            res.scores_from = f"{where}, {hist.x_name} {fmt_num(hist.x[-1])}"
         z = hist.columns.get("z_mean")
         if hist.n and z is not None and z.ndim >= 3:
             res.z_mean = z[-1].astype(float)
-            res.z_from = f"eval/{algo}/history, {hist.x_name} {fmt_num(hist.x[-1])}"
-    # the final evaluation on the test tasks: eval/<algo>/test, or arrays in eval/<algo>/ itself
-    for node, where in ([(group["test"], f"eval/{algo}/test")] if "test" in subs else []) + [(group, f"eval/{algo}")]:
-        _read_final(node, where, res, default_skip, notes)
-    if "unseen" in subs:
-        unseen = group["unseen"]
-        score = _num(unseen.attrs.get("score"))
-        n_tasks = unseen["returns"].shape[0] if "returns" in set(unseen.array_keys()) else 0
-        if score is not None:
-            res.unseen = (n_tasks, score)
-    if "probe" in subs:
-        res.probe = _num(group["probe"].attrs.get("score"))
+            res.z_from = f"{where}, {hist.x_name} {fmt_num(hist.x[-1])}"
+    # the eval stage on the test tasks
+    where = layout.EVALUATION(algo, "test")
+    if store.exists(where):
+        node = store.root[where]
+        names = set(node.array_keys())
+        if "returns" in names:
+            values = np.asarray(node["returns"][...], dtype=float)
+            if values.ndim == 2:
+                res.scores = _episode_scores(values, 1, int(node.attrs.get("skip", default_skip)))
+                res.scores_from = where
+            else:
+                notes.append(f"{where}/returns: shape {values.shape}, expected (task, episode)")
+        name = "z_points" if "z_points" in names else "z_mean" if "z_mean" in names else None
+        if name:
+            z = np.asarray(node[name][...], dtype=float)
+            if z.ndim >= 2 and z.shape[0] > 0:
+                res.z_mean, res.z_from = z, where
+            else:
+                notes.append(f"{where}/{name}: shape {z.shape}, expected (task, [episode,] latent)")
+    unseen = layout.read_attrs(store, layout.EVALUATION(algo, "unseen"))
+    if _num(unseen.get("score")) is not None:
+        n_tasks = store.root[layout.EVALUATION(algo, "unseen")]["returns"].shape[0] \
+            if store.exists(f"{layout.EVALUATION(algo, 'unseen')}/returns") else 0
+        res.unseen = (n_tasks, _num(unseen.get("score")))
+    res.probe = _num(layout.read_attrs(store, layout.PROBE(algo)).get("score"))
     res.note = "; ".join(notes)
     return res
-
-
-def _read_final(node, where: str, res: EvalResult, default_skip: int, notes: list[str]) -> None:
-    names = set(node.array_keys())
-    for name in ("returns", "scores", "score"):
-        if name not in names:
-            continue
-        arr = node[name]
-        values = np.asarray(arr[...], dtype=float)
-        dims = list(arr.attrs.get("dims") or _guess_dims(values.ndim, name == "returns"))
-        if len(dims) != values.ndim or "task" not in dims:
-            notes.append(f"{where}/{name}: shape {values.shape} not understood (set attrs dims)")
-            continue
-        if "episode" in dims:
-            skip = int(arr.attrs.get("skip", node.attrs.get("skip", default_skip)))
-            values = _episode_scores(values, dims.index("episode"), skip)
-            dims.remove("episode")
-        values = np.moveaxis(values, dims.index("task"), -1)
-        if values.ndim == 2 and res.history is None:
-            res.history, res.history_from = values, f"{where}/{name}"
-            x = next((np.asarray(node[c][...], float).reshape(-1) for c in ("epochs", "epoch", "steps", "step")
-                      if c in names), None)
-            res.history_x = x if x is not None and len(x) == len(values) else np.arange(len(values), dtype=float)
-            values = values[-1]
-        if values.ndim != 1:
-            notes.append(f"{where}/{name}: shape {values.shape} not understood (set attrs dims)")
-            continue
-        res.scores, res.scores_from = values, where
-        break
-    name = "z_points" if "z_points" in names else "z_mean" if "z_mean" in names else None
-    if name:
-        z = np.asarray(node[name][...], dtype=float)
-        if z.ndim >= 2 and z.shape[0] > 0:
-            res.z_mean, res.z_from = z, where
-        else:
-            notes.append(f"{where}/{name}: shape {z.shape}, expected (task, [episode,] latent)")
 
 
 def _episode_scores(values: np.ndarray, axis: int, skip: int) -> np.ndarray:
@@ -364,12 +339,6 @@ def _episode_scores(values: np.ndarray, axis: int, skip: int) -> np.ndarray:
         values = np.take(values, range(skip, values.shape[axis]), axis=axis)
     with np.errstate(all="ignore"):
         return np.nanmean(values, axis=axis)
-
-
-def _guess_dims(ndim: int, episodes: bool) -> tuple[str, ...]:
-    if episodes:
-        return {1: ("task",), 2: ("task", "episode"), 3: ("eval", "task", "episode")}.get(ndim, ())
-    return {1: ("task",), 2: ("eval", "task")}.get(ndim, ())
 
 
 def _num(value, default=None):
@@ -431,12 +400,15 @@ def plot_tables(snap: Snapshot) -> list[str]:
 
 
 def default_table(snap: Snapshot) -> str | None:
-    """The table to follow: the running stage's (its own algo's for per-algo stages), else the
-    table of the stage that ran last."""
+    """The table to follow: the running stage's (its own algo's for per-algo stages); when nothing
+    runs, the distillation of the recipe's first algorithm, else the table of the stage that ran last."""
     keys = plot_tables(snap)
     if not keys:
         return None
     active = current_stage(snap)
+    first = (snap.recipe.get("algos") or [""])[0]
+    if active is None and layout.stage_key("distill", first) in keys:
+        return layout.stage_key("distill", first)
     if active is None:
         ran = [s for s in snap.stages if s.status != "pending"]
         active = max(ran, key=lambda s: s.ended or s.updated or s.started or 0.0) if ran else None

@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from .. import layout
 from . import reader
 from .reader import Snapshot
 
@@ -22,7 +23,7 @@ PALETTE = ("#5fafff", "#ff8700", "#5fd75f", "#ff5f5f", "#af87ff",
            "#d7af5f", "#ff87d7", "#5fd7d7", "#d7d75f", "#bcbcbc")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STATUS = {"done": ("✓", "green"), "running": ("●", "yellow"), "failed": ("✗", "red"),
-          "partial": ("◐", "yellow"), "pending": ("·", "dim")}
+          "partial": ("◐", "yellow"), "interrupted": ("‖", "yellow"), "pending": ("·", "dim")}
 
 
 def task_color(i: int) -> str:
@@ -356,7 +357,7 @@ def train_rows(sources: list[str], rows: list[reader.ReturnRow]) -> tuple[list[s
 def test_rows(algo: str, sources: list[str], rows: list[reader.ReturnRow]) -> tuple[list[str], list[list]]:
     """Test tasks of one algo: per source the latest and trend, the best seen, the eval score
     with a bar; then the mean over tasks."""
-    columns = ["task", "param"] + [f"{s} return" for s in sources] + ["best", f"eval/{algo} score", ""]
+    columns = ["task", "param"] + [f"{s} return" for s in sources] + ["best", f"{layout.stage_key('eval', algo)} score", ""]
     scores = [r.score for r in rows if r.score is not None]
     lo, hi = (min(scores), max(scores)) if scores else (0.0, 1.0)
     lo -= 0.5 * (hi - lo) if hi - lo > 1e-12 else 1.0      # the lowest score still shows a bar

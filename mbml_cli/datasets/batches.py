@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..data import batch_path
+from .. import layout
 from ..errors import StageError
 from ..store import Store
 
 COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")
 DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
           "terminal": bool, "truncated": bool, "info": np.float32}
-TASKS = "tasks/train"          # the array `stages.create_run` writes; its attributes record the import
-HELDOUT = "heldout"            # data/heldout/<i>: episodes kept out of training (data without an environment)
+TASKS = layout.TASKS("train")  # the array `stages.create_run` writes; its attributes record the import
+HELDOUT = "heldout"            # the split of layout.HELDOUT_BATCH: episodes kept out of training
 ACTION_TOLERANCE = 1e-6        # actions may exceed the space's bounds by this (float rounding) before refusal
 
 
@@ -235,9 +235,9 @@ def write_batches(store: Store, batches: list[TaskBatch], params: np.ndarray, re
     for i, b in enumerate(batches):
         train, out = split_episodes(b.columns, holdout)
         for split, columns in (("train", train), (HELDOUT, out)):
-            store.delete(batch_path(split, i))
+            store.delete(layout.BATCH(split, i))
             if columns is not None:
-                store.append_rows(batch_path(split, i), columns)
+                store.append_rows(layout.BATCH(split, i), columns)
         held += 0 if out is None else len(out["rew"])
     store.write_array(TASKS, params, {**record, "labels": [b.label for b in batches],
                                       "action_low": batches[0].action_low.tolist(),
@@ -249,13 +249,13 @@ def action_scale(store: Store) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of the imported data's action space; ±1 for collected data. A trained policy's
     action a ∈ [-1, 1] is `original_units(a, low, high)` in the data's own units."""
     attrs = dict(store.root[TASKS].attrs) if store.exists(TASKS) else {}
-    n = store.read_rows(batch_path("train", 0), 0, 1).get("act", np.zeros((0, 0))).shape[-1]
+    n = store.read_rows(layout.BATCH("train", 0), 0, 1).get("act", np.zeros((0, 0))).shape[-1]
     return (np.asarray(attrs.get("action_low", -np.ones(n)), np.float64),
             np.asarray(attrs.get("action_high", np.ones(n)), np.float64))
 
 
 def read_batch(store: Store, i: int) -> dict[str, np.ndarray]:
-    rows = store.read_rows(batch_path("train", i))
+    rows = store.read_rows(layout.BATCH("train", i))
     if not rows or len(rows.get("rew", [])) == 0:
         raise StageError(f"{store.path}: no data for training task {i}")
     return rows

@@ -39,17 +39,9 @@ import torch
 from .. import stages
 from ..algos import sac as sac_algo
 from ..nets import device_of, seed_everything, task_state
-from .common import (Reporter, derive_seed, finish_shard, format_returns, load_training_state, plan_shard,
-                     read_checkpoint, shard_name, training_state)
+from .. import checkpoint, layout
+from .common import Reporter, derive_seed, finish_shard, format_returns, plan_shard, shard_name
 from .online import LockstepEnvs
-
-
-def checkpoint_path(shard: str) -> str:
-    return f"models/collect/checkpoint/{shard}"
-
-
-def sac_path(task: int) -> str:
-    return f"models/collect/sac/{task}"
 
 
 @stages.stage("collect", sections=("collect",))
@@ -71,7 +63,8 @@ class Collector:
         self.todo, self.digest = todo, digest
         n_train = self.r.env.n_train
         self.shard = shard_name(todo, n_train)
-        self.metrics_name = "train" if self.shard == "all" else f"train_{self.shard}"
+        self.metrics = layout.METRICS("collect", "train" if self.shard == "all" else f"train_{self.shard}")
+        self.checkpoint = layout.checkpoint("collect", self.shard)
         self.device = device_of(self.r.device)
         params = ctx.tasks("train")
         self.K = len(todo)
@@ -79,7 +72,7 @@ class Collector:
         envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
         self.envs = LockstepEnvs(envs, self.cfg.steps, self.device,       # the K batches, one row per task
                                  seed_of=lambda k, episode: derive_seed(seed, 3, todo[k], episode),
-                                 paths=[f"data/train/{i}" for i in todo], labels=[f"collect: task {i}" for i in todo],
+                                 paths=[layout.BATCH("train", i) for i in todo], labels=[f"collect: task {i}" for i in todo],
                                  n_info=len(ctx.dist.info_names))
         self.obs_dim = self.envs.host["obs"].shape[-1]
         self.act_dim = self.envs.host["act"].shape[-1]
@@ -88,7 +81,7 @@ class Collector:
         self.sac = sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden).to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *todo))
-        self.acc = {name: torch.zeros(self.K, dtype=torch.float64) for name in ("critic_loss", "actor_loss", "alpha")}
+        self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in ("critic_loss", "actor_loss", "alpha")}
         self.acc_n = 0
 
     @property
@@ -103,25 +96,24 @@ class Collector:
 
     def save_checkpoint(self) -> None:
         self.envs.flush(self.store)
-        tensors = training_state(*self.state(), self.acc)
+        tensors = checkpoint.training_state(*self.state(), self.acc)
         meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "acc_n": self.acc_n, "tasks": self.todo,
-                "hash": self.digest, "metric_rows": self.store.rows(f"metrics/collect/{self.metrics_name}")}
-        self.store.save_weights(checkpoint_path(self.shard), tensors, meta)
+                "hash": self.digest, "metric_rows": self.store.rows(self.metrics)}
+        self.store.save_weights(self.checkpoint, tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        found = read_checkpoint(self.ctx, checkpoint_path(self.shard), hash=self.digest, tasks=self.todo)
+        found = checkpoint.resume(self.ctx, self.checkpoint, self.state(), self.acc, {"metric_rows": self.metrics},
+                                  hash=self.digest, tasks=self.todo)
         if found is None:
             return False
-        tensors, meta = found
-        self.acc = load_training_state(tensors, *self.state(), self.acc)
+        self.acc, meta = found
         self.acc_n = int(meta["acc_n"])
-        self.store.set_rows(f"metrics/collect/{self.metrics_name}", int(meta["metric_rows"]))
         self.envs.load(self.store, int(meta["t"]), meta["episodes"])
         return True
 
     def start_fresh(self) -> None:
-        self.store.delete(f"metrics/collect/{self.metrics_name}")
-        self.store.delete(checkpoint_path(self.shard))
+        self.store.delete(self.metrics)
+        self.store.delete(self.checkpoint)
         for path in self.envs.paths:
             self.store.delete(path)
         self.envs.start()
@@ -145,7 +137,7 @@ class Collector:
             row[f"return_{i}"] = recent[k]
             for name, v in self.acc.items():
                 row[f"{name}_{i}"] = float(v[k]) / n if self.acc_n else float("nan")
-        self.store.log("collect", self.metrics_name, row)
+        self.store.log_row(self.metrics, row)
         self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
         self.acc_n = 0
     def run(self) -> None:
@@ -153,7 +145,7 @@ class Collector:
         if not self.load_checkpoint():
             self.start_fresh()
         self.started = time.time()
-        report = Reporter(f"collect {self.shard}", cfg.steps, self.t)
+        report = Reporter(f"collect {self.shard}", cfg.steps, self.t, unit="step")
         start_t, start_time, last_time, last_t = self.t, time.perf_counter(), time.perf_counter(), self.t
         try:
             while self.t < cfg.steps:
@@ -163,7 +155,7 @@ class Collector:
                         batch = self.envs.sample(cfg.batch_size, self.gen)
                         out = sac_algo.update(self.sac, self.opt, batch, cfg.gamma, cfg.tau, generator=self.gen)
                         for name in self.acc:
-                            self.acc[name] += out[name].double().cpu()
+                            self.acc[name] += out[name].double()          # on the device: no per-step host copy
                         self.acc_n += 1
                 if self.t % cfg.log_every == 0 or self.t == cfg.steps:
                     now = time.perf_counter()
@@ -172,8 +164,8 @@ class Collector:
                     self.log(rate)
                     self.ctx.progress(self.t / cfg.steps)
                     returns = format_returns(self.todo, self.envs.mean_recent())
-                    report.update(self.t, f"{rate:,.0f} env steps/s  {returns}", line=True)
-                elif self.t % 50 == 0:
+                    report.update(self.t, returns, line=True)
+                else:
                     report.update(self.t)
                 if self.t % cfg.checkpoint_every == 0 and self.t < cfg.steps:
                     self.save_checkpoint()
@@ -181,12 +173,12 @@ class Collector:
         finally:
             report.close()
         for k, i in enumerate(self.todo):
-            self.store.save_weights(sac_path(i), task_state(self.sac, k),
+            self.store.save_weights(layout.SAC(i), task_state(self.sac, k),
                                     {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(cfg.hidden),
                                      "steps": self.t, "hash": self.digest})
-            self.store.set_stage(f"collect/{i}", status="done", hash=self.digest, rows=self.t,
+            self.store.set_stage(layout.stage_key("collect", i), status="done", hash=self.digest, rows=self.t,
                                  started=self.started, ended=time.time(), progress=1.0, shard=self.shard)
-        self.store.delete(checkpoint_path(self.shard))
+        self.store.delete(self.checkpoint)
         self.envs.close()
         elapsed = time.perf_counter() - start_time
         report.console.print(f"collect {self.shard}: {self.K} tasks × {cfg.steps} steps "

@@ -3,19 +3,22 @@
 - seeds and returns: `derive_seed`, `episode_returns`;
 - shards (`--tasks 0,3,5`): choosing the tasks still to do and the stage's record (`plan_shard`,
   `finish_shard`), as described in `pipeline/collect.py`;
-- checkpoints: `read_checkpoint`, and `training_state` / `load_training_state` for the tensors every
-  resumable stage keeps (module weights, Adam states, generator states, loss accumulators `acc/`);
-- progress: `Reporter`, `format_returns`.
+- progress: `Reporter` (with the recent rate and the ETA of `RecentRate`), `format_returns`.
+Checkpoints are `checkpoint.py`.
 """
 from __future__ import annotations
 
+import difflib
+import time
+from collections import deque
+
 import numpy as np
-import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import stages
-from ..algos.sac import load_optimiser_state, optimiser_state
+from .. import layout, stages
+from ..config import ALGOS
 from ..errors import StageError
 from ..recipe import section_hash
 
@@ -35,6 +38,15 @@ def episode_returns(rew: np.ndarray, ends: np.ndarray) -> list[float]:
     return out
 
 
+# ---- options -------------------------------------------------------------------------------------
+def check_algo(ctx, algo: str = "mbml", **_) -> None:
+    """A stage's `check`: an unknown --algo is refused before anything is written, with the nearest name."""
+    if algo not in ALGOS:
+        near = difflib.get_close_matches(algo, ALGOS, n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"one of {', '.join(ALGOS)}"
+        raise StageError(f"--algo {algo}: unknown algorithm ({hint})")
+
+
 # ---- shards ----------------------------------------------------------------------------------------
 def select_tasks(tasks: list[int] | None, n_train: int) -> list[int]:
     if tasks is None:
@@ -51,7 +63,7 @@ def shard_name(tasks: list[int], n_train: int) -> str:
 
 
 def task_record_done(store, stage: str, task: int, digest: str) -> bool:
-    rec = store.stage(f"{stage}/{task}")
+    rec = store.stage(layout.stage_key(stage, task))
     return rec.get("status") == "done" and rec.get("hash") == digest
 
 
@@ -63,7 +75,7 @@ def plan_shard(ctx, stage: str, tasks: list[int] | None) -> tuple[list[int], lis
     digest = section_hash(ctx.recipe, *stages.REGISTRY[stage].sections)
     if not ctx.resume:
         for i in requested:
-            ctx.store.delete(f"stages/{stage}/{i}")
+            ctx.store.delete(layout.STAGE(layout.stage_key(stage, i)))
     todo = [i for i in requested if not task_record_done(ctx.store, stage, i, digest)]
     return requested, todo, digest
 
@@ -77,70 +89,65 @@ def finish_shard(ctx, stage: str, digest: str):
     return {"status": "partial", "message": f"tasks still to do: {','.join(map(str, left))}"}
 
 
-# ---- checkpoints -----------------------------------------------------------------------------------
-def flat_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}/{k}": v for k, v in module.state_dict().items()}
-
-
-def unflat_state(prefix: str, tensors: dict) -> dict[str, torch.Tensor]:
-    p = prefix + "/"
-    return {k[len(p):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(p)}
-
-
-def read_checkpoint(ctx, path: str, **expected) -> tuple[dict, dict] | None:
-    """(tensors, meta) of the checkpoint at `path` when resuming and its meta holds the `expected`
-    values (hash, task list); else None and the run starts afresh."""
-    if not (ctx.resume and ctx.store.has_weights(path)):
-        return None
-    tensors, meta = ctx.store.load_weights(path)
-    return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
-
-
-def training_state(modules: dict, optimisers: dict, generators: dict, acc: dict) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors: each module's weights under `<name>/`, each optimiser's state
-    (`opt/<name>/…`), each generator's state under its name, the accumulators under `acc/`."""
-    tensors = {name: g.get_state() for name, g in generators.items()}
-    for name, module in modules.items():
-        tensors.update(flat_state(name, module))
-    for name, o in optimisers.items():
-        tensors.update(optimiser_state(name, o))
-    tensors.update({f"acc/{k}": v for k, v in acc.items()})
-    return tensors
-
-
-def load_training_state(tensors: dict, modules: dict, optimisers: dict, generators: dict,
-                        acc: dict) -> dict[str, torch.Tensor]:
-    """Inverse of `training_state`: modules, optimisers and generators in place; returns the accumulators."""
-    for name, module in modules.items():
-        module.load_state_dict(unflat_state(name, tensors))
-    for name, o in optimisers.items():
-        load_optimiser_state(name, o, tensors)
-    for name, g in generators.items():
-        g.set_state(torch.from_numpy(np.array(tensors[name])))
-    return {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])) for k in acc}
-
-
 # ---- progress --------------------------------------------------------------------------------------
-class Reporter:
-    """A rich progress bar on a terminal; otherwise one plain line per `report` call."""
+class RecentRate:
+    """Units per second over the last `window` seconds (not since the start: a fast warm-up phase,
+    such as collect's random actions, does not inflate it), and the time left at that rate."""
 
-    def __init__(self, title: str, total: int, done: int = 0):
+    def __init__(self, total: int, done: int = 0, window: float = 30.0, clock=time.monotonic):
+        self.total, self.window, self.clock = total, window, clock
+        self.samples = deque([(clock(), done)])
+
+    def update(self, done: int) -> None:
+        now = self.clock()
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+
+    @property
+    def rate(self) -> float:
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 and d1 > d0 else float("nan")
+
+    @property
+    def eta(self) -> float:
+        return (self.total - self.samples[-1][1]) / self.rate if self.rate > 0 else float("nan")
+
+
+class Reporter:
+    """A rich progress bar on a terminal; otherwise one plain line per `report(line=True)` call and at
+    least one every `quiet` seconds. Both show the recent rate and the ETA (`RecentRate`)."""
+
+    def __init__(self, title: str, total: int, done: int = 0, unit: str = "it", quiet: float = 10.0):
         self.console = Console(stderr=True)
         self.live = self.console.is_terminal
-        self.title, self.total = title, total
+        self.title, self.total, self.unit, self.quiet = title, total, unit, quiet
+        self.recent = RecentRate(total, done)
+        self.last_line, self.info = time.monotonic(), ""
         if self.live:
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[info]}"),
                                 console=self.console, refresh_per_second=4)
-            self.task = self.bar.add_task(title, total=total, completed=done, info="")
+            self.task = self.bar.add_task(escape(title), total=total, completed=done, info="", speed="", eta="")
             self.bar.start()
 
+    def speed(self) -> tuple[str, str]:
+        from ..preflight import fmt_duration
+        rate = self.recent.rate
+        text = "" if rate != rate else (f"{rate:,.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:,.2f} s/{self.unit}")
+        return text, fmt_duration(self.recent.eta)
+
     def update(self, done: int, info: str | None = None, line: bool = False) -> None:
+        self.recent.update(done)
+        self.info = info if info is not None else self.info
+        speed, eta = self.speed()
         if self.live:
-            fields = {"info": info} if info is not None else {}
-            self.bar.update(self.task, completed=done, **fields)
-        elif line and info is not None:
-            self.console.print(f"{self.title} {done}/{self.total} {info}", highlight=False, soft_wrap=True)
+            self.bar.update(self.task, completed=done, info=escape(self.info), speed=speed, eta=eta)
+        elif line or time.monotonic() - self.last_line > self.quiet:
+            self.console.print(f"{self.title} {done}/{self.total} {speed} ETA {eta} {self.info}".rstrip(),
+                               markup=False, highlight=False, soft_wrap=True)
+            self.last_line = time.monotonic()
 
     def close(self) -> None:
         if self.live:

@@ -18,19 +18,19 @@ train as ONE batched agent, their R environments stepped in lockstep, for
 The two runs of a task share every environment seed (training resets and evaluation resets) and
 start from the same random actor weights (the MBML run's are then behaviour-cloned).
 
-Writes
-  finetune/<init>/<task>          (init ∈ mbml, scratch) append-only rows: interactions, return —
-                                  the mean return of `eval_episodes` deterministic episodes (tanh μ)
-                                  every `eval_every` steps from t = init_steps on; evaluation
-                                  episodes are not counted as interactions
-  finetune/summary/<task>         attributes: threshold, interactions to reach it per init (None:
-                                  never), saving in % (and whether it is a lower bound), returns
-  metrics/finetune/<init>/<task>  per evaluation: interactions, train_return, critic_loss,
+Writes (names of `layout.py`; init ∈ mbml, scratch)
+  FINETUNE_CURVE <init>/<task>    append-only rows: interactions, return — the mean return of
+                                  `eval_episodes` deterministic episodes (tanh μ) every `eval_every`
+                                  steps from t = init_steps on; evaluation episodes are not counted
+  FINETUNE_SUMMARY <task>         `finetune_summary.py`: threshold, interactions to reach it per init
+                                  (None: never), saving in % (and whether it is a lower bound), returns
+  METRICS finetune/<init>/<task>  per evaluation: interactions, train_return, critic_loss,
                                   actor_loss, alpha, entropy, q (means since the last row)
-  data/finetune/<init>/<task>     every transition (obs, act, rew, next_obs, terminal, truncated:
+  FINETUNE_BATCH <init>/<task>    every transition (obs, act, rew, next_obs, terminal, truncated:
                                   the columns of `pipeline/online.py`, one row of its arrays per run)
-  models/finetune/<init>/<task>   final weights of that run (its slice of the batched agent)
-  models/finetune/checkpoint/<name>  resumable checkpoint (name: all, the task index, or unseen)
+  FINETUNE_WEIGHTS <init>/<task>  final weights of that run (its slice of the batched agent)
+  CHECKPOINT finetune/<name>      resumable checkpoint (name: all, the task index, or unseen)
+The table it prints is `finetune_report.py`.
 
 Exact resume: like `collect`, all randomness comes from checkpointed generators and the
 environments are rebuilt by replaying the unfinished episode's stored actions (`pipeline/online.py`),
@@ -44,30 +44,21 @@ import time
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from .. import checkpoint, layout, stages
 from .. import envs as registry
-from .. import stages
 from ..algos import finetune as ft
+from ..algos.sac import SACOptimisers
 from ..api import Run, load_policy
 from ..errors import StageError
 from ..nets import device_of, seed_everything, task_state
-from .common import derive_seed, episode_returns, load_training_state, read_checkpoint, training_state
+from ..rollout import run_episode
+from .common import Reporter, derive_seed, episode_returns
+from .finetune_report import print_summary
+from .finetune_summary import INITS, write_summary
 from .online import LockstepEnvs
 
-INITS = ("mbml", "scratch")
 SALT = 7_000                     # separates these seeds from the other stages'
-console = Console()
-
-
-def table_path(init: str, task: str) -> str:
-    return f"finetune/{init}/{task}"
-
-
-def data_path(init: str, task: str) -> str:
-    return f"data/finetune/{init}/{task}"
 
 
 # ---- the stage -------------------------------------------------------------------------------------
@@ -115,7 +106,7 @@ class Finetuner:
         self.policy = load_policy(Run(self.store), "mbml", "final", self.r.device)     # the multi-task policy
         envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
         self.envs = LockstepEnvs(envs, self.total, self.device, self.reset_seed,        # transitions of every run
-                                 paths=[data_path(*run) for run in self.runs],
+                                 paths=[layout.FINETUNE_BATCH(*run) for run in self.runs],
                                  labels=[f"finetune: {run}" for run in self.runs])
         self.eval_envs = [ctx.dist.make_env(params[k % T], self.r.env.horizon) for k in range(R)]
         self.obs_dim = self.envs.host["obs"].shape[-1]
@@ -131,13 +122,13 @@ class Finetuner:
             for p in self.agent.actor.parameters():
                 p[T:] = p[:T]
         ft.set_obs_stats(self.agent, self.policy.module.obs_mean, self.policy.module.obs_std)
-        self.opt = ft.Optimisers(self.agent, self.cfg.lr)
+        self.opt = SACOptimisers(self.agent, self.cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, SALT + 1, *flat_ids))
         self.cpu_gen = torch.Generator().manual_seed(derive_seed(self.r.seed, SALT + 2, *flat_ids))
 
         self.n_evals = 0
         self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
-        self.acc = {k: torch.zeros(R, dtype=torch.float64) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
+        self.acc = {k: torch.zeros(R, dtype=torch.float64, device=self.device) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
         self.acc_n = 0
         self.bc_loss = float("nan")
 
@@ -189,18 +180,10 @@ class Finetuner:
     def evaluate(self) -> np.ndarray:
         """(R,) mean return of `eval_episodes` deterministic episodes; seeds shared by a task's two runs."""
         totals = np.zeros(self.R)
+        act = lambda obs: self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
         for e in range(self.cfg.eval_episodes):
-            obs = np.stack([np.asarray(env.reset(seed=derive_seed(self.r.seed, SALT + 4, *self.ids[k % self.T],
-                                                                   self.n_evals, e))[0], np.float32)
-                            for k, env in enumerate(self.eval_envs)])
-            alive = np.ones(self.R, bool)
-            while alive.any():
-                a = self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
-                for k in np.flatnonzero(alive):
-                    nxt, rew, term, trunc, _ = self.eval_envs[k].step(a[k])
-                    totals[k] += rew
-                    obs[k] = nxt
-                    alive[k] = not (term or trunc)
+            seeds = [derive_seed(self.r.seed, SALT + 4, *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
+            totals += run_episode(self.eval_envs, act, seeds).exact_returns
         self.n_evals += 1
         return totals / self.cfg.eval_episodes
 
@@ -208,7 +191,7 @@ class Finetuner:
         n = max(self.acc_n, 1)
         recent = self.envs.mean_recent()
         for k, (init, name) in enumerate(self.runs):
-            self.store.append_rows(table_path(init, name), {"interactions": np.array([self.t], np.int64),
+            self.store.append_rows(layout.FINETUNE_CURVE(init, name), {"interactions": np.array([self.t], np.int64),
                                                             "return": np.array([returns[k]], np.float64)})
             row = {"interactions": self.t,
                    "train_return": recent[k],
@@ -219,7 +202,11 @@ class Finetuner:
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def checkpoint_path(self) -> str:
-        return f"models/finetune/checkpoint/{self.shard}"
+        return layout.checkpoint("finetune", self.shard)
+
+    def tables(self, init: str, name: str) -> tuple[str, str]:
+        """The curve and metrics tables of one run (rolled back together on resume)."""
+        return layout.FINETUNE_CURVE(init, name), layout.METRICS("finetune", f"{init}/{name}")
 
     def state(self) -> tuple[dict, dict, dict]:
         """(modules, optimisers, generators) of the checkpoint."""
@@ -227,33 +214,31 @@ class Finetuner:
 
     def save_checkpoint(self) -> None:
         self.envs.flush(self.store)
-        tensors = {**training_state(*self.state(), self.acc), "z": torch.from_numpy(self.z)}
-        rows = {f"{init}/{name}": [self.store.rows(table_path(init, name)),
-                                   self.store.rows(f"metrics/finetune/{init}/{name}")] for init, name in self.runs}
+        tensors = {**checkpoint.training_state(*self.state(), self.acc), "z": torch.from_numpy(self.z)}
+        rows = {f"{init}/{name}": [self.store.rows(t) for t in self.tables(init, name)] for init, name in self.runs}
         meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "n_evals": self.n_evals, "acc_n": self.acc_n,
                 "names": self.names, "hash": self.digest, "rows": rows, "bc_loss": self.bc_loss}
         self.store.save_weights(self.checkpoint_path(), tensors, meta)
 
     def load_checkpoint(self) -> bool:
-        found = read_checkpoint(self.ctx, self.checkpoint_path(), hash=self.digest, names=self.names)
+        found = checkpoint.read(self.ctx, self.checkpoint_path(), hash=self.digest, names=self.names)
         if found is None:
             return False
         tensors, meta = found
-        self.acc = load_training_state(tensors, *self.state(), self.acc)
+        self.acc = checkpoint.load_training_state(tensors, *self.state(), self.acc)
         self.z[:] = np.array(tensors["z"])
         self.acc_n, self.n_evals, self.bc_loss = int(meta["acc_n"]), int(meta["n_evals"]), float(meta["bc_loss"])
         for init, name in self.runs:
-            table_rows, metric_rows = meta["rows"][f"{init}/{name}"]
-            self.store.set_rows(table_path(init, name), table_rows)
-            self.store.set_rows(f"metrics/finetune/{init}/{name}", metric_rows)
+            for table, rows in zip(self.tables(init, name), meta["rows"][f"{init}/{name}"]):
+                self.store.set_rows(table, rows)
         self.envs.load(self.store, int(meta["t"]), meta["episodes"])
         return True
 
     def start_fresh(self) -> None:
         self.store.delete(self.checkpoint_path())
         for init, name in self.runs:
-            for path in (table_path(init, name), data_path(init, name), f"metrics/finetune/{init}/{name}",
-                         f"finetune/summary/{name}", f"models/finetune/{init}/{name}"):
+            for path in (*self.tables(init, name), layout.FINETUNE_BATCH(init, name), layout.FINETUNE_SUMMARY(name),
+                         layout.FINETUNE_WEIGHTS(init, name)):
                 self.store.delete(path)
         self.envs.start()
 
@@ -264,14 +249,12 @@ class Finetuner:
         if not resumed:
             self.start_fresh()
         started, t0 = time.time(), self.t
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TextColumn("{task.fields[info]}"), console=Console(stderr=True), refresh_per_second=4,
-                       disable=not Console(stderr=True).is_terminal)
         label = f"finetune {self.shard} ({self.T} task{'s' if self.T > 1 else ''} × mbml, scratch)"
+        report = Reporter(label, self.total, self.t)
         if resumed:
-            console.print(f"{label}: resuming at {self.t}/{self.total} interactions")
-        with bar:
-            job = bar.add_task(label, total=self.total, completed=self.t, info="collecting with the MBML policy")
+            report.console.print(f"{label}: resuming at {self.t}/{self.total} interactions")
+        report.update(self.t, "collecting with the MBML policy")
+        try:
             while self.t < self.total:
                 self.envs.step(self.act(), self.episode_ended)
                 if self.t == cfg.init_steps:                                   # Sec. 5.3 initialisation
@@ -280,92 +263,37 @@ class Finetuner:
                     out = ft.update(self.agent, self.opt, self.sample(), self.sample(), cfg.gamma, cfg.tau,
                                     cfg.policy_noise, cfg.noise_clip, generator=self.gen)
                     for m in self.acc:
-                        self.acc[m] += out[m].double().cpu()
+                        self.acc[m] += out[m].double()          # on the device: no per-step host copy
                     self.acc_n += 1
                 if self.t >= cfg.init_steps and ((self.t - cfg.init_steps) % cfg.eval_every == 0 or self.t == self.total):
                     returns = self.evaluate()
                     self.log(returns)
                     self.ctx.progress(self.t / self.total)
                     T = self.T
-                    info = "return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) + \
-                           " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:])
-                    bar.update(job, completed=self.t, info=info)
-                    if bar.disable:
-                        console.print(f"{label} {self.t}/{self.total}: {info}", highlight=False, soft_wrap=True)
-                elif self.t % 50 == 0:
-                    bar.update(job, completed=self.t)
+                    report.update(self.t, "return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) +
+                                  " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:]), line=True)
+                else:
+                    report.update(self.t)
                 if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
                     self.save_checkpoint()
+        finally:
+            report.close()
         self.envs.flush(self.store)
-        self.finish(time.time() - started, self.t - t0)
+        self.finish(report, time.time() - started, self.t - t0)
 
-    def finish(self, wall: float, steps: int) -> None:
+    def finish(self, report: Reporter, wall: float, steps: int) -> None:
         h, n = self.envs.host, self.cfg.init_steps
         for k, (init, name) in enumerate(self.runs):
-            self.store.save_weights(f"models/finetune/{init}/{name}", task_state(self.agent, k),
+            self.store.save_weights(layout.FINETUNE_WEIGHTS(init, name), task_state(self.agent, k),
                                     {"init": init, "task": name, "interactions": self.t, "obs_dim": self.obs_dim,
                                      "act_dim": self.act_dim, "hash": self.digest})
         for k, name in enumerate(self.names):
             ends = h["terminal"][k, :n] | h["truncated"][k, :n]
             mbml_eps = episode_returns(h["rew"][k, :n], ends)
-            self.write_summary(name, self.params[k], mbml_eps)
+            write_summary(self.store, self.cfg, self.r.eval.skip, name, self.params[k], mbml_eps, self.bc_loss)
         self.store.delete(self.checkpoint_path())
         self.envs.close()
         for env in self.eval_envs:
             env.close()
-        console.print(f"finetune {self.shard}: {self.R} runs × {self.total} interactions "
+        report.console.print(f"finetune {self.shard}: {self.R} runs × {self.total} interactions "
                       f"({steps} this invocation) in {wall:.1f}s", highlight=False)
-
-    def write_summary(self, name: str, param: np.ndarray, mbml_episodes: list[float]) -> None:
-        curves = {}
-        for init in INITS:
-            rows = self.store.read_rows(table_path(init, name))
-            curves[init] = (rows["interactions"], rows["return"])
-        res = ft.interactions_to_threshold(curves, self.cfg.threshold, self.cfg.smooth)
-        saved, lower = ft.saving(res["reached"]["mbml"], res["reached"]["scratch"], self.total)
-        skip = min(self.r.eval.skip, max(len(mbml_episodes) - 1, 0))
-        attrs = {"task": name, "param": [float(v) for v in np.atleast_1d(param)], "fraction": self.cfg.threshold,
-                 "smooth": self.cfg.smooth,
-                 "threshold": res["threshold"], "best": res["best"], "worst_initial": res["worst_initial"],
-                 "mbml": res["reached"]["mbml"], "scratch": res["reached"]["scratch"], "saving": saved,
-                 "saving_lower_bound": lower, "interactions": self.total, "init_steps": self.cfg.init_steps,
-                 "mbml_policy_return": float(np.mean(mbml_episodes[skip:])) if mbml_episodes else None,
-                 "bc_loss": self.bc_loss,
-                 **{f"{init}_first": float(curves[init][1][0]) for init in INITS},
-                 **{f"{init}_final": float(curves[init][1][-1]) for init in INITS}}
-        self.store.delete(f"finetune/summary/{name}")
-        self.store.group(f"finetune/summary/{name}").attrs.update(attrs)
-
-
-# ---- the table ---------------------------------------------------------------------------------------
-def summary_rows(store) -> list[dict]:
-    if not store.exists("finetune/summary"):
-        return []
-    group = store.root["finetune/summary"]
-    keys = sorted(group.group_keys(), key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    return [dict(group[k].attrs) for k in keys]
-
-
-def fmt_steps(v) -> str:
-    return "never" if v is None else f"{v:,}"
-
-
-def print_summary(store, fraction: float, smooth: int = 1) -> Table:
-    """Interactions each init needs to reach the threshold, the saving, and the returns: the MBML
-    policy's own (its collection episodes after the first `eval.skip`), at the first evaluation
-    (after behaviour cloning / at random initialisation) and at the last."""
-    table = Table("task", "param", "threshold", "MBML init", "scratch", "saving", "MBML π", "first m / s",
-                  "last m / s", title="fine-tuning: interactions to reach the threshold",
-                  caption=f"threshold = worst first return + {fraction:g} × (best return − worst first return), "
-                          f"on returns averaged over the last {smooth} evaluations")
-    for row in summary_rows(store):
-        saving = "—" if row.get("saving") is None else \
-            (("≥ " if row.get("saving_lower_bound") else "") + f"{row['saving']:.0f}%")
-        scratch = fmt_steps(row["scratch"]) + ("" if row["scratch"] is not None else f" (> {row['interactions']:,})")
-        table.add_row(row["task"], ", ".join(f"{v:.2f}" for v in row["param"]), f"{row['threshold']:.1f}",
-                      fmt_steps(row["mbml"]), scratch, saving,
-                      "—" if row.get("mbml_policy_return") is None else f"{row['mbml_policy_return']:.1f}",
-                      f"{row['mbml_first']:.1f} / {row['scratch_first']:.1f}",
-                      f"{row['mbml_final']:.1f} / {row['scratch_final']:.1f}")
-    (console if console.is_terminal else Console(width=120)).print(table)   # a log file gets the whole table
-    return table

@@ -3,7 +3,7 @@
 For every ordered pair of training tasks i ≠ j, task j's stored transitions carrying task i's TRUE
 rewards are encoded; the pair counts when that posterior is closer (KL) to task i's own posterior
 than to task j's. Near 0: the encoder identifies tasks by states and actions only; near 1: by rewards.
-Writes `eval/<algo>/probe/{closer, kl_own, kl_other}` (K, K) with the score in the attributes.
+Writes `layout.PROBE`: closer, kl_own, kl_other (K, K) with the score in the attributes.
 """
 from __future__ import annotations
 
@@ -13,16 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import envs as registry
+from .. import layout
 from ..api import Run, load_policy
-from ..data import TaskData
+from ..loaders import load_batches
 from ..evaluate import probe_encoder
 from ..stages import RunContext, stage
+from .common import check_algo
 from .evaluate import SECTIONS
 
 SEED_OFFSET = 6_000
 
 
-@stage("probe", sections=SECTIONS)
+@stage("probe", sections=SECTIONS, check=check_algo)
 def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
     if not registry.has_environment(ctx.dist):
@@ -31,11 +33,11 @@ def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
         return
     policy = load_policy(Run(store), algo, which, "cpu")
     tasks = ctx.tasks("train")
-    data = TaskData.load(store, "train", list(range(len(tasks))))
+    data = load_batches(store, "train", list(range(len(tasks))))
     gen = torch.Generator().manual_seed(r.seed + SEED_OFFSET)
     res = probe_encoder(policy.module.encoder, data, tasks, ctx.dist, r.distill.context_size,
                         r.eval.probe_draws, gen)
-    path = f"eval/{algo}/probe"
+    path = layout.PROBE(algo)
     store.write_array(f"{path}/closer", res.closer)
     store.write_array(f"{path}/kl_own", res.kl_own)
     store.write_array(f"{path}/kl_other", res.kl_other)

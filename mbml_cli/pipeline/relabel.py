@@ -14,12 +14,13 @@ Row (i, i) is computed but never eligible: a task's own transitions keep their t
 from __future__ import annotations
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from ..algos.reward_model import load_ensemble, predict_chunked
+from .. import layout
+from ..algos.reward_model import predict_chunked
 from ..data import TaskData
+from ..loaders import load_batches, load_ensemble
 from ..stages import RunContext, stage
 
 
@@ -66,19 +67,19 @@ def eligible_table(eligible: np.ndarray, title: str) -> Table:
 def relabel(ctx: RunContext) -> None:
     store, r = ctx.store, ctx.recipe
     K = len(ctx.tasks("train"))
-    data = TaskData.load(store, "train", list(range(K)))
+    data = load_batches(store, "train", list(range(K)))
     model = load_ensemble(store, "reward")
     ns_model = load_ensemble(store, "next_state") if r.reward.next_state else None
     out = relabel_all(data, model, ns_model, r.relabel.std_threshold, r.relabel.next_state_threshold,
                       on_task=lambda j: ctx.progress(0.9 * (j + 1) / K))
     for name in ("next_obs", "next_std"):
         if name not in out:
-            store.delete(f"relabel/{name}")
+            store.delete(layout.RELABEL(name))
     for name, value in out.items():
-        store.write_array(f"relabel/{name}", value)
-    store.group("relabel").attrs.update({"std_threshold": r.relabel.std_threshold,
-                                         "next_state_threshold": r.relabel.next_state_threshold,
-                                         "sizes": data.sizes.tolist()})
+        store.write_array(layout.RELABEL(name), value)
+    store.group(layout.RELABEL_INFO()).attrs.update({"std_threshold": r.relabel.std_threshold,
+                                                     "next_state_threshold": r.relabel.next_state_threshold,
+                                                     "sizes": data.sizes.tolist()})
     off = ~np.eye(K, dtype=bool)
     frac = float(out["eligible"][off].mean()) if K > 1 else 0.0
     Console().print(eligible_table(out["eligible"], f"eligible relabelled transitions, % "

@@ -2,10 +2,10 @@
 in dynamics), then measure each task's ensemble on held-out data of its own task and of every other
 task against the true reward (the paper's Fig. 7).
 
-Writes `models/reward/reward` (and `models/reward/next_state`), `metrics/reward/train`
-(step, loss, next_state_loss) and the error matrices `models/reward/error` (K, K) — entry (i, j) is
+Writes (`layout.py`) REWARD_MODEL reward (and next_state), METRICS reward/train
+(step, loss, next_state_loss) and the REWARD_ERROR matrices `error` (K, K) — entry (i, j) is
 the MSE of R̂_i's ensemble mean on task j's held-out transitions against task i's true reward —
-`models/reward/error_single` (the same for one member alone) and `models/reward/error_next_state`
+`error_single` (the same for one member alone) and `error_next_state`
 (K,), own held-out only. The stage is short: an interrupted run starts again from the beginning.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from .. import envs as registry
-from ..algos.reward_model import (EnsembleModel, make_split, predict_chunked, save_ensemble,
+from ..algos.reward_model import (EnsembleModel, make_split, predict_chunked,
                                   train_ensemble, member_zero)
+from .. import layout
 from ..data import TaskData
+from ..loaders import load_batches, save_ensemble
 from ..nets import seed_everything
 from ..stages import RunContext, stage
 
@@ -29,7 +31,7 @@ def valid_rows(data: TaskData) -> torch.Tensor:
 
 def fit(ctx: RunContext, data: TaskData, target: torch.Tensor, residual: bool, split, gen, log_key: str,
         progress_span: tuple[float, float]) -> EnsembleModel:
-    r, cfg = ctx.recipe, ctx.recipe.reward
+    cfg = ctx.recipe.reward
     K, obs_dim, act_dim = data.n_tasks, data.obs.shape[-1], data.act.shape[-1]
     model = EnsembleModel(K, cfg.ensemble_size, obs_dim, act_dim, cfg.hidden, target.shape[-1], residual)
     valid = valid_rows(data)
@@ -60,10 +62,10 @@ def reward(ctx: RunContext) -> None:
     gen = seed_everything(r.seed + SEED_OFFSET, r.threads)
     tasks = ctx.tasks("train")
     K = len(tasks)
-    data = TaskData.load(store, "train", list(range(K)))
+    data = load_batches(store, "train", list(range(K)))
     split = make_split(data.sizes, cfg.holdout, gen)
     for name in ("train", "next_state"):
-        store.set_rows(f"metrics/reward/{name}", 0)
+        store.set_rows(layout.METRICS("reward", name), 0)
 
     span = (0.0, 0.5) if cfg.next_state else (0.0, 0.9)
     model = fit(ctx, data, data.rew.unsqueeze(-1), False, split, gen, "train", span)
@@ -94,11 +96,11 @@ def reward(ctx: RunContext) -> None:
         if ns_model is not None:
             ns_mean, _ = predict_chunked(ns_model, o, a)
             err_ns[j] = float(((ns_mean[j] - no) ** 2).mean())
-    store.write_array("models/reward/error", err, {"doc": "MSE of R̂_i (row) on task j's (column) held-out "
+    store.write_array(layout.REWARD_ERROR("error"), err, {"doc": "MSE of R̂_i (row) on task j's (column) held-out "
                                                           "transitions against task i's true reward"})
-    store.write_array("models/reward/error_single", err_single, {"doc": "as error, one member alone"})
+    store.write_array(layout.REWARD_ERROR("error_single"), err_single, {"doc": "as error, one member alone"})
     if ns_model is not None:
-        store.write_array("models/reward/error_next_state", err_ns,
+        store.write_array(layout.REWARD_ERROR("error_next_state"), err_ns,
                           {"doc": "MSE of each task's next-state ensemble on its own held-out transitions"})
     off = ~np.eye(K, dtype=bool)
     print(f"reward models: held-out RMSE own task {np.sqrt(np.diag(err)).mean():.4f}, "

@@ -1,5 +1,5 @@
 """The table `mbml run` prints at the end: per algorithm, the mean test-task score ± std over tasks
-at the best and at the last evaluation during training (the paper reports the best; DESIGN.md §4),
+at the best and at the last evaluation during training (the paper reports the best; docs/design.md §4),
 the score of the on-demand `eval` stage, and the probe score."""
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .. import layout
 from ..stages import RunContext, stage
 
 
 def history_scores(store, algo: str, skip: int):
-    """(epochs, per-task scores (rows, T)) of `eval/<algo>/history`, or None."""
-    hist = store.read_rows(f"eval/{algo}/history")
+    """(epochs, per-task scores (rows, T)) of the algorithm's `layout.EVAL_HISTORY`, or None."""
+    hist = store.read_rows(layout.EVAL_HISTORY(algo))
     if not hist or len(hist["epoch"]) == 0:
         return None
     return hist["epoch"].astype(int), hist["returns"][:, :, skip:].mean(-1)
@@ -31,10 +32,8 @@ def summarise(store, algos: list[str], skip: int) -> list[dict]:
             b = int(np.argmax(means))
             row.update(best_epoch=int(epochs[b]), best=float(means[b]), best_std=float(per_task[b].std()),
                        last_epoch=int(epochs[-1]), last=float(means[-1]), last_std=float(per_task[-1].std()))
-        if store.exists(f"eval/{algo}/test"):
-            row["eval"] = float(store.group(f"eval/{algo}/test").attrs.get("score", np.nan))
-        if store.exists(f"eval/{algo}/probe"):
-            row["probe"] = float(store.group(f"eval/{algo}/probe").attrs.get("score", np.nan))
+        row["eval"] = float(layout.read_attrs(store, layout.EVALUATION(algo, "test")).get("score", np.nan))
+        row["probe"] = float(layout.read_attrs(store, layout.PROBE(algo)).get("score", np.nan))
         out.append(row)
     return out
 

@@ -1,0 +1,110 @@
+"""The one checkpoint format of every resumable stage (collect, bcq, distill, finetune).
+
+A checkpoint is a `layout.CHECKPOINT` (or `DISTILL_CHECKPOINT`) weights group: plain arrays, never
+pickles. Its tensors are
+  <module>/<key>             each module's state_dict
+  opt/<name>/<index>/<key>   each Adam's per-parameter state (the param groups — lr etc. — come from
+                             the live optimiser)
+  <generator>                each torch.Generator's state (e.g. `rng`, `rng/noise`)
+  acc/<name>                 loss accumulators between two log rows
+and its meta holds the stage's progress (step, row counts of its tables, the hash of its inputs).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def module_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}/{k}": v for k, v in module.state_dict().items()}
+
+
+def unprefix(prefix: str, tensors: dict) -> dict[str, torch.Tensor]:
+    p = prefix + "/"
+    return {k[len(p):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith(p)}
+
+
+def optimiser_state(name: str, optimiser: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Adam's per-parameter state as flat tensors `opt/<name>/<param index>/<key>`."""
+    out = {}
+    for idx, state in optimiser.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"opt/{name}/{idx}/{key}"] = torch.as_tensor(value).detach().clone()
+    return out
+
+
+def load_optimiser_state(name: str, optimiser: torch.optim.Optimizer, tensors: dict) -> None:
+    """Inverse of `optimiser_state`."""
+    sd = optimiser.state_dict()
+    state: dict = {}
+    prefix = f"opt/{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, field = key[len(prefix):].split("/")
+            state.setdefault(int(idx), {})[field] = torch.as_tensor(value)
+    sd["state"] = state
+    optimiser.load_state_dict(sd)
+
+
+def training_state(modules: dict, optimisers: dict, generators: dict, acc: dict) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors (see the module docstring)."""
+    tensors = {name: g.get_state() for name, g in generators.items()}
+    for name, module in modules.items():
+        tensors.update(module_state(name, module))
+    for name, o in optimisers.items():
+        tensors.update(optimiser_state(name, o))
+    tensors.update({f"acc/{k}": v for k, v in acc.items()})
+    return tensors
+
+
+def load_training_state(tensors: dict, modules: dict, optimisers: dict, generators: dict,
+                        acc: dict) -> dict[str, torch.Tensor]:
+    """Inverse of `training_state`: modules, optimisers and generators in place; returns the accumulators
+    (on the device of the given ones)."""
+    tensors = upgrade(tensors, modules, optimisers)
+    for name, module in modules.items():
+        module.load_state_dict(unprefix(name, tensors))
+    for name, o in optimisers.items():
+        load_optimiser_state(name, o, tensors)
+    for name, g in generators.items():
+        g.set_state(torch.from_numpy(np.array(tensors[name])).to(torch.uint8))
+    return {k: torch.from_numpy(np.array(tensors[f"acc/{k}"])).to(getattr(v, "device", "cpu")) for k, v in acc.items()}
+
+
+def upgrade(tensors: dict, modules: dict, optimisers: dict) -> dict:
+    """Distill checkpoints of mbml ≤ 0.1.0 used '.' (`<module>.<key>`, `opt.<name>.<i>.<key>`)."""
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith("opt.") and key.split(".")[1] in optimisers:
+            _, name, idx, field = key.split(".", 3)
+            key = f"opt/{name}/{idx}/{field}"
+        else:
+            head, _, rest = key.partition(".")
+            if rest and head in modules:
+                key = f"{head}/{rest}"
+        out[key] = value
+    return out
+
+
+def read(ctx, path: str, **expected) -> tuple[dict, dict] | None:
+    """(tensors, meta) of the checkpoint at `path` when resuming and its meta holds the `expected`
+    values (hash, task list); else None and the stage starts afresh."""
+    if not (ctx.resume and ctx.store.has_weights(path)):
+        return None
+    tensors, meta = ctx.store.load_weights(path)
+    return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
+
+
+def resume(ctx, path: str, state: tuple[dict, dict, dict], acc: dict, tables: dict[str, str],
+           **expected) -> tuple[dict, dict] | None:
+    """Restore `state` (modules, optimisers, generators) from the checkpoint at `path` and roll the
+    stage's tables back to the row counts it recorded (`tables`: meta key → table path).
+    Returns (accumulators, meta), or None when there is nothing to resume."""
+    found = read(ctx, path, **expected)
+    if found is None:
+        return None
+    tensors, meta = found
+    acc = load_training_state(tensors, *state, acc)
+    for key, table in tables.items():
+        ctx.store.set_rows(table, int(meta[key]))
+    return acc, meta

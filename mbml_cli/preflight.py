@@ -1,0 +1,198 @@
+"""How long will a run take here? Before `mbml run` starts, each stage's real update (and a few real
+environment steps) is timed at the recipe's sizes, in memory on random data — nothing is written —
+and multiplied out to the stage's length. `mbml run` prints the table, and refuses a run projected
+over two hours on a CPU unless the user agrees (at a terminal) or passes `--yes`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import envs
+from .config import ALGOS, Recipe
+from .data import TaskData
+
+
+
+@dataclass
+class Estimate:
+    stage: str          # a stage record's key: "collect", "distill/mbml", ...
+    seconds: float
+    detail: str         # how it was projected, e.g. "60,000 steps × (0.012 s env + 1.2 s update)"
+
+
+def timed(fn: Callable[[], object], repeats: int = 2, slow: float = 1.0) -> float:
+    """Seconds per call of `fn`: one warm-up call, then `repeats` timed ones (one when a call takes
+    more than `slow` seconds: a paper-scale step is timed well enough by one)."""
+    t0 = time.perf_counter()
+    fn()
+    if time.perf_counter() - t0 > slow:
+        repeats = 1
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# ---- the pieces that are timed ---------------------------------------------------------------------
+class Probe:
+    """Random data and environments at the recipe's sizes; each method returns seconds per call."""
+
+    def __init__(self, recipe: Recipe, device: torch.device):
+        self.r, self.device = recipe, device
+        self.dist = envs.get(recipe.env.name)
+        self.K = recipe.env.n_train
+        self.H = recipe.env.horizon or self.dist.horizon
+        env = self.dist.make_env(self.dist.tasks("train", 1, recipe.seed)[0], self.H)
+        self.obs_dim, self.act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+        self.env = env
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        n = 2048
+        g = torch.Generator().manual_seed(0)
+        rnd = lambda *shape: torch.randn(*shape, generator=g).to(device)
+        self.data = TaskData(rnd(self.K, n, self.obs_dim), rnd(self.K, n, self.act_dim).clamp(-1, 1),
+                             rnd(self.K, n), rnd(self.K, n, self.obs_dim), torch.zeros(self.K, n, device=device),
+                             torch.zeros(self.K, n, 0, device=device), torch.full((self.K,), n, device=device))
+        self._env_step: float | None = None
+
+    def env_step(self) -> float:
+        """One step of one environment with a random action (resets included)."""
+        if self._env_step is None:
+            env, rng = self.env, np.random.default_rng(0)
+            env.reset(seed=0)
+
+            def steps(n=50):
+                for _ in range(n):
+                    if any(env.step(rng.uniform(-1, 1, self.act_dim))[2:4]):
+                        env.reset()
+            self._env_step = timed(steps, repeats=3) / 50
+        return self._env_step
+
+    def sac_update(self) -> float:
+        from .algos import sac
+        c = self.r.collect
+        agent = sac.SAC(self.K, self.obs_dim, self.act_dim, c.hidden).to(self.device)
+        opt = sac.SACOptimisers(agent, c.lr)
+        return timed(lambda: sac.update(agent, opt, self.data.sample(c.batch_size, self.gen), c.gamma, c.tau,
+                                        generator=self.gen))
+
+    def bcq_model(self):
+        from .algos import bcq
+        return bcq.BCQ(self.K, self.obs_dim, self.act_dim, self.r.bcq).to(self.device)
+
+    def bcq_update(self) -> tuple[float, float]:
+        """(update, select_action on K states) seconds."""
+        from .algos import bcq
+        c = self.r.bcq
+        model = self.bcq_model()
+        tr = bcq.BCQTrainer(model, c.lr)
+
+        def step():
+            noise = bcq.sample_noise(self.K, c.batch_size, model.vae.latent_dim, c.n_candidates, self.gen,
+                                     self.device)
+            bcq.update(tr, self.data.sample(c.batch_size, self.gen), c, noise)
+        obs = np.zeros((self.K, self.obs_dim), np.float32)
+        return timed(step), timed(lambda: model.act(obs, self.gen))
+
+    def reward_step(self) -> float:
+        from .algos.reward_model import EnsembleModel, make_split, train_ensemble
+        c = self.r.reward
+        model = EnsembleModel(self.K, c.ensemble_size, self.obs_dim, self.act_dim, c.hidden, 1, False).to(self.device)
+        split = make_split(self.data.sizes.cpu(), c.holdout, torch.Generator().manual_seed(0))
+        one = type(c)(**{**c.__dict__, "steps": 1})
+        return timed(lambda: train_ensemble(model, self.data.obs, self.data.act, self.data.rew[..., None], split,
+                                            one, torch.Generator().manual_seed(0)))
+
+    def distill_step(self, algo: str) -> tuple[float, float]:
+        """(training step, acting on T test states) seconds of one algorithm."""
+        from .algos.mbml import Relabelled, Teachers
+        from .pipeline.distill import build_trainer
+        teachers = Teachers.from_bcq(self.bcq_model().eval())
+        N = self.data.obs.shape[1]
+        rel = Relabelled(torch.zeros(self.K, self.K, N, device=self.device),
+                         ~torch.eye(self.K, dtype=torch.bool, device=self.device)[:, :, None].expand(-1, -1, N))
+        trainer = build_trainer(self.r, algo, self.data, self.device, teachers, rel)
+        T = self.r.env.n_test * self.r.eval.repeats
+        obs = torch.zeros(T, self.obs_dim, device=self.device)
+        z = torch.zeros(T, self.r.distill.latent_dim, device=self.device)
+        act = lambda: trainer.policy.act(obs, z, self.gen)
+        with torch.no_grad():
+            acting = timed(act)
+        return timed(lambda: trainer.step(self.gen)), acting
+
+
+# ---- the whole recipe --------------------------------------------------------------------------------
+def estimate(recipe: Recipe, device: torch.device, keys: list[str]) -> list[Estimate]:
+    """Projected wall time of each stage record `keys` ("collect", "distill/mbml", ...) of `recipe`.
+    The global torch random state is left as it was; threads are the recipe's."""
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    with torch.random.fork_rng(devices=[]):
+        p = Probe(recipe, device)
+        return [e for key in keys if (e := _estimate(p, recipe, key)) is not None]
+
+
+def _estimate(p: Probe, r: Recipe, key: str) -> Estimate | None:
+    name, _, algo = key.partition("/")
+    K, H, T = p.K, p.H, r.env.n_test * r.eval.repeats
+    episode = lambda n_envs, act_s: H * (n_envs * p.env_step() + act_s)          # one lockstep episode
+    if name == "collect" and r.data.format:
+        return None                                 # imported batches: reading them takes seconds
+    if name == "collect":
+        c = r.collect
+        upd = p.sac_update() * c.updates_per_step
+        s = c.steps * K * p.env_step() + max(c.steps - c.random_steps, 0) * upd
+        return Estimate(key, s, f"{c.steps:,} steps × ({K} envs × {p.env_step() * 1e3:.2f} ms + {upd:.3f} s update)")
+    if name == "bcq":
+        c = r.bcq
+        upd, act = p.bcq_update()
+        evals = (c.iterations // c.eval_every) * c.eval_episodes + 20                # + the final report
+        return Estimate(key, c.iterations * upd + evals * episode(K, act),
+                        f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes")
+    if name == "reward":
+        c = r.reward
+        return Estimate(key, c.steps * p.reward_step() * (2 if c.next_state else 1), f"{c.steps:,} steps")
+    if name == "distill" and algo in ALGOS:
+        c = r.distill
+        step, act = p.distill_step(algo)
+        evals = math.ceil(c.epochs / c.eval_every) * r.eval.episodes
+        return Estimate(key, c.epochs * c.steps_per_epoch * step + evals * episode(T, act),
+                        f"{c.epochs * c.steps_per_epoch:,} steps × {step:.3f} s + {evals} evaluation episodes")
+    if name == "eval":
+        return Estimate(key, r.eval.episodes * episode(T, 0.0), f"{r.eval.episodes} episodes × {T} tasks")
+    if name == "finetune":
+        c = r.finetune
+        R = 2 * c.n_tasks
+        return Estimate(key, (c.init_steps + c.steps) * R * p.env_step() + c.steps * p.sac_update(),
+                        f"{c.init_steps + c.steps:,} steps × {R} runs")
+    return None                                     # relabel, probe: seconds
+
+
+def table(estimates: list[Estimate], device: torch.device):
+    """A rich table of the estimates and their total."""
+    from rich.table import Table
+    t = Table("stage", "projected", "from", title=f"pre-flight on {device}: a few real iterations timed at the "
+                                                   f"recipe's sizes")
+    for e in estimates:
+        t.add_row(e.stage, fmt_duration(e.seconds), e.detail)
+    t.add_row("[bold]total[/bold]", f"[bold]{fmt_duration(sum(e.seconds for e in estimates))}[/bold]", "")
+    return t

@@ -1,0 +1,57 @@
+"""Shared fixtures and helpers of the test suite (import the helpers with `from conftest import ...`)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mbml_cli.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = str(ROOT / "recipes" / "smoke.yaml")          # the seconds-long recipe of the whole pipeline
+FAST = ["--set", "threads=1"]           # tiny networks: one thread beats two on a busy 2-core machine
+runner = CliRunner()
+
+
+@pytest.fixture
+def one_thread():
+    """Small networks: one thread is faster (and immune to oversubscription on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_batch(seed: int, k: int, b: int, obs: int, act: int) -> dict[str, torch.Tensor]:
+    """A (k, b, ·) mini-batch of random transitions, actions in [−1, 1], 20% terminal."""
+    g = torch.Generator().manual_seed(seed)
+    return {"obs": torch.randn(k, b, obs, generator=g), "act": torch.rand(k, b, act, generator=g) * 2 - 1,
+            "rew": torch.randn(k, b, generator=g), "next_obs": torch.randn(k, b, obs, generator=g),
+            "terminal": (torch.rand(k, b, generator=g) < 0.2).float()}
+
+
+def slice_task(d: dict, k: int) -> dict:
+    """Task k's slice (keeping the task dimension) of every tensor in `d`."""
+    return {name: v[k:k + 1] for name, v in d.items()}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke pipeline (no fine-tuning) once per session."""
+    path = tmp_path_factory.mktemp("ft") / "smoke.zarr"
+    out = runner.invoke(app, ["run", SMOKE, "--store", str(path), *FAST])
+    assert out.exit_code == 0, out.output
+    return path
+
+
+@pytest.fixture(scope="session")
+def finetuned(smoke_run, tmp_path_factory):
+    """A copy of it, then `mbml run` again with fine-tuning enabled: only the finetune stage runs."""
+    path = tmp_path_factory.mktemp("ft") / "finetuned.zarr"
+    shutil.copytree(smoke_run, path)
+    out = runner.invoke(app, ["run", SMOKE, "--store", str(path), *FAST, "--set", "finetune.enabled=true"])
+    assert out.exit_code == 0, out.output
+    return path, out.output
