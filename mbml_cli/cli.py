@@ -115,7 +115,8 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     if wanted and existing is not None and not store and existing.stages():
         raise StageError(f"{r.store}: already holds the run {recipe} was locked from; to repeat it, give a new "
                          f"store: mbml run {recipe} --store runs/{r.name}-s{r.seed}-repeat.zarr")
-    estimates = preflight_check(recipe, r, pending(r, existing), yes)
+    timed = envs.has_environment(envs.get(r.env.name))        # the estimate steps an env; none: not timed
+    estimates = preflight_check(recipe, r, pending(r, existing), yes) if timed else {}
     ctx = create_run(r)
     try:
         run_and_report(ctx, estimates)

@@ -50,6 +50,7 @@ class Artefact:
 _TABLE = """
 TASKS              | tasks/{split}                      | array   | run         | task parameters (T, p) of `train` and `test`; attrs: `param` (what they mean); imported data also records its source, each task's dataset and the action bounds
 BATCH              | data/{split}/{task}                | table   | collect     | one task's batch: obs, act (in [−1, 1]), rew, next_obs, terminal, truncated, info
+HELDOUT_BATCH      | data/heldout/{task}                | table   | collect     | imported data without an environment: episodes kept out of training for eval's offline check
 SAC                | models/collect/sac/{task}          | weights | collect     | the collecting SAC agent of one task
 CHECKPOINT         | models/{stage}/checkpoint/{shard}  | weights | collect, bcq, finetune | resumable state (see `checkpoint.py`); shard: `all` or the task indices
 BCQ                | models/bcq/{which}/{task}          | weights | bcq         | one task's BCQ teacher; which: final, best
@@ -65,15 +66,16 @@ METRICS            | metrics/{stage}/{name}             | table   | every stage 
 EVAL_HISTORY       | eval/{algo}/history                | table   | distill     | evaluations during training: epoch, score, returns (T, E), z_mean (T, L)
 EVALUATION         | eval/{algo}/{split}                | group   | eval        | split: test, unseen; returns (T, E), z_mean (T, L), z_points (T, n, L), tasks; attrs: score, score_std, skip, which, epoch; split offline (data without an environment): td_error, action_error per task
 PROBE              | eval/{algo}/probe                  | group   | probe       | closer, kl_own, kl_other (K, K); attrs: score (fraction of pairs read by reward)
+OFFLINE_CHECK      | eval/{algo}/offline                | group   | eval        | data without an environment: td_error, action_error (K,) on held-out episodes; attrs: their means, rows, in_sample
 FINETUNE_CURVE     | finetune/{init}/{task}             | table   | finetune    | interactions, return
 FINETUNE_SUMMARY   | finetune/summary/{task}            | attrs   | finetune    | interactions each init needs to reach the threshold, saving, returns
 STAGE              | stages/{key}                       | attrs   | every stage | status, hash of the recipe sections, started/updated/ended, progress, message; key: stage, stage/algo or stage/task
 """
 NAMES = tuple(line.split("|")[0].strip() for line in _TABLE.strip().splitlines())
 SCHEMA = tuple(Artefact(*(cell.strip() for cell in line.split("|")[1:])) for line in _TABLE.strip().splitlines())
-(TASKS, BATCH, SAC, CHECKPOINT, BCQ, REWARD_MODEL, REWARD_ERROR, RELABEL, RELABEL_INFO, DISTILL, DISTILL_CHECKPOINT,
- FINETUNE_BATCH, FINETUNE_WEIGHTS, METRICS, EVAL_HISTORY, EVALUATION, PROBE, FINETUNE_CURVE, FINETUNE_SUMMARY,
- STAGE) = SCHEMA
+(TASKS, BATCH, HELDOUT_BATCH, SAC, CHECKPOINT, BCQ, REWARD_MODEL, REWARD_ERROR, RELABEL, RELABEL_INFO, DISTILL,
+ DISTILL_CHECKPOINT, FINETUNE_BATCH, FINETUNE_WEIGHTS, METRICS, EVAL_HISTORY, EVALUATION, PROBE, OFFLINE_CHECK,
+ FINETUNE_CURVE, FINETUNE_SUMMARY, STAGE) = SCHEMA
 
 
 def stage_key(name: str, sub: str | int | None = None) -> str:

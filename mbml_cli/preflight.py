@@ -155,6 +155,8 @@ def _estimate(p: Probe, r: Recipe, key: str) -> Estimate | None:
     name, _, algo = key.partition("/")
     K, H, T = p.K, p.H, r.env.n_test * r.eval.repeats
     episode = lambda n_envs, act_s: H * (n_envs * p.env_step() + act_s)          # one lockstep episode
+    if name == "collect" and r.data.format:
+        return None                                 # imported batches: reading them takes seconds
     if name == "collect":
         c = r.collect
         upd = p.sac_update() * c.updates_per_step

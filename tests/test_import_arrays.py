@@ -80,6 +80,7 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
     td, err = store.read_array("eval/mbml/offline/td_error"), store.read_array("eval/mbml/offline/action_error")
     assert td.shape == err.shape == (3,) and np.all(np.isfinite(td)) and np.all((err >= 0) & (err <= 8))
     assert store.group("eval/mbml/offline").attrs["in_sample"] is False and "held-out" in out.output
+    assert layout.find("data/heldout/2") is layout.HELDOUT_BATCH and layout.find("eval/mbml/offline") is layout.OFFLINE_CHECK
     reward_error = store.read_array("models/reward/error")
     assert np.all(np.isfinite(np.diag(reward_error))) and np.isnan(reward_error[0, 1])   # no true reward of others
     one_line = runner.invoke(app, ["finetune", str(path)])

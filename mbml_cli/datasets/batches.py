@@ -24,7 +24,7 @@ COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")
 DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
           "terminal": bool, "truncated": bool, "info": np.float32}
 TASKS = layout.TASKS("train")  # the array `stages.create_run` writes; its attributes record the import
-HELDOUT = "heldout"            # data/heldout/<i>: episodes kept out of training (data without an environment)
+HELDOUT = "heldout"            # the split of layout.HELDOUT_BATCH: episodes kept out of training
 ACTION_TOLERANCE = 1e-6        # actions may exceed the space's bounds by this (float rounding) before refusal
 
 

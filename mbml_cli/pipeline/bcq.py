@@ -248,8 +248,8 @@ def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, 
     return (means over `max(REPORT_EPISODES, eval_episodes)` episodes) and the fraction of the way
     from the first to the second that BCQ covers."""
     episodes = max(REPORT_EPISODES, eval_episodes) if envs else 0
+    tick = on_episode or (lambda e: None)
     if envs:
-        tick = on_episode or (lambda e: None)
         final = evaluate(model, envs, episodes, derive_seed(seed, 15), tick)
         rand = random_returns(envs, episodes, derive_seed(seed, 16), lambda e: tick(episodes + e))
     else:                                       # no environment: only the batches' own returns are known

@@ -33,7 +33,7 @@ def offline_check(ctx, algo: str, which: str = "final") -> dict:
     policy = load_policy(Run(store), algo, which, "cpu")
     K = len(ctx.tasks("train"))
     data = load_batches(store, "train", list(range(K)))
-    in_sample = not all(store.rows(layout.BATCH(HELDOUT, i)) for i in range(K))
+    in_sample = not all(store.rows(layout.HELDOUT_BATCH(i)) for i in range(K))
     rows = data if in_sample else load_batches(store, HELDOUT, list(range(K)))
     gen = torch.Generator().manual_seed(r.seed + SEED_OFFSET)
     draw = lambda d, n: (torch.rand(K, n, generator=gen) * d.sizes[:, None]).long()
@@ -51,7 +51,7 @@ def offline_check(ctx, algo: str, which: str = "final") -> dict:
             nxt = torch.as_tensor(policy.act(b["next_obs"].numpy(), zz.numpy(), gen))
             target = b["rew"] + r.bcq.gamma * (1 - b["terminal"]) * module.q_value(b["next_obs"], nxt, zz)
             td_error = ((module.q_value(b["obs"], b["act"], zz) - target) ** 2).mean(1).numpy()
-    path = layout.EVALUATION(algo, "offline")
+    path = layout.OFFLINE_CHECK(algo)
     store.write_array(f"{path}/td_error", td_error)
     store.write_array(f"{path}/action_error", action_error)
     summary = {"td_error": float(np.mean(td_error)), "action_error": float(np.mean(action_error)),
