@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import layout, stages
 from ..config import ALGOS
 from ..errors import StageError
+from ..preflight import fmt_duration
 from ..recipe import section_hash
 
 
@@ -141,21 +142,27 @@ class Reporter:
             self.bar.start()
 
     def speed(self) -> tuple[str, str]:
-        from ..preflight import fmt_duration
         rate = self.recent.rate
         text = "" if rate != rate else (f"{rate:,.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:,.2f} s/{self.unit}")
         return text, fmt_duration(self.recent.eta)
 
     def update(self, done: int, info: str | None = None, line: bool = False) -> None:
+        """Called every step: the rate and the text are formatted only when shown (a few times a second
+        on a terminal, at printed lines otherwise)."""
         self.recent.update(done)
         self.info = info if info is not None else self.info
-        speed, eta = self.speed()
+        now = time.monotonic()
         if self.live:
-            self.bar.update(self.task, completed=done, info=escape(self.info), speed=speed, eta=eta)
-        elif line or time.monotonic() - self.last_line > self.quiet:
+            fields = {}
+            if info is not None or line or now - self.last_line > 0.25:
+                speed, eta = self.speed()
+                fields, self.last_line = {"info": escape(self.info), "speed": speed, "eta": eta}, now
+            self.bar.update(self.task, completed=done, **fields)
+        elif line or now - self.last_line > self.quiet:
+            speed, eta = self.speed()
             self.console.print(f"{self.title} {done}/{self.total} {speed} ETA {eta} {self.info}".rstrip(),
                                markup=False, highlight=False, soft_wrap=True)
-            self.last_line = time.monotonic()
+            self.last_line = now
 
     def close(self) -> None:
         if self.live:
