@@ -88,12 +88,39 @@ class Probe:
         return self._env_step
 
     def sac_update(self) -> float:
+        """One SAC update of every task on random data."""
         from .algos import sac
         c = self.r.collect
         agent = sac.SAC(self.K, self.obs_dim, self.act_dim, c.hidden).to(self.device)
         opt = sac.SACOptimisers(agent, c.lr)
         return timed(lambda: sac.update(agent, opt, self.data.sample(c.batch_size, self.gen), c.gamma, c.tau,
                                         generator=self.gen))
+
+    def collect_step(self) -> float:
+        """One step of collect's loop after its random phase, as it runs: K environments stepped with
+        the SAC actors' actions, then `updates_per_step` updates from the replay buffers."""
+        from .algos import sac
+        from .pipeline.collect import act, sac_updates
+        from .pipeline.online import LockstepEnvs
+        c = self.r.collect
+        tasks = self.dist.tasks("train", self.K, self.r.seed)
+        envs = LockstepEnvs([self.dist.make_env(p, self.H) for p in tasks], 16, self.device,
+                            seed_of=lambda k, episode: 1000 * k + episode, paths=[""] * self.K,
+                            labels=[""] * self.K, n_info=len(self.dist.info_names))
+        agent = sac.SAC(self.K, self.obs_dim, self.act_dim, c.hidden).to(self.device)
+        opt = sac.SACOptimisers(agent, c.lr)
+        acc = {"critic_loss": torch.zeros(self.K, dtype=torch.float64, device=self.device)}
+        envs.start()
+        for _ in range(4):                                                  # rows to sample from
+            envs.step(act(agent, envs.obs, self.gen, random=True))
+
+        def step():
+            envs.step(act(agent, envs.obs, self.gen, random=False))
+            sac_updates(agent, opt, envs, c, self.gen, acc)
+        try:
+            return timed(step)
+        finally:
+            envs.close()
 
     def bcq_model(self):
         from .algos import bcq
@@ -117,10 +144,10 @@ class Probe:
         from .algos.reward_model import EnsembleModel, make_split, train_ensemble
         c = self.r.reward
         model = EnsembleModel(self.K, c.ensemble_size, self.obs_dim, self.act_dim, c.hidden, 1, False).to(self.device)
-        split = make_split(self.data.sizes.cpu(), c.holdout, torch.Generator().manual_seed(0))
+        split = make_split(self.data.sizes, c.holdout, self.gen)
         one = type(c)(**{**c.__dict__, "steps": 1})
         return timed(lambda: train_ensemble(model, self.data.obs, self.data.act, self.data.rew[..., None], split,
-                                            one, torch.Generator().manual_seed(0)))
+                                            one, self.gen))
 
     def distill_step(self, algo: str) -> tuple[float, float]:
         """(training step, acting on T test states) seconds of one algorithm."""
@@ -159,9 +186,11 @@ def _estimate(p: Probe, r: Recipe, key: str) -> Estimate | None:
         return None                                 # imported batches: reading them takes seconds
     if name == "collect":
         c = r.collect
-        upd = p.sac_update() * c.updates_per_step
-        s = c.steps * K * p.env_step() + max(c.steps - c.random_steps, 0) * upd
-        return Estimate(key, s, f"{c.steps:,} steps × ({K} envs × {p.env_step() * 1e3:.2f} ms + {upd:.3f} s update)")
+        random, learning = min(c.random_steps, c.steps), max(c.steps - c.random_steps, 0)
+        step = p.collect_step() if learning else 0.0
+        return Estimate(key, random * K * p.env_step() + learning * step,
+                        f"{random:,} random steps × {K} envs × {p.env_step() * 1e3:.2f} ms + "
+                        f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)")
     if name == "bcq":
         c = r.bcq
         upd, act = p.bcq_update()

@@ -70,11 +70,14 @@ class Split:
 
 
 def make_split(sizes: torch.Tensor, holdout: float, generator: torch.Generator) -> Split:
+    """Drawn on the generator's device, where the split then lives."""
+    device = generator.device
+    sizes = sizes.to(device)
     K, N = len(sizes), int(sizes.max())
-    perm = torch.zeros(K, N, dtype=torch.long)
+    perm = torch.zeros(K, N, dtype=torch.long, device=device)
     for k in range(K):      # once, at set-up: not in the training step
         n = int(sizes[k])
-        perm[k, :n] = torch.randperm(n, generator=generator)
+        perm[k, :n] = torch.randperm(n, generator=generator, device=device)
     n_fit = torch.clamp((sizes.float() * (1 - holdout)).long(), min=1)
     n_fit = torch.minimum(n_fit, sizes)
     return Split(perm, n_fit, sizes.clone())
@@ -84,7 +87,7 @@ def bootstrap_rows(split: Split, n_members: int, batch: int, generator: torch.Ge
     """(K, M, B) row indices: each member draws its own mini-batch, with replacement, from its
     task's fitting rows (a fresh bootstrap sample every step)."""
     K = len(split.sizes)
-    u = torch.rand(K, n_members, batch, generator=generator)
+    u = torch.rand(K, n_members, batch, generator=generator, device=generator.device)
     pos = (u * split.n_fit.view(K, 1, 1)).long()
     return torch.gather(split.perm, 1, pos.view(K, -1)).view(K, n_members, batch)
 

@@ -55,6 +55,28 @@ def collect(ctx: stages.RunContext, tasks: list[int] | None = None, loaded=None)
     return finish_shard(ctx, "collect", digest)
 
 
+def act(agent: sac_algo.SAC, obs: np.ndarray, gen: torch.Generator, random: bool) -> np.ndarray:
+    """Every task's action for its current observation (K, obs_dim): uniform in [−1, 1] in the random
+    phase, else a draw from its SAC actor."""
+    device = gen.device
+    if random:
+        a = torch.rand((len(obs), agent.act_dim), generator=gen, device=device) * 2 - 1
+    else:
+        with torch.no_grad():
+            a = agent.actor(torch.as_tensor(obs, device=device).unsqueeze(1), generator=gen)[0].squeeze(1)
+    return a.cpu().numpy().astype(np.float32)
+
+
+def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: LockstepEnvs, cfg, gen: torch.Generator,
+                acc: dict[str, torch.Tensor]) -> None:
+    """`updates_per_step` SAC updates on mini-batches of every task's rows so far; the losses are
+    summed into `acc` on the device (no per-step host copy)."""
+    for _ in range(cfg.updates_per_step):
+        out = sac_algo.update(agent, opt, envs.sample(cfg.batch_size, gen), cfg.gamma, cfg.tau, generator=gen)
+        for name in acc:
+            acc[name] += out[name].double()
+
+
 class Collector:
     """One batched SAC over the tasks `todo`, their K environments, buffers and checkpoint."""
 
@@ -129,13 +151,7 @@ class Collector:
 
     # ---- the loop ------------------------------------------------------------------------------
     def act(self) -> np.ndarray:
-        if self.t < self.cfg.random_steps:        # uniform random actions first
-            a = torch.rand((self.K, self.act_dim), generator=self.gen, device=self.device) * 2 - 1
-        else:
-            with torch.no_grad():
-                s = torch.as_tensor(self.envs.obs, device=self.device).unsqueeze(1)
-                a = self.sac.actor(s, generator=self.gen)[0].squeeze(1)
-        return a.cpu().numpy().astype(np.float32)
+        return act(self.sac, self.envs.obs, self.gen, random=self.t < self.cfg.random_steps)
 
     def log(self, rate: float) -> None:
         n = max(self.acc_n, 1)
@@ -160,12 +176,8 @@ class Collector:
             while self.t < cfg.steps:
                 self.envs.step(self.act())
                 if self.t >= max(cfg.random_steps, 1):                     # then updates_per_step per env step
-                    for _ in range(cfg.updates_per_step):
-                        batch = self.envs.sample(cfg.batch_size, self.gen)
-                        out = sac_algo.update(self.sac, self.opt, batch, cfg.gamma, cfg.tau, generator=self.gen)
-                        for name in self.acc:
-                            self.acc[name] += out[name].double()          # on the device: no per-step host copy
-                        self.acc_n += 1
+                    sac_updates(self.sac, self.opt, self.envs, cfg, self.gen, self.acc)
+                    self.acc_n += cfg.updates_per_step
                 if self.t % cfg.log_every == 0 or self.t == cfg.steps:
                     self.check_health()
                     now = time.perf_counter()

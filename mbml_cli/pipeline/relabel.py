@@ -21,6 +21,7 @@ from .. import layout
 from ..algos.reward_model import predict_chunked
 from ..data import TaskData
 from ..loaders import load_batches, load_ensemble
+from ..nets import device_of
 from ..stages import RunContext, stage
 
 
@@ -37,18 +38,19 @@ def relabel_all(data: TaskData, model, ns_model=None, std_threshold: float = 0.0
     for j in range(K):                      # once per task's batch; all K ensembles at a time
         n = int(data.sizes[j])
         m, s = predict_chunked(model, data.obs[j, :n], data.act[j, :n])
-        mean[:, j, :n], std[:, j, :n] = m[..., 0].numpy(), s[..., 0].numpy()
+        mean[:, j, :n], std[:, j, :n] = m[..., 0].cpu().numpy(), s[..., 0].cpu().numpy()
         if ns_model is not None:
             m, s = predict_chunked(ns_model, data.obs[j, :n], data.act[j, :n])
-            out["next_obs"][:, j, :n] = m.numpy()
-            out["next_std"][:, j, :n] = s.mean(-1).numpy()
+            out["next_obs"][:, j, :n] = m.cpu().numpy()
+            out["next_std"][:, j, :n] = s.mean(-1).cpu().numpy()
         if on_task is not None:
             on_task(j)
-    real = np.arange(N)[None, None, :] < data.sizes.numpy()[None, :, None]
+    sizes = data.sizes.cpu().numpy()
+    real = np.arange(N)[None, None, :] < sizes[None, :, None]
     mask = (std < std_threshold) & real & ~np.eye(K, dtype=bool)[:, :, None]       # Eq. 7 eligibility
     if ns_model is not None:
         mask &= out["next_std"] < next_state_threshold
-    eligible = mask.sum(-1) / np.maximum(data.sizes.numpy()[None, :], 1)
+    eligible = mask.sum(-1) / np.maximum(sizes[None, :], 1)
     return {"mean": mean, "std": np.where(real, std, 0.0).astype(np.float32), "mask": mask,
             "eligible": eligible, **out}
 
@@ -67,9 +69,10 @@ def eligible_table(eligible: np.ndarray, title: str) -> Table:
 def relabel(ctx: RunContext) -> None:
     store, r = ctx.store, ctx.recipe
     K = len(ctx.tasks("train"))
-    data = load_batches(store, "train", list(range(K)))
-    model = load_ensemble(store, "reward")
-    ns_model = load_ensemble(store, "next_state") if r.reward.next_state else None
+    device = device_of(r.device)
+    data = load_batches(store, "train", list(range(K)), device=device)
+    model = load_ensemble(store, "reward", device)
+    ns_model = load_ensemble(store, "next_state", device) if r.reward.next_state else None
     out = relabel_all(data, model, ns_model, r.relabel.std_threshold, r.relabel.next_state_threshold,
                       on_task=lambda j: ctx.progress(0.9 * (j + 1) / K))
     for name in ("next_obs", "next_std"):
@@ -79,7 +82,7 @@ def relabel(ctx: RunContext) -> None:
         store.write_array(layout.RELABEL(name), value)
     store.group(layout.RELABEL_INFO()).attrs.update({"std_threshold": r.relabel.std_threshold,
                                                      "next_state_threshold": r.relabel.next_state_threshold,
-                                                     "sizes": data.sizes.tolist()})
+                                                     "sizes": data.sizes.cpu().tolist()})
     off = ~np.eye(K, dtype=bool)
     frac = float(out["eligible"][off].mean()) if K > 1 else 0.0
     Console().print(eligible_table(out["eligible"], f"eligible relabelled transitions, % "

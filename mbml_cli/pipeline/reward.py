@@ -19,21 +19,22 @@ from ..algos.reward_model import (EnsembleModel, make_split, predict_chunked,
 from .. import divergence, layout
 from ..data import TaskData
 from ..loaders import load_batches, save_ensemble
-from ..nets import seed_everything
+from ..nets import device_of, seed_everything
 from ..stages import RunContext, stage
 
 SEED_OFFSET = 3_000
 
 
 def valid_rows(data: TaskData) -> torch.Tensor:
-    return torch.arange(data.obs.shape[1])[None, :] < data.sizes[:, None]
+    return torch.arange(data.obs.shape[1], device=data.sizes.device)[None, :] < data.sizes[:, None]
 
 
 def fit(ctx: RunContext, data: TaskData, target: torch.Tensor, residual: bool, split, gen, log_key: str,
         progress_span: tuple[float, float]) -> EnsembleModel:
     cfg = ctx.recipe.reward
     K, obs_dim, act_dim = data.n_tasks, data.obs.shape[-1], data.act.shape[-1]
-    model = EnsembleModel(K, cfg.ensemble_size, obs_dim, act_dim, cfg.hidden, target.shape[-1], residual)
+    model = EnsembleModel(K, cfg.ensemble_size, obs_dim, act_dim, cfg.hidden, target.shape[-1],
+                          residual).to(data.obs.device)
     valid = valid_rows(data)
     x = torch.cat([data.obs, data.act], -1)[valid]
     y = (target - data.obs if residual else target)[valid]
@@ -60,10 +61,11 @@ def true_rewards(dist, tasks: np.ndarray, obs, act, next_obs, info) -> np.ndarra
 @stage("reward", sections=("collect", "reward"), needs=("collect",))
 def reward(ctx: RunContext) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.reward, ctx.store
-    gen = seed_everything(r.seed + SEED_OFFSET, r.threads)
+    device = device_of(r.device)
+    gen = seed_everything(r.seed + SEED_OFFSET, r.threads, device)
     tasks = ctx.tasks("train")
     K = len(tasks)
-    data = load_batches(store, "train", list(range(K)))
+    data = load_batches(store, "train", list(range(K)), device=device)
     split = make_split(data.sizes, cfg.holdout, gen)
     for name in ("train", "next_state"):
         store.set_rows(layout.METRICS("reward", name), 0)
@@ -85,15 +87,16 @@ def reward(ctx: RunContext) -> None:
         if len(rows) == 0:
             rows = split.perm[j, :split.sizes[j]]
         o, a, no, inf = (data.obs[j, rows], data.act[j, rows], data.next_obs[j, rows], data.info[j, rows])
+        host = lambda t: t.double().cpu().numpy()                      # once per task, after training
         if registry.has_environment(ctx.dist):
-            truth = true_rewards(ctx.dist, tasks, o.numpy(), a.numpy(), no.numpy(), inf.numpy())   # (K, n)
+            truth = true_rewards(ctx.dist, tasks, *(t.cpu().numpy() for t in (o, a, no, inf)))   # (K, n)
         else:                  # imported data without an environment: only task j's own rewards are known
             truth = np.full((K, len(rows)), np.nan)
-            truth[j] = data.rew[j, rows].double().numpy()
+            truth[j] = host(data.rew[j, rows])
         mean, _ = predict_chunked(model, o, a)
         single = member_zero(model, o.unsqueeze(0).expand(K, -1, -1), a.unsqueeze(0).expand(K, -1, -1))
-        err[:, j] = ((mean[..., 0].double().numpy() - truth) ** 2).mean(1)
-        err_single[:, j] = ((single[..., 0].double().numpy() - truth) ** 2).mean(1)
+        err[:, j] = ((host(mean[..., 0]) - truth) ** 2).mean(1)
+        err_single[:, j] = ((host(single[..., 0]) - truth) ** 2).mean(1)
         if ns_model is not None:
             ns_mean, _ = predict_chunked(ns_model, o, a)
             err_ns[j] = float(((ns_mean[j] - no) ** 2).mean())
