@@ -1,6 +1,6 @@
 """Where does a distilled policy lose its teachers' return on their own training tasks? Not a test.
 
-    python bench/distill_gap.py RUN [--algo mbml] [--episodes 3]
+    python bench/distill_gap.py RUN [--algo mbml] [--which final] [--episodes 3] [--json FILE]
 
 For every training task k, z is the posterior mean of 64 transitions of task k's batch; actions are
 the argmax over n candidates, and the four combinations of candidate source × critic are run:
@@ -9,11 +9,14 @@ the argmax over n candidates, and the four combinations of candidate source × c
   scored by   teacher Q_k         or  distilled Q_D (given z)
 
 teacher/teacher is the BCQ teachers themselves, D/D the distilled policy; the two mixed rows show
-which distilled part costs the return. Prints the mean return over tasks and per task.
+which distilled part costs the return. A uniform random policy is run on the same resets. Each row
+prints its mean return and the fraction of the teachers' improvement over random it keeps,
+(R − R_random) / (R_teacher − R_random), per task and as the mean over tasks.
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import torch
@@ -23,17 +26,26 @@ from mbml_cli.loaders import load_bcq
 from mbml_cli.api import Run, load_policy
 from mbml_cli.rollout import run_episode
 
+ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher"), ("distilled", "distilled")]
+
+
+def kept(returns: np.ndarray, teacher: np.ndarray, random: np.ndarray) -> np.ndarray:
+    """Per task, the fraction of the teachers' improvement over random that `returns` keeps."""
+    return (returns - random) / np.maximum(teacher - random, 1e-9)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--algo", default="mbml")
+    ap.add_argument("--which", default="final", choices=("final", "best"))
     ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--json", help="write the returns and fractions to this file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ctx = stages.open_run(args.run)
     r = ctx.recipe
-    distilled = load_policy(Run(ctx.store), args.algo, "final")
+    distilled = load_policy(Run(ctx.store), args.algo, args.which)
     D = distilled.module
     teachers = load_bcq(ctx.store, r, "final")
     params = ctx.tasks("train")
@@ -48,6 +60,8 @@ def main() -> None:
         z.append(distilled.infer(**{f: v[idx] for f, v in batch.items()}).mean)
     z = torch.as_tensor(np.stack(z), dtype=torch.float32)                       # (K, L)
     gen = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
+    act_dim = envs[0].action_space.shape[0]
 
     def policy(candidates: str, critic: str):
         @torch.no_grad()
@@ -63,13 +77,26 @@ def main() -> None:
             return cand[torch.arange(K), q.argmax(1)].numpy()
         return act
 
-    print(f"{args.run}: {args.algo}, {K} training tasks, {args.episodes} episodes each")
-    for candidates in ("teacher", "distilled"):
-        for critic in ("teacher", "distilled"):
-            returns = np.mean([run_episode(envs, policy(candidates, critic), seed=500 + e).returns
-                               for e in range(args.episodes)], axis=0)
-            print(f"candidates {candidates:9s} scored by {critic:9s} Q: mean {returns.mean():8.1f}   "
-                  f"per task {np.round(returns).astype(int).tolist()}")
+    def returns(act) -> np.ndarray:
+        return np.mean([run_episode(envs, act, seed=500 + e).returns for e in range(args.episodes)], axis=0)
+
+    print(f"{args.run}: {args.algo} ({args.which}), {K} training tasks, {args.episodes} episodes each")
+    random = returns(lambda obs: rng.uniform(-1, 1, (K, act_dim)))
+    print(f"{'random':42s}: mean {random.mean():8.1f}   per task {np.round(random).astype(int).tolist()}")
+    out = {"run": args.run, "algo": args.algo, "which": args.which, "random": random.tolist(), "rows": {}}
+    teacher = None
+    for candidates, critic in ROWS:
+        ret = returns(policy(candidates, critic))
+        teacher = ret if teacher is None else teacher
+        frac = kept(ret, teacher, random)
+        name = f"candidates {candidates} scored by {critic} Q"
+        print(f"{name:42s}: mean {ret.mean():8.1f}   kept {frac.mean():6.2f}   per task "
+              f"{np.round(frac, 2).tolist()}")
+        out["rows"][f"{candidates}/{critic}"] = {"returns": ret.tolist(), "kept": frac.tolist(),
+                                                 "kept_mean": float(frac.mean())}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":
