@@ -43,11 +43,11 @@ def main() -> None:
     ap.add_argument("--json", help="write the returns and fractions to this file")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ctx = stages.open_run(args.run)
+    ctx = stages.open_run(args.run, mode="r")                       # a reader: no writer lock
     r = ctx.recipe
     distilled = load_policy(Run(ctx.store), args.algo, args.which)
     D = distilled.module
-    teachers = load_bcq(ctx.store, r, "final")
+    teachers = load_bcq(ctx.store, r, r.distill.teachers)          # the checkpoints it was distilled from
     params = ctx.tasks("train")
     K, n = len(params), r.bcq.n_candidates
     envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]

@@ -110,6 +110,9 @@ class DistillConfig:
     batch_size: int = doc("(s, a) samples per task and step", 128, **rng(1))
     n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
+    generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
+    teachers: str = doc("which BCQ checkpoints are distilled: final or best (at their best evaluation)", "final",
+                        meta={"choices": ["final", "best"]})
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
     checkpoint_every: int = doc("epochs between resumable checkpoints (weights, Adam and RNG state)", 10, **rng(1))
 

@@ -99,6 +99,8 @@ def open_run(target: str, overrides: list[str] | None = None, store_path: str | 
         validate(recipe, f"{target} (with --set)")
         check_device(recipe, f"{target} (with --set)")
     check_memory(recipe, source)
+    if mode == "r":                                 # a reader: no lock, and the --set values stay in memory
+        return RunContext(store, recipe)
     take_lock(store.path)
     if overrides:
         store.root.attrs["recipe"] = to_dict(recipe)

@@ -271,6 +271,16 @@ def teacher_q_stats(teachers: Teachers, data: TaskData, rows: int = 10_000) -> t
     return float(q.mean()), max(float(q.std()), 1e-3)
 
 
+def param_groups(policy: DistilledPolicy, cfg: DistillConfig) -> list[dict]:
+    """One Adam group, or two when G_D and ξ_D have their own learning rate (`generator_lr`)."""
+    if not cfg.generator_lr or cfg.generator_lr == cfg.lr:
+        return [{"params": list(policy.parameters())}]
+    heads = list(policy.g.parameters()) + list(policy.xi.parameters())
+    ids = {id(p) for p in heads}
+    return [{"params": [p for p in policy.parameters() if id(p) not in ids]},
+            {"params": heads, "lr": cfg.generator_lr}]
+
+
 class MBMLTrainer:
     """MBML (or an ablation) as the distill stage drives every algorithm: `step`, and the modules and
     optimisers a checkpoint holds. Q_D's output scale is set from the teachers' Q values here."""
@@ -279,7 +289,7 @@ class MBMLTrainer:
                  variant: Variant, cfg: DistillConfig):
         self.policy, self.data, self.teachers, self.rel, self.variant, self.cfg = policy, data, teachers, rel, variant, cfg
         policy.set_q_stats(*teacher_q_stats(teachers, data))
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        self.opt = torch.optim.Adam(param_groups(policy, cfg), lr=cfg.lr)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.opt}

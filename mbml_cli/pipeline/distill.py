@@ -48,7 +48,7 @@ def eval_seed(seed: int, epoch: int) -> int:
 
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_teachers(ctx: RunContext, device) -> Teachers:
-    bcq = load_bcq(ctx.store, ctx.recipe, which="final", device=device)
+    bcq = load_bcq(ctx.store, ctx.recipe, which=ctx.recipe.distill.teachers, device=device)
     for p in bcq.parameters():
         p.requires_grad_(False)
     return Teachers.from_bcq(bcq)
