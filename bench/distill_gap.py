@@ -11,7 +11,8 @@ the argmax over n candidates, and the four combinations of candidate source × c
 teacher/teacher is the BCQ teachers themselves, D/D the distilled policy; the two mixed rows show
 which distilled part costs the return. A uniform random policy is run on the same resets. Each row
 prints its mean return and the fraction of the teachers' improvement over random it keeps,
-(R − R_random) / (R_teacher − R_random), per task and as the mean over tasks.
+(R − R_random) / (R_teacher − R_random), per task and as the mean over tasks (a task whose teacher
+is no better than random has nothing to keep and is left out of the mean).
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher
 
 
 def kept(returns: np.ndarray, teacher: np.ndarray, random: np.ndarray) -> np.ndarray:
-    """Per task, the fraction of the teachers' improvement over random that `returns` keeps."""
-    return (returns - random) / np.maximum(teacher - random, 1e-9)
+    """Per task, the fraction of the teachers' improvement over random that `returns` keeps (nan
+    where the teacher is no better than random: there is nothing to keep)."""
+    gain = teacher - random
+    return np.where(gain > 0, (returns - random) / np.where(gain > 0, gain, 1.0), np.nan)
 
 
 def main() -> None:
@@ -90,10 +93,10 @@ def main() -> None:
         teacher = ret if teacher is None else teacher
         frac = kept(ret, teacher, random)
         name = f"candidates {candidates} scored by {critic} Q"
-        print(f"{name:42s}: mean {ret.mean():8.1f}   kept {frac.mean():6.2f}   per task "
-              f"{np.round(frac, 2).tolist()}")
+        print(f"{name:42s}: mean {ret.mean():8.1f}   kept {np.nanmean(frac):6.2f}   per task "
+              f"{np.round(frac.astype(np.float64), 2).tolist()}")
         out["rows"][f"{candidates}/{critic}"] = {"returns": ret.tolist(), "kept": frac.tolist(),
-                                                 "kept_mean": float(frac.mean())}
+                                                 "kept_mean": float(np.nanmean(frac))}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
