@@ -28,15 +28,10 @@ class Estimate:
 
 def timed(fn: Callable[[], object], repeats: int = 2, slow: float = 1.0) -> float:
     """Seconds per call of `fn`: one warm-up call, then `repeats` timed ones (one when a call takes
-    more than `slow` seconds: a paper-scale step is timed well enough by one; none when the warm-up
-    alone takes over 3·`slow`: then it is the measurement, which keeps the pre-flight of a GPU-sized
-    recipe on a CPU within minutes)."""
+    more than `slow` seconds: a paper-scale step is timed well enough by one)."""
     t0 = time.perf_counter()
     fn()
-    first = time.perf_counter() - t0
-    if first > 3 * slow:
-        return first
-    if first > slow:
+    if time.perf_counter() - t0 > slow:
         repeats = 1
     times = []
     for _ in range(repeats):
