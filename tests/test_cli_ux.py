@@ -126,12 +126,14 @@ def test_preflight_refuses_a_long_cpu_run_without_a_terminal(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupt_is_recorded_and_run_resumes(tmp_path, sig, code):
     store = tmp_path / "run.zarr"
-    args = CLI + ["run", SMOKE, "--store", str(store), "--set", "threads=1", "--set", "collect.steps=2000",
+    # long enough that the run is still going when the test, reading its lines late on a loaded
+    # machine, sends the signal
+    args = CLI + ["run", SMOKE, "--store", str(store), "--set", "threads=1", "--set", "collect.steps=6000",
                   "--set", "collect.log_every=100", "--set", "stages=[collect]"]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=ENV)
     for line in proc.stderr:                   # a plain line per log interval without a terminal
-        if "collect all 300/2000" in line:
+        if "collect all 600/6000" in line:
             break
     proc.send_signal(sig)
     proc.communicate(timeout=120)
@@ -141,7 +143,7 @@ def test_interrupt_is_recorded_and_run_resumes(tmp_path, sig, code):
     again = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ENV, timeout=300)
     assert again.returncode == 0, again.stderr
     assert Store.open(store).stage("collect")["status"] == "done"
-    assert Store.open(store).rows(layout.BATCH("train", 0)) == 2000
+    assert Store.open(store).rows(layout.BATCH("train", 0)) == 6000
 
 
 def test_a_running_record_whose_process_is_gone_reads_interrupted(store_copy):
