@@ -30,6 +30,9 @@ SET = typer.Option(None, "--set", help="override a recipe value: section.key=val
 FORCE = typer.Option(False, "--force", help="run again even if finished with the same inputs")
 TASKS = typer.Option(None, "--tasks", help="only these training tasks, e.g. 0,3,5 (a shard)")
 ALGO = typer.Option("mbml", "--algo", help="distill algorithm: mbml, an ablation or a baseline")
+JOBS = typer.Option(1, "--jobs", "-j", min=1, max=1024, help="units of work at once (worker processes or Ray tasks)")
+EXECUTOR = typer.Option("local", "--executor", help="where units run: local (worker processes) or ray")
+ADDRESS = typer.Option(None, "--address", help="an existing Ray cluster (with --executor ray); default: a local instance")
 
 
 def user_errors(fn):
@@ -59,8 +62,8 @@ def parse_tasks(text: str | None) -> list[int] | None:
 def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
     from .nets import device_of
     from .preflight import estimate, fmt_duration
-    from .stages import device_name, open_run, pending, release, run_stage
-    ctx = open_run(target, overrides)
+    from .stages import device_name, open_run, pending, release, run_stage, unit_of
+    ctx = open_run(target, overrides, unit=unit_of(name, options))
     try:
         key = key or name
         line = f"▶ {key} on {device_name(ctx.recipe)}"
@@ -88,15 +91,20 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         set_: Optional[List[str]] = SET,
         store: Optional[str] = typer.Option(None, "--store", help="store path or URL (default from recipe)"),
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock"),
-        yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU")):
-    """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
+        yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU"),
+        jobs: int = JOBS, executor: str = EXECUTOR, address: Optional[str] = ADDRESS):
+    """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume. With
+    --jobs N the algorithms' distill → eval → probe run N at a time."""
+    from .executors import check
     from .recipe import check_memory, load, resolve
     from .stages import check_device, create_run, open_run, pending, release
     from .store import Store
+    check(executor, address)
     if recipe.is_dir():                       # a store (e.g. made by `mbml import`): its own recipe
         ctx = open_run(str(recipe), set_, store_path=store)
         try:
-            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes))
+            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes),
+                           jobs, executor, address)
         finally:
             release(ctx)
         return
@@ -119,16 +127,17 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     estimates = preflight_check(recipe, r, pending(r, existing), yes) if timed else {}
     ctx = create_run(r)
     try:
-        run_and_report(ctx, estimates)
+        run_and_report(ctx, estimates, jobs, executor, address)
     finally:
         release(ctx)
 
 
-def run_and_report(ctx, estimates: dict[str, float]) -> None:
+def run_and_report(ctx, estimates: dict[str, float], jobs: int = 1, executor: str = "local",
+                   address: str | None = None) -> None:
     """The pipeline, then the commands a user runs next."""
     from .stages import run_pipeline
     out.print(f"run [bold]{clean(ctx.recipe.name)}[/bold] → {clean(ctx.store.path)}")
-    run_pipeline(ctx, out, estimates)
+    run_pipeline(ctx, out, estimates, jobs, executor, address)
     algo = ctx.recipe.algos[0] if ctx.recipe.algos else "mbml"
     path = clean(ctx.store.path)
     out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   "
