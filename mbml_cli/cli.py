@@ -174,6 +174,73 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, floa
 
 @app.command()
 @user_errors
+def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file (runs/<sweep>/sweep.yaml) to repeat"),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="seeds, e.g. 0,1,2 or 0-4 (default: the recipe's)"),
+          grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2: one run per combination of the "
+                                                                        "grids' values and seed (repeatable)"),
+          set_: Optional[List[str]] = SET,
+          jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=1024,
+                                             help="runs at once (default: 1 locally, as many as Ray fits)"),
+          executor: str = EXECUTOR, address: Optional[str] = ADDRESS,
+          name: Optional[str] = typer.Option(None, "--name", help="the sweep's name (default: the recipe's)"),
+          directory: Optional[Path] = typer.Option(None, "--dir", help="where its runs go (default runs/<name>)"),
+          yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when a run is projected over {LIMIT_HOURS:g} h on a CPU")):
+    """Many runs as one experiment: seeds × grid, one store each under runs/<name>/; resumable."""
+    from . import sweep as sweeps
+    from .executors import check
+    from .preflight import fmt_duration
+    from .stages import pending
+    check(executor, address)
+    if sweeps.is_sweep_file(recipe):
+        if seeds or grid or set_ or name:
+            raise StageError(f"{recipe}: a sweep file fixes its recipe, seeds and grid (no --seeds, --grid, --set or --name)")
+        plan = sweeps.from_file(recipe)
+        for line in lockmod.differences(plan.lock):
+            err.print(f"[yellow]warning:[/yellow] {clean(line)}")
+        directory = directory or recipe.parent
+    else:
+        plan = sweeps.from_recipe(recipe, seeds, grid, set_, name)
+        directory = directory or Path("runs") / plan.name
+    jobs = jobs or (1024 if executor == "ray" else 1)
+    runs = sweeps.prepare(plan, directory, jobs)
+    todo = [r for r in runs if not sweeps.finished(r)]
+    weights = {}
+    if todo and envs.has_environment(envs.get(todo[0].recipe.env.name)):
+        weights = preflight_check(recipe, todo[0].recipe, pending(todo[0].recipe, None), yes)
+        total = sum(weights.values()) * len(todo) / min(jobs, len(todo))
+        err.print(f"sweep: {len(todo)} runs to do, {min(jobs, len(todo))} at a time: projected "
+                  f"{fmt_duration(total)} (one run alone: {fmt_duration(sum(weights.values()))})", highlight=False)
+    status = sweeps.execute(plan, runs, directory, jobs, executor, address, out, weights)
+    out.print(sweeps.final_table(plan, runs, status, directory))
+    failed = [label for label, s in status.items() if s not in ("done", "skipped")]
+    if failed:
+        err.print(f"{len(failed)} of {len(runs)} runs did not finish: {', '.join(failed)}; run the same command "
+                  f"again to resume them", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def report(runs: List[str] = typer.Argument(..., help="stores, sweep directories (runs/<sweep>) or directories of stores"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where report.md and the figures go "
+                                                                    "(default: <sweep>/report, else report/)"),
+           json_file: Optional[Path] = typer.Option(None, "--json", help="the numbers as JSON (default: <out>/report.json)")):
+    """Tables (Markdown), the paper's figures (PNG) and the same numbers as JSON, over seeds."""
+    from .report import make_report
+    from .sweep import SWEEP_FILE
+    if out_dir is None:
+        sweep_dirs = [Path(r) for r in runs if (Path(r) / SWEEP_FILE).is_file()]
+        out_dir = sweep_dirs[0] / "report" if len(runs) == 1 and sweep_dirs else Path("report")
+    result, figures, text = make_report(list(runs), out_dir, json_file)
+    sys.stdout.write(text)
+    n = sum(len(c["runs"]) for c in result["conditions"])
+    err.print(f"report of {n} runs in {len(result['conditions'])} condition(s) → {clean(str(out_dir / 'report.md'))}, "
+              f"{len(figures)} figures, JSON {clean(str(json_file or out_dir / 'report.json'))}", highlight=False,
+              soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def collect(target: str = typer.Argument(..., help="recipe YAML or store"), tasks: Optional[str] = TASKS,
             set_: Optional[List[str]] = SET, force: bool = FORCE):
     """SAC on every training task at once; its replay buffers become the offline batches."""

@@ -54,7 +54,7 @@ def read_progress(store_path: str, keys: list[str], weights: dict[str, float]) -
     except Exception:                               # noqa: BLE001 - not made yet, or caught mid-write
         return "", 0.0
     total = made = 0.0
-    current, latest = "", -1.0
+    current, latest, following = "", -1.0, ""
     for key in keys:
         try:
             rec = store.stage(key)
@@ -67,7 +67,8 @@ def read_progress(store_path: str, keys: list[str], weights: dict[str, float]) -
         when = float(rec.get("updated") or rec.get("started") or 0.0)
         if status != "done" and rec and when >= latest:
             current, latest = key, when
-    return current, (made / total if total else 0.0)
+        following = following or ("" if status == "done" else key)
+    return current or following, (made / total if total else 0.0)
 
 
 class LiveView:
