@@ -316,9 +316,15 @@ def finetune(target: str = typer.Argument(..., help="store"),
 @user_errors
 def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
          wait: bool = typer.Option(False, "--wait", help="wait for a store that does not exist yet (a run about to start)")):
-    """Live dashboard: losses, per-task returns, embedding clusters."""
+    """Live dashboard: losses, per-task returns, embedding clusters; of a sweep's directory, a row per
+    run (Enter opens one)."""
     from .store import Store
+    from .sweep import SWEEP_FILE
     target = _newest(run)
+    if (Path(target) / SWEEP_FILE).is_file():
+        from .dash.sweep import main as sweep_dash
+        sweep_dash(target)
+        return
     if not wait:
         Store.open(target)                   # not a store: one line and exit 2, before the screen opens
     from .dash.app import main

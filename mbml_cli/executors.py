@@ -103,6 +103,11 @@ class RayExecutor:
             self.ray.shutdown()
 
 
+def share(recipe_threads: int, jobs: int) -> int:
+    """A unit's CPU threads: the recipe's, else its share of this machine's cores."""
+    return recipe_threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
 def check(executor: str, address: str | None = None) -> None:
     """Bad options refused before anything runs."""
     if executor not in EXECUTORS:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import layout
+from .dash import reader
 from .inputs import clean
 from .preflight import fmt_duration
 
@@ -37,6 +37,16 @@ class Tracked:
     start_progress: float = 0.0
     ended: float | None = None
     extra: dict = field(default_factory=dict)   # columns of the sweep (seed, grid values)
+    opened: object = None                   # its Store, once it exists (opened once: records re-read each time)
+
+    def read(self, weights: dict[str, float]) -> None:
+        from .store import Store
+        try:
+            self.opened = self.opened or Store.open(self.store)
+            found = reader.progress(self.opened, self.keys, weights)
+        except Exception:                   # noqa: BLE001 - not made yet, or caught mid-write: next time
+            return
+        self.stage, self.progress = found.stage, found.fraction
 
     @property
     def eta(self) -> float | None:
@@ -46,39 +56,15 @@ class Tracked:
         return (time.time() - self.started) * (1 - self.progress) / made
 
 
-def read_progress(store_path: str, keys: list[str], weights: dict[str, float]) -> tuple[str, float]:
-    """(the stage running now, or the last one started; the weighted fraction of `keys` done)."""
-    from .store import Store
-    try:
-        store = Store.open(store_path)
-    except Exception:                               # noqa: BLE001 - not made yet, or caught mid-write
-        return "", 0.0
-    total = made = 0.0
-    current, latest, following = "", -1.0, ""
-    for key in keys:
-        try:
-            rec = store.stage(key)
-        except Exception:                           # noqa: BLE001
-            rec = {}
-        w = weights.get(key, 1.0) if weights else 1.0
-        status = layout.record_status(rec)
-        total += w
-        made += w * (1.0 if status == "done" else min(1.0, max(0.0, float(rec.get("progress") or 0.0))))
-        when = float(rec.get("updated") or rec.get("started") or 0.0)
-        if status != "done" and rec and when >= latest:
-            current, latest = key, when
-        following = following or ("" if status == "done" else key)
-    return current or following, (made / total if total else 0.0)
-
-
 class LiveView:
     def __init__(self, title: str, units: list[Tracked], console: Console, weights: dict[str, float] | None = None,
-                 extra_columns: tuple[str, ...] = (), quiet: float = 30.0):
+                 extra_columns: tuple[str, ...] = (), quiet: float = 30.0, every: float = 2.0):
         self.title, self.units, self.console = title, {u.label: u for u in units}, console
         self.weights, self.extra_columns, self.quiet = weights or {}, extra_columns, quiet
         self.live = Live(self.table(), console=console, auto_refresh=False) if console.is_terminal else None
         self.last_lines = time.monotonic()
         self.started = time.time()
+        self.every, self.last_read, self.ended = every, 0.0, 0
 
     def __enter__(self):
         if self.live:
@@ -91,10 +77,15 @@ class LiveView:
             self.live.stop()
 
     def tick(self, running: dict, finished: dict[str, int]) -> None:
-        """Called by `executors.run_units`: labels running now, and label → exit code of those done."""
+        """Called by `executors.run_units`: labels running now, and label → exit code of those done.
+        The stores are read every `every` seconds."""
+        read, now = False, time.monotonic()
+        if now - self.last_read >= self.every:
+            read, self.last_read = True, now
         for label in running:
             u = self.units[label]
-            u.stage, u.progress = read_progress(u.store, u.keys, self.weights)
+            if read or u.status == "waiting":
+                u.read(self.weights)
             if u.status == "waiting":
                 u.status, u.started, u.start_progress = "running", time.time(), u.progress
                 self.say(f"{u.label}: started")
@@ -108,7 +99,9 @@ class LiveView:
                 self.say(f"{u.label}: {u.status}" + (f" (exit {code})" if code else "")
                          + (f" after {fmt_duration(u.ended - u.started)}" if u.started else ""))
         if self.live:
-            self.live.update(self.table(), refresh=True)
+            if read or len(finished) != self.ended:
+                self.live.update(self.table(), refresh=True)
+            self.ended = len(finished)
         elif time.monotonic() - self.last_lines > self.quiet:
             self.last_lines = time.monotonic()
             for u in self.units.values():

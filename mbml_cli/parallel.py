@@ -15,7 +15,7 @@ from pathlib import Path
 from . import writer
 from .config import PER_ALGO
 from .errors import StageError
-from .executors import make, run_units
+from .executors import make, run_units, share
 from .live import LiveView, Tracked
 from .store import _is_url
 from .units import Unit
@@ -37,11 +37,6 @@ def logs_dir(ctx) -> Path:
     if _is_url(path):
         return Path("runs") / f"{ctx.recipe.name}-s{ctx.recipe.seed}.logs"
     return Path(path).with_suffix(".logs")
-
-
-def share(recipe_threads: int, jobs: int) -> int:
-    """A unit's CPU threads: the recipe's, else its share of this machine's cores."""
-    return recipe_threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
 def run_algos(ctx, steps, jobs: int, executor: str, address: str | None, console, pending: list[str]) -> None:

@@ -30,10 +30,8 @@ from rich.table import Table
 from . import lock as lockmod
 from .config import Recipe
 from .errors import StageError
-from .executors import make, run_units
+from .executors import make, run_units, share
 from .inputs import InputError, clean, load_yaml
-from .live import LiveView, Tracked
-from .parallel import share
 from .recipe import (RecipeError, build, check_memory, load, merge, read_yaml, resolve, to_dict, validate)
 from .stages import pending, plan
 from .units import Unit
@@ -235,6 +233,7 @@ def finished(run: SweepRun) -> bool:
 def execute(sweep: Sweep, runs: list[SweepRun], directory: Path, jobs: int, executor: str, address: str | None,
             console: Console, weights: dict[str, float] | None = None) -> dict[str, str]:
     """Run every unfinished run; label → status (done, skipped, failed, interrupted)."""
+    from .live import LiveView, Tracked
     done = {r.label for r in runs if finished(r)}
     todo = [r for r in runs if r.label not in done]
     units = [Unit("run", r.label, str(Path(r.store).resolve()), str((directory / LOGS / f"{r.label}.log").resolve()),
