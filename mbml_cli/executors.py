@@ -74,6 +74,8 @@ class RayExecutor:
         self.ray = ray
         self.started = not ray.is_initialized()
         if self.started:
+            if not address:             # Ray nices its workers (15); on a local instance they are the work itself
+                os.environ.setdefault("RAY_worker_niceness", "0")
             options = {"address": address} if address else {"num_cpus": os.cpu_count()}
             try:
                 ray.init(**options, include_dashboard=False, log_to_driver=False, logging_level="warning")

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from ..store import Store
 from . import reader
+from .app import PollingApp
 from .widgets import duration
 
 STYLES = {"done": "green", "running": "bold yellow", "failed": "bold red", "interrupted": "yellow",
@@ -65,7 +65,7 @@ class RowsRead(Message):
         self.name, self.rows, self.error = name, rows, error
 
 
-class SweepApp(App):
+class SweepApp(PollingApp):
     """A row per run; Enter returns the selected run's store (`main` then opens its dashboard)."""
 
     TITLE = "mbml dash (sweep)"
@@ -78,7 +78,6 @@ class SweepApp(App):
         self.rows: list[RunRow] = []
         self.opened: dict[str, Store] = {}
         self.polls = 0
-        self._reading = False
 
     def compose(self) -> ComposeResult:
         yield Static("reading the sweep…", id="sweep-head")
@@ -86,20 +85,13 @@ class SweepApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.action_poll()
-        self.set_interval(self.interval, self.action_poll)
+        self.start_polling()
 
-    def action_poll(self) -> None:
-        if not self._reading:
-            self._reading = True
-            self._read()
-
-    @work(thread=True, exit_on_error=False, group="poll")
-    def _read(self) -> None:
+    def read(self) -> RowsRead:
         try:
-            self.post_message(RowsRead(*read_rows(self.directory, self.opened, self.clock())))
+            return RowsRead(*read_rows(self.directory, self.opened, self.clock()))
         except Exception as e:                      # noqa: BLE001 - a dashboard never crashes on a read
-            self.post_message(RowsRead(self.directory.name, self.rows, f"{type(e).__name__}: {e}"))
+            return RowsRead(self.directory.name, self.rows, f"{type(e).__name__}: {e}")
 
     def on_rows_read(self, message: RowsRead) -> None:
         self._reading = False

@@ -9,12 +9,12 @@ A value a store lacks is null. The schema is documented in the README ("Report J
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout
+from ..dash.reader import _num
 from ..config import ALGOS
 from ..pipeline.finetune_summary import INITS, summary_rows
 from ..pipeline.summary import history_scores, summarise
@@ -28,11 +28,7 @@ RUNTIME_KEYS = ("seed", "store", "threads", "device")     # differ between runs 
 # ---- statistics ------------------------------------------------------------------------------------
 def number(v) -> float | None:
     """A finite float, else None (JSON has no NaN)."""
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+    return _num(v)
 
 
 def stat(values: list) -> dict:
