@@ -214,8 +214,10 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
     out.print(sweeps.final_table(plan, runs, status, directory))
     failed = [label for label, s in status.items() if s not in ("done", "skipped")]
     if failed:
-        err.print(f"{len(failed)} of {len(runs)} runs did not finish: {', '.join(failed)}; run the same command "
-                  f"again to resume them", highlight=False, soft_wrap=True)
+        err.print(f"{len(failed)} of {len(runs)} runs did not finish: "
+                  + ", ".join(f"{clean(label)} ({status[label]}, log {clean(str(sweeps.log_of(directory, label)))})"
+                              for label in failed) + "; run the same command again to resume them",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

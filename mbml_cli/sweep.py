@@ -236,7 +236,7 @@ def execute(sweep: Sweep, runs: list[SweepRun], directory: Path, jobs: int, exec
     from .live import LiveView, Tracked
     done = {r.label for r in runs if finished(r)}
     todo = [r for r in runs if r.label not in done]
-    units = [Unit("run", r.label, str(Path(r.store).resolve()), str((directory / LOGS / f"{r.label}.log").resolve()),
+    units = [Unit("run", r.label, str(Path(r.store).resolve()), str(log_of(directory, r.label).resolve()),
                   recipe=str((directory / f"{r.label}.yaml").resolve()), threads=max(1, r.recipe.threads or 1),
                   gpus=1.0 if r.recipe.device == "cuda" else 0.0) for r in todo]
     keys = {r.label: [key for _, key, _ in plan(r.recipe)] for r in runs}
@@ -258,6 +258,10 @@ def execute(sweep: Sweep, runs: list[SweepRun], directory: Path, jobs: int, exec
             {0: "done", 130: "interrupted", 143: "interrupted"}.get(codes.get(r.label, 1), "failed") for r in runs}
 
 
+def log_of(directory: Path, label: str) -> Path:
+    return directory / LOGS / f"{label}.log"
+
+
 def final_table(sweep: Sweep, runs: list[SweepRun], status: dict[str, str], directory: Path) -> Table:
     """Per run: its status and each algorithm's best test-task score (mean over tasks)."""
     from .pipeline.summary import summarise
@@ -272,7 +276,6 @@ def final_table(sweep: Sweep, runs: list[SweepRun], status: dict[str, str], dire
             rows = summarise(Store.open(run.store), algos, run.recipe.eval.skip)
             cells = ["—" if row["best"] != row["best"] else f"{row['best']:.2f}" for row in rows]
         state = status[run.label]
-        if state == "failed":
-            state = f"[red]failed[/red] (log: {clean(str(directory / LOGS / (run.label + '.log')))})"
+        state = f"[red]{state}[/red]" if state not in ("done", "skipped") else state
         table.add_row(clean(run.label), str(run.seed), *(clean(str(v)) for v in run.values.values()), state, *cells)
     return table

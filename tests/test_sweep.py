@@ -120,6 +120,18 @@ def test_finished_runs_are_skipped_and_the_sweep_file_repeats_it(swept):
     one_error(other, str(directory), "holds another sweep (seeds differ)")
 
 
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    """Two runs of a grid: collect alone, and collect then distill (refused: bcq has not run)."""
+    p = cli("sweep", SMOKE, "--grid", "stages=[collect],[collect,distill]", "--jobs", "2", *FAST,
+            "--dir", str(tmp_path / "g"))
+    assert p.returncode == 1, p.stderr + p.stdout
+    assert "1 of 2 runs did not finish: smoke-stages=collect+distill-s0 (failed, log " in p.stderr
+    assert "failed" in p.stdout and "smoke-stages=collect-s0" in p.stdout
+    assert Store.open(tmp_path / "g" / "smoke-stages=collect-s0.zarr").stage("collect")["status"] == "done"
+    log = (tmp_path / "g" / "logs" / "smoke-stages=collect+distill-s0.log").read_text()
+    assert "stage 'bcq' must finish before 'distill'" in log
+
+
 @pytest.mark.parametrize("args, words", [
     (["--seeds", "0,x"], ["--seeds 0,x"]),
     (["--grid", "distill.margn=1,2"], ["distill.margn", "unknown key", "distill.margin"]),
@@ -145,7 +157,7 @@ def test_run_jobs_trains_the_algorithms_in_parallel_and_equals_the_sequential_ru
 def test_ray_executor_sweep_equals_the_runs_made_alone(alone, tmp_path):
     pytest.importorskip("ray")
     directory = tmp_path / "ray"
-    p = cli("sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory))
+    p = cli("sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory), timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-3000:]
     assert "(ray)" in p.stdout
     for seed in (1, 2):
