@@ -38,6 +38,7 @@ def _figure(size=(6.4, 4.2)):
 
 
 def _save(fig, path: Path, info: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"mbml": json.dumps(info)})
     return path
 
@@ -155,7 +156,6 @@ def embeddings(c: dict, path: Path) -> Path | None:
 
 def draw(c: dict, directory: Path) -> dict[str, Path]:
     """Every figure of one condition that its data allows; name → path."""
-    directory.mkdir(parents=True, exist_ok=True)
     made = {
         "Fig. 4: MBML against the baselines": learning_curves(c, COMPARISON, "MBML against the baselines",
                                                               directory / "fig4-comparison.png"),

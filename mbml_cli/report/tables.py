@@ -108,7 +108,7 @@ def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> 
         out += ["", f"## {c['label']} (seeds {seeds(c)})", "", scores_table(c)]
         for title, algos in (("MBML against the baselines (the paper's Fig. 4)", COMPARISON),
                              ("Full model against the ablations (the paper's Fig. 6)", ABLATIONS)):
-            if sum(a in c["algos"] for a in algos) > 1:
+            if sum(a in c["algos"] and c["algos"][a]["best"]["mean"] is not None for a in algos) > 1:
                 out += ["", f"### {title}", "", scores_table(c, list(algos), described=True)]
         out += ["", "### Per seed", "", per_seed_table(c)]
         for title, table in (("BCQ teachers: fraction of the way from a random policy to the best episode "
