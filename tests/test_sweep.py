@@ -35,12 +35,12 @@ def cli(*args, timeout=600) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def one_error(p, *words) -> str:
-    assert p.returncode == 2, p.stderr + p.stdout
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
+def one_error(args: list[str], *words) -> str:
+    """`mbml ARGS` (in this process) exits 2 with one line naming `words`."""
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), out.output
     return lines[0]
 
 
@@ -113,20 +113,18 @@ def test_killed_sweep_resumes_and_every_store_equals_the_run_made_alone(swept, a
 
 def test_finished_runs_are_skipped_and_the_sweep_file_repeats_it(swept):
     directory, _, _ = swept
-    p = cli("sweep", str(directory / "sweep.yaml"))                # the sweep's own file: in place, all finished
-    assert p.returncode == 0, p.stderr
-    assert "3 runs (3 finished before)" in p.stdout and "skipped" in p.stdout
-    other = cli(*SWEEP[:2], "--seeds", "0,1", "--dir", str(directory))
-    one_error(other, str(directory), "holds another sweep (seeds differ)")
+    out = runner.invoke(app, ["sweep", str(directory / "sweep.yaml")])      # its own file: in place, all finished
+    assert out.exit_code == 0, out.output
+    assert "3 runs (3 finished before)" in out.output and "skipped" in out.output
+    one_error([*SWEEP[:2], "--seeds", "0,1", "--dir", str(directory)], str(directory), "holds another sweep (seeds differ)")
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path):
     """Two runs of a grid: collect alone, and collect then distill (refused: bcq has not run)."""
-    p = cli("sweep", SMOKE, "--grid", "stages=[collect],[collect,distill]", "--jobs", "2", *FAST,
-            "--dir", str(tmp_path / "g"))
-    assert p.returncode == 1, p.stderr + p.stdout
-    assert "1 of 2 runs did not finish: smoke-stages=collect+distill-s0 (failed, log " in p.stderr
-    assert "failed" in p.stdout and "smoke-stages=collect-s0" in p.stdout
+    out = runner.invoke(app, ["sweep", SMOKE, "--grid", "stages=[collect],[collect,distill]", "--jobs", "2", *FAST,
+                              "--dir", str(tmp_path / "g")])
+    assert out.exit_code == 1, out.output
+    assert "1 of 2 runs did not finish: smoke-stages=collect+distill-s0 (failed, log " in out.output
     assert Store.open(tmp_path / "g" / "smoke-stages=collect-s0.zarr").stage("collect")["status"] == "done"
     log = (tmp_path / "g" / "logs" / "smoke-stages=collect+distill-s0.log").read_text()
     assert "stage 'bcq' must finish before 'distill'" in log
@@ -140,7 +138,7 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     (["--address", "x:1"], ["--address", "--executor ray"]),
 ])
 def test_bad_sweep_input_is_one_line(tmp_path, args, words):
-    one_error(cli("sweep", SMOKE, *args, "--dir", str(tmp_path / "s")), *words)
+    one_error(["sweep", SMOKE, *args, "--dir", str(tmp_path / "s")], *words)
     assert not (tmp_path / "s" / "smoke-s0.zarr").exists()
 
 
@@ -305,7 +303,7 @@ def test_report_finetune_figure(finetuned, tmp_path):
 
 
 def test_report_of_a_missing_store_is_one_line(tmp_path):
-    one_error(cli("report", str(tmp_path / "nope.zarr")), "nope.zarr", "no such store")
+    one_error(["report", str(tmp_path / "nope.zarr")], "nope.zarr", "no such store")
 
 
 # ---- mbml dash runs/<sweep>/ ---------------------------------------------------------------------------
