@@ -197,7 +197,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
         plan = sweeps.from_file(recipe)
         for line in lockmod.differences(plan.lock):
             err.print(f"[yellow]warning:[/yellow] {clean(line)}")
-        directory = directory or recipe.parent
+        directory = directory or (recipe.parent if recipe.name == sweeps.SWEEP_FILE else Path("runs") / plan.name)
     else:
         plan = sweeps.from_recipe(recipe, seeds, grid, set_, name)
         directory = directory or Path("runs") / plan.name
