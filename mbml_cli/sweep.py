@@ -128,7 +128,7 @@ def split_values(text: str) -> list[str]:
     """Split at the commas outside brackets: `[mbml],[mbml,neither]` → two values."""
     parts, depth, current = [], 0, ""
     for ch in text:
-        depth += ch in "[{" 
+        depth += ch in "[{"
         depth -= ch in "]}"
         if ch == "," and depth == 0:
             parts.append(current)

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 
@@ -60,13 +60,8 @@ def execute(unit: dict | Unit, redirect: bool = True) -> int:
     """Run one unit here; its exit code. `redirect`: send this process's output to the unit's log."""
     unit = unit if isinstance(unit, Unit) else Unit(**unit)
     os.makedirs(os.path.dirname(unit.log) or ".", exist_ok=True)
-    with output_to(unit.log) if redirect else _nothing():
+    with output_to(unit.log) if redirect else nullcontext():
         return _execute(unit)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def _execute(unit: Unit) -> int:
