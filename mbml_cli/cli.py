@@ -211,7 +211,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
         err.print(f"sweep: {len(todo)} runs to do, {min(jobs, len(todo))} at a time: projected "
                   f"{fmt_duration(total)} (one run alone: {fmt_duration(sum(weights.values()))})", highlight=False)
     status = sweeps.execute(plan, runs, directory, jobs, executor, address, out, weights)
-    out.print(sweeps.final_table(plan, runs, status, directory))
+    (out if out.is_terminal else Console(width=200)).print(sweeps.final_table(plan, runs, status, directory))
     failed = [label for label, s in status.items() if s not in ("done", "skipped")]
     if failed:
         err.print(f"{len(failed)} of {len(runs)} runs did not finish: "

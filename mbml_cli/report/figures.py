@@ -51,7 +51,7 @@ def learning_curves(c: dict, algos: tuple[str, ...], title: str, path: Path) -> 
     import matplotlib
     from matplotlib.ticker import MaxNLocator
     with matplotlib.rc_context(STYLE):
-        fig = _figure()
+        fig = _figure((6.4 + 1.6 * (len(present) > 3), 4.2))
         ax = fig.subplots()
         curves = []
         for a in present:
@@ -64,7 +64,10 @@ def learning_curves(c: dict, algos: tuple[str, ...], title: str, path: Path) -> 
         ax.set(xlabel="distillation epoch", ylabel="test-task score (mean return)",
                title=f"{c['label']}: {title}\nmean ± 1 std over {n} seed{'s' * (n > 1)}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(loc="best", frameon=True)
+        if len(present) > 3:                            # many bands: the legend beside the axes, not on them
+            ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True)
+        else:
+            ax.legend(loc="best", frameon=True)
         return _save(fig, path, {"figure": path.stem, "curves": curves})
 
 
