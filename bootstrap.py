@@ -3,7 +3,7 @@
 mbml.lock.yaml (the CPU build of torch where one exists) and mbml itself, editable.
 
     python3 bootstrap.py          # runtime
-    python3 bootstrap.py --dev    # plus the test tools and the optional extras (Minari), so tests cover them
+    python3 bootstrap.py --dev    # plus the test tools and the optional extras (Minari, Ray), so tests cover them
 
 Standard library only; safe to run again (pip skips what is already there).
 """
@@ -42,7 +42,7 @@ def main():
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     # torch first and pinned, so the CPU build is taken rather than the CUDA one.
     subprocess.check_call(pip + [f"torch=={versions['torch']}"])
-    subprocess.check_call(pip + ["-c", f.name, "-e", f"{ROOT}[dev,minari]" if dev else str(ROOT)]
+    subprocess.check_call(pip + ["-c", f.name, "-e", f"{ROOT}[dev,minari,ray]" if dev else str(ROOT)]
                           + ([f"pytest=={versions['pytest']}"] if dev and "pytest" in versions else []))
 
 

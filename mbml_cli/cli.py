@@ -30,6 +30,9 @@ SET = typer.Option(None, "--set", help="override a recipe value: section.key=val
 FORCE = typer.Option(False, "--force", help="run again even if finished with the same inputs")
 TASKS = typer.Option(None, "--tasks", help="only these training tasks, e.g. 0,3,5 (a shard)")
 ALGO = typer.Option("mbml", "--algo", help="distill algorithm: mbml, an ablation or a baseline")
+JOBS = typer.Option(1, "--jobs", "-j", min=1, max=1024, help="units of work at once (worker processes or Ray tasks)")
+EXECUTOR = typer.Option("local", "--executor", help="where units run: local (worker processes) or ray")
+ADDRESS = typer.Option(None, "--address", help="an existing Ray cluster (with --executor ray); default: a local instance")
 
 
 def user_errors(fn):
@@ -59,8 +62,8 @@ def parse_tasks(text: str | None) -> list[int] | None:
 def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
     from .nets import device_of
     from .preflight import estimate, fmt_duration
-    from .stages import device_name, open_run, pending, release, run_stage
-    ctx = open_run(target, overrides)
+    from .stages import device_name, open_run, pending, release, run_stage, unit_of
+    ctx = open_run(target, overrides, unit=unit_of(name, options))
     try:
         key = key or name
         line = f"▶ {key} on {device_name(ctx.recipe)}"
@@ -88,15 +91,20 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         set_: Optional[List[str]] = SET,
         store: Optional[str] = typer.Option(None, "--store", help="store path or URL (default from recipe)"),
         strict: bool = typer.Option(False, "--strict", help="refuse to run when installed versions differ from the file's lock"),
-        yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU")):
-    """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume."""
+        yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU"),
+        jobs: int = JOBS, executor: str = EXECUTOR, address: Optional[str] = ADDRESS):
+    """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume. With
+    --jobs N the algorithms' distill → eval → probe run N at a time."""
+    from .executors import check
     from .recipe import check_memory, load, resolve
     from .stages import check_device, create_run, open_run, pending, release
     from .store import Store
+    check(executor, address)
     if recipe.is_dir():                       # a store (e.g. made by `mbml import`): its own recipe
         ctx = open_run(str(recipe), set_, store_path=store)
         try:
-            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes))
+            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes),
+                           jobs, executor, address)
         finally:
             release(ctx)
         return
@@ -119,16 +127,17 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     estimates = preflight_check(recipe, r, pending(r, existing), yes) if timed else {}
     ctx = create_run(r)
     try:
-        run_and_report(ctx, estimates)
+        run_and_report(ctx, estimates, jobs, executor, address)
     finally:
         release(ctx)
 
 
-def run_and_report(ctx, estimates: dict[str, float]) -> None:
+def run_and_report(ctx, estimates: dict[str, float], jobs: int = 1, executor: str = "local",
+                   address: str | None = None) -> None:
     """The pipeline, then the commands a user runs next."""
     from .stages import run_pipeline
     out.print(f"run [bold]{clean(ctx.recipe.name)}[/bold] → {clean(ctx.store.path)}")
-    run_pipeline(ctx, out, estimates)
+    run_pipeline(ctx, out, estimates, jobs, executor, address)
     algo = ctx.recipe.algos[0] if ctx.recipe.algos else "mbml"
     path = clean(ctx.store.path)
     out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   "
@@ -161,6 +170,75 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, floa
                 raise StageError(f"{path}: projected {fmt_duration(total)} on this CPU (over {LIMIT_HOURS:g} h); "
                                  f"{hint}, or pass --yes to run it anyway")
     return {e.stage: e.seconds for e in found}
+
+
+@app.command()
+@user_errors
+def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file (runs/<sweep>/sweep.yaml) to repeat"),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="seeds, e.g. 0,1,2 or 0-4 (default: the recipe's)"),
+          grid: Optional[List[str]] = typer.Option(None, "--grid", help="key=v1,v2: one run per combination of the "
+                                                                        "grids' values and seed (repeatable)"),
+          set_: Optional[List[str]] = SET,
+          jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=1024,
+                                             help="runs at once (default: 1 locally, as many as Ray fits)"),
+          executor: str = EXECUTOR, address: Optional[str] = ADDRESS,
+          name: Optional[str] = typer.Option(None, "--name", help="the sweep's name (default: the recipe's)"),
+          directory: Optional[Path] = typer.Option(None, "--dir", help="where its runs go (default runs/<name>)"),
+          yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when a run is projected over {LIMIT_HOURS:g} h on a CPU")):
+    """Many runs as one experiment: seeds × grid, one store each under runs/<name>/; resumable."""
+    from . import sweep as sweeps
+    from .executors import check
+    from .preflight import fmt_duration
+    from .stages import pending
+    check(executor, address)
+    if sweeps.is_sweep_file(recipe):
+        if seeds or grid or set_ or name:
+            raise StageError(f"{recipe}: a sweep file fixes its recipe, seeds and grid (no --seeds, --grid, --set or --name)")
+        plan = sweeps.from_file(recipe)
+        for line in lockmod.differences(plan.lock):
+            err.print(f"[yellow]warning:[/yellow] {clean(line)}")
+        directory = directory or (recipe.parent if recipe.name == sweeps.SWEEP_FILE else Path("runs") / plan.name)
+    else:
+        plan = sweeps.from_recipe(recipe, seeds, grid, set_, name)
+        directory = directory or Path("runs") / plan.name
+    jobs = jobs or (1024 if executor == "ray" else 1)
+    runs = sweeps.prepare(plan, directory, jobs)
+    todo = [r for r in runs if not sweeps.finished(r)]
+    weights = {}
+    if todo and envs.has_environment(envs.get(todo[0].recipe.env.name)):
+        weights = preflight_check(recipe, todo[0].recipe, pending(todo[0].recipe, None), yes)
+        total = sum(weights.values()) * len(todo) / min(jobs, len(todo))
+        err.print(f"sweep: {len(todo)} runs to do, {min(jobs, len(todo))} at a time: projected "
+                  f"{fmt_duration(total)} (one run alone: {fmt_duration(sum(weights.values()))})", highlight=False)
+    status = sweeps.execute(plan, runs, directory, jobs, executor, address, out, weights)
+    (out if out.is_terminal else Console(width=200)).print(sweeps.final_table(plan, runs, status, directory))
+    failed = [label for label, s in status.items() if s not in ("done", "skipped")]
+    if failed:
+        err.print(f"{len(failed)} of {len(runs)} runs did not finish: "
+                  + ", ".join(f"{clean(label)} ({status[label]}, log {clean(str(sweeps.log_of(directory, label)))})"
+                              for label in failed) + "; run the same command again to resume them",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def report(runs: List[str] = typer.Argument(..., help="stores, sweep directories (runs/<sweep>) or directories of stores"),
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="where report.md and the figures go "
+                                                                    "(default: <sweep>/report, else report/)"),
+           json_file: Optional[Path] = typer.Option(None, "--json", help="the numbers as JSON (default: <out>/report.json)")):
+    """Tables (Markdown), the paper's figures (PNG) and the same numbers as JSON, over seeds."""
+    from .report import make_report
+    from .sweep import SWEEP_FILE
+    if out_dir is None:
+        sweep_dirs = [Path(r) for r in runs if (Path(r) / SWEEP_FILE).is_file()]
+        out_dir = sweep_dirs[0] / "report" if len(runs) == 1 and sweep_dirs else Path("report")
+    result, figures, text = make_report(list(runs), out_dir, json_file)
+    sys.stdout.write(text)
+    n = sum(len(c["runs"]) for c in result["conditions"])
+    err.print(f"report of {n} runs in {len(result['conditions'])} condition(s) → {clean(str(out_dir / 'report.md'))}, "
+              f"{len(figures)} figures, JSON {clean(str(json_file or out_dir / 'report.json'))}", highlight=False,
+              soft_wrap=True)
 
 
 @app.command()
@@ -240,9 +318,15 @@ def finetune(target: str = typer.Argument(..., help="store"),
 @user_errors
 def dash(run: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
          wait: bool = typer.Option(False, "--wait", help="wait for a store that does not exist yet (a run about to start)")):
-    """Live dashboard: losses, per-task returns, embedding clusters."""
+    """Live dashboard: losses, per-task returns, embedding clusters; of a sweep's directory, a row per
+    run (Enter opens one)."""
     from .store import Store
+    from .sweep import SWEEP_FILE
     target = _newest(run)
+    if (Path(target) / SWEEP_FILE).is_file():
+        from .dash.sweep import main as sweep_dash
+        sweep_dash(target)
+        return
     if not wait:
         Store.open(target)                   # not a store: one line and exit 2, before the screen opens
     from .dash.app import main

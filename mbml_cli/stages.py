@@ -32,6 +32,7 @@ class RunContext:
     store: Store
     recipe: Recipe
     resume: bool = False                      # same inputs as an interrupted attempt: continue it
+    unit: str | None = None                   # the writer-lock unit held (None: the whole store)
     progress: Callable[[float], None] = lambda f: None
 
     @property
@@ -74,9 +75,10 @@ def _load_stages() -> None:
 
 # ---- opening a run -----------------------------------------------------------------------------
 def open_run(target: str, overrides: list[str] | None = None, store_path: str | None = None,
-             mode: str = "r+") -> RunContext:
+             mode: str = "r+", unit: str | None = None) -> RunContext:
     """`target` is a recipe file (creates or reopens its store) or an existing store. Either way
-    the store's writer lock is taken (see `writer.py`); the caller releases it with `release(ctx)`."""
+    the store's writer lock is taken (see `writer.py`): the whole store's, or for an existing store
+    opened without overrides only `unit`'s; the caller releases it with `release(ctx)`."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         recipe, _ = load(path, overrides)
@@ -101,10 +103,11 @@ def open_run(target: str, overrides: list[str] | None = None, store_path: str | 
     check_memory(recipe, source)
     if mode == "r":                                 # a reader: no lock, and the --set values stay in memory
         return RunContext(store, recipe)
-    take_lock(store.path)
+    unit = None if overrides else unit           # overrides rewrite the store's recipe: the whole store's lock
+    take_lock(store.path, unit)
     if overrides:
         store.root.attrs["recipe"] = to_dict(recipe)
-    return RunContext(store, recipe)
+    return RunContext(store, recipe, unit=unit)
 
 
 def _cuda() -> bool:
@@ -117,22 +120,28 @@ def check_device(recipe: Recipe, source: str) -> None:
         raise StageError(f"{source}: device: cuda, but this machine has no CUDA device (use cpu or auto)")
 
 
-def take_lock(store_path: str) -> None:
-    """The writer lock of a local store (a second writer is refused with one line naming the holder)."""
+def take_lock(store_path: str, unit: str | None = None) -> None:
+    """The writer lock of a local store, or of one unit of it (a second writer is refused with one
+    line naming the holder)."""
     if _is_url(store_path):
         return
     from rich.console import Console
     from .inputs import clean
     console = Console(stderr=True)
     try:
-        writer.acquire(store_path, say=lambda line: console.print(f"[yellow]note:[/yellow] {clean(line)}"))
+        writer.acquire(store_path, say=lambda line: console.print(f"[yellow]note:[/yellow] {clean(line)}"), unit=unit)
     except writer.LockError as e:
         raise StoreError(str(e)) from None
 
 
+def unit_of(name: str, options: dict) -> str | None:
+    """The writer-lock unit of a stage: one algorithm's groups for distill, eval and probe (`writer.py`)."""
+    return f"algo/{options['algo']}" if name in PER_ALGO and options.get("algo") else None
+
+
 def release(ctx: "RunContext | None") -> None:
     if ctx is not None:
-        writer.release(ctx.store.path)
+        writer.release(ctx.store.path, ctx.unit)
 
 
 def create_run(recipe: Recipe) -> RunContext:
@@ -235,14 +244,24 @@ def pending(recipe: Recipe, store: Store | None) -> list[str]:
     return keys
 
 
-def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = None) -> None:
+def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = None, jobs: int = 1,
+                 executor: str = "local", address: str | None = None) -> None:
     """`mbml run`: `plan(recipe)` in order; each stage first names its device and, with `estimates`
-    (record key → seconds from `preflight`), its projected time and the rest of the run's."""
+    (record key → seconds from `preflight`), its projected time and the rest of the run's. With
+    `jobs` > 1 the algorithms' distill → eval → probe run `jobs` at a time (`parallel.py`)."""
     from .preflight import fmt_duration
     _load_stages()
     estimates = dict(estimates or {})
     device = device_name(ctx.recipe)
-    for name, key, options in plan(ctx.recipe):
+    steps = plan(ctx.recipe)
+    while steps:
+        from .parallel import leading_block, run_algos
+        block = leading_block(steps) if jobs > 1 else []
+        if len({options["algo"] for _, _, options in block}) > 1:
+            run_algos(ctx, block, jobs, executor, address, console, pending(ctx.recipe, ctx.store))
+            steps = steps[len(block):]
+            continue
+        name, key, options = steps.pop(0)
         if key in estimates:
             rest = sum(v for k, v in estimates.items() if k != key)
             console.print(f"▶ {key} on {device}: projected {fmt_duration(estimates[key])}"

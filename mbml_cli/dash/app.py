@@ -191,7 +191,31 @@ class EmbeddingsPanel(Vertical):
 
 
 # ---- the app -----------------------------------------------------------------------------------
-class DashApp(App):
+class PollingApp(App):
+    """Reads in a thread every `interval` seconds, one read at a time: `read()`, run in the thread,
+    returns the message posted back (whose handler sets `_reading` False again)."""
+
+    interval: float = 2.0
+    _reading: bool = False
+
+    def start_polling(self) -> None:
+        self.action_poll()
+        self.set_interval(self.interval, self.action_poll)
+
+    def action_poll(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._read()
+
+    @work(thread=True, exit_on_error=False, group="poll")
+    def _read(self) -> None:
+        self.post_message(self.read())
+
+    def read(self) -> Message:
+        raise NotImplementedError
+
+
+class DashApp(PollingApp):
     """Live view of one store: run header, then Losses, Returns and Embeddings panels."""
 
     CSS_PATH = "dash.tcss"
@@ -232,22 +256,14 @@ class DashApp(App):
 
     def on_mount(self) -> None:
         self.query_one(RunHeader).interval = self.interval
-        self.action_poll()
-        self.set_interval(self.interval, self.action_poll)
+        self.start_polling()
 
-    # polling: one read at a time, in a thread; the result comes back as a message
-    def action_poll(self) -> None:
-        if not self._reading:
-            self._reading = True
-            self._read()
-
-    @work(thread=True, exit_on_error=False, group="poll")
-    def _read(self) -> None:
+    def read(self) -> SnapshotRead:
         try:
             snap = self.reader.read(self.clock())
         except Exception as e:                         # noqa: BLE001 - Reader already catches reads
             snap = Snapshot(self.path, read_at=self.clock(), error=f"{type(e).__name__}: {e}")
-        self.post_message(SnapshotRead(snap))
+        return SnapshotRead(snap)
 
     async def on_snapshot_read(self, message: SnapshotRead) -> None:
         self._reading = False

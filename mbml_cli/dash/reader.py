@@ -243,9 +243,7 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
                     per_task.setdefault(name, []).append(str(sub[child].attrs.get("status", "")))
                 else:
                     found[f"{name}/{child}"] = dict(sub[child].attrs)
-    planned = []
-    for name in recipe.get("stages") or PIPELINE:
-        planned += [f"{name}/{a}" for a in recipe.get("algos") or []] if name in PER_ALGO else [name]
+    planned = planned_keys(recipe)
     records = []
     for key in planned + sorted(k for k in set(found) | set(per_task) if k not in planned):
         rec = found.get(key, {})
@@ -255,6 +253,54 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
             _num(rec.get("started")), _num(rec.get("updated")), _num(rec.get("ended")),
             str(rec.get("message") or ""), sum(t == "done" for t in tasks), max(len(tasks), n_train if tasks else 0)))
     return records
+
+
+def planned_keys(recipe: dict) -> list[str]:
+    """The stage record keys a run of this (stored) recipe makes, in order."""
+    planned = []
+    for name in recipe.get("stages") or PIPELINE:
+        planned += [f"{name}/{a}" for a in recipe.get("algos") or []] if name in PER_ALGO else [name]
+    return planned
+
+
+@dataclass(eq=False)
+class Progress:
+    """Where a run (or one unit of it) stands, from its stage records."""
+    status: str = "waiting"         # waiting | running | done | failed | interrupted | partial | stopped
+    stage: str = ""                 # the stage running now, else the next one to run
+    fraction: float = 0.0           # of the keys' work done (weighted)
+    started: float | None = None    # the earliest start among the records
+    message: str = ""
+
+
+def progress(store: Store, keys: list[str], weights: dict[str, float] | None = None) -> Progress:
+    """Progress over `keys`: each key done counts its weight (projected seconds, else 1), a running or
+    interrupted one its weight × its own progress."""
+    total = made = 0.0
+    statuses, starts, following = [], [], ""
+    current, latest, message = "", -1.0, ""
+    for key in keys:
+        rec = store.stage(key)
+        status = layout.record_status(rec) if rec else "pending"
+        w = (weights or {}).get(key, 1.0)
+        total += w
+        made += w * (1.0 if status == "done" else min(1.0, max(0.0, _num(rec.get("progress"), 0.0))))
+        statuses.append(status)
+        if _num(rec.get("started")) is not None:
+            starts.append(_num(rec.get("started")))
+        when = _num(rec.get("updated"), _num(rec.get("started"), 0.0))
+        if status == "running" and when >= latest:
+            current, latest = key, when
+        if status in ("failed", "interrupted") and not message:
+            message = f"{key}: {rec.get('message') or status}"
+        following = following or ("" if status == "done" else key)
+    order = ("running", "failed", "interrupted", "partial")
+    status = next((s for s in order if s in statuses), None)
+    if status is None:
+        status = "done" if statuses and all(s == "done" for s in statuses) else \
+            "waiting" if all(s == "pending" for s in statuses) else "stopped"
+    return Progress(status, current or following, made / total if total else 0.0, min(starts) if starts else None,
+                    message)
 
 
 def _walk_tables(group, prefix: str, out: dict[str, Table], cache: dict[str, Table], depth: int = 0) -> None:

@@ -1,0 +1,122 @@
+"""Markdown tables of a report, from the dict of `gather.py` (and nothing else: every number shown is
+in the JSON)."""
+from __future__ import annotations
+
+COMPARISON = ("mbml", "contextual_bcq", "batch_pearl")                       # the paper's Fig. 4
+ABLATIONS = ("mbml", "gt_relabel", "no_relabel", "no_triplet", "neither")     # Fig. 6: full model vs ablations
+DESCRIBED = {"gt_relabel": "gt_relabel (true rewards for relabelling)", "no_relabel": "no_relabel (hardest-pair "
+             "triplet, Eq. 11)", "no_triplet": "no_triplet (relabelled context, no triplet)",
+             "neither": "neither (no relabelling, no triplet)"}
+
+
+def pm(s: dict | None, digits: int = 2) -> str:
+    """mean ± std, or — ."""
+    if not s or s.get("mean") is None:
+        return "—"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def ci(s: dict | None, digits: int = 2) -> str:
+    if not s or not s.get("ci95"):
+        return "—"
+    lo, hi = s["ci95"]
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def num(v, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def seeds(c: dict) -> str:
+    return ", ".join(str(r["seed"]) for r in c["runs"])
+
+
+def scores_table(c: dict, algos: list[str] | None = None, described: bool = False) -> str:
+    """Per algorithm, best and last test-task score (mean ± std over seeds, bootstrap 95% CI) and probe."""
+    names = [a for a in (algos or c["algos"]) if a in c["algos"]]
+    ranked = sorted(names, key=lambda a: -(c["algos"][a]["best"]["mean"] if c["algos"][a]["best"]["mean"] is not None
+                                           else float("inf")))
+    rows = [[DESCRIBED.get(a, a) if described else a, pm(c["algos"][a]["best"]), ci(c["algos"][a]["best"]),
+             pm(c["algos"][a]["last"]), ci(c["algos"][a]["last"]), pm(c["algos"][a]["probe"])] for a in ranked]
+    return md(["algo", "best", "95% CI", "last", "95% CI", "probe"], rows)
+
+
+def per_seed_table(c: dict) -> str:
+    rows = []
+    for a, s in c["algos"].items():
+        best, probe = s["best"]["per_seed"], s["probe"]["per_seed"]
+        rows.append([a] + [f"{num(b)}; {num(p)}" for b, p in zip(best, probe)])
+    return md(["algo (best; probe)"] + [f"seed {r['seed']}" for r in c["runs"]], rows)
+
+
+def teachers_table(c: dict) -> str | None:
+    t = c.get("teachers")
+    if not t:
+        return None
+    rows = [[f"seed {r['seed']}", num(t["random_return"]["per_seed"][i]), num(t["best_batch_return"]["per_seed"][i]),
+             num(t["bcq_return"]["per_seed"][i]), num(t["fraction"]["per_seed"][i]),
+             f"{num(min(_known(t['fraction_per_task'][i])))}–{num(max(_known(t['fraction_per_task'][i])))}"
+             if _known(t["fraction_per_task"][i]) else "—"] for i, r in enumerate(c["runs"])]
+    rows.append(["mean ± std", pm(t["random_return"]), pm(t["best_batch_return"]), pm(t["bcq_return"]),
+                 pm(t["fraction"]), ""])
+    return md(["teachers", "random", "best in batch", "BCQ", "fraction", "fraction, tasks min–max"], rows)
+
+
+def _known(values: list) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def reward_table(c: dict) -> str | None:
+    r = c.get("reward_error")
+    if not r:
+        return None
+    return md(["reward models: held-out MSE", "own task", "other tasks"],
+              [["mean ± std over seeds", pm(r["own"], 4), pm(r["other"], 4)]])
+
+
+def finetune_table(c: dict) -> str | None:
+    f = c.get("finetune")
+    if not f:
+        return None
+    x = f["interactions"]
+    picks = sorted({0, len(x) // 4, len(x) // 2, 3 * len(x) // 4, len(x) - 1})
+    rows = [[init] + [f"{f[init]['mean'][i]:.1f} ± {f[init]['std'][i]:.1f}" for i in picks] for init in ("mbml", "scratch")]
+    return md(["fine-tuning return (mean ± std over tasks)"] + [f"{x[i]:,}" for i in picks], rows) + \
+        f"\n\nSaving in interactions to reach the threshold (MBML init vs scratch): {pm(f['saving'], 1)} % " \
+        f"over {f['saving']['n']} tasks."
+
+
+def wall_table(c: dict) -> str:
+    rows = [[key] + [num(v, 0) for v in s["per_seed"]] + [pm(s, 0)] for key, s in c["wall"].items()]
+    return md(["stage wall time (s)"] + [f"seed {r['seed']}" for r in c["runs"]] + ["mean ± std"], rows)
+
+
+def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> str:
+    """The whole report: per condition, every table, and its figures (name → relative path)."""
+    out = ["# mbml report", "",
+           "Scores: test-task score = mean over the test tasks of the mean return of the episodes after "
+           "`eval.skip` (PEARL protocol); *best* = the best evaluation during training, *last* = the final "
+           "one; mean ± std (ddof 0) over seeds and a percentile-bootstrap 95% CI of the mean over seeds. "
+           "Probe = fraction of relabelled contexts nearer their reward's task (`mbml probe`)."]
+    for c in report["conditions"]:
+        out += ["", f"## {c['label']} (seeds {seeds(c)})", "", scores_table(c)]
+        for title, algos in (("MBML against the baselines (the paper's Fig. 4)", COMPARISON),
+                             ("Full model against the ablations (the paper's Fig. 6)", ABLATIONS)):
+            if sum(a in c["algos"] and c["algos"][a]["best"]["mean"] is not None for a in algos) > 1:
+                out += ["", f"### {title}", "", scores_table(c, list(algos), described=True)]
+        out += ["", "### Per seed", "", per_seed_table(c)]
+        for title, table in (("BCQ teachers: fraction of the way from a random policy to the best episode "
+                              "in the batch (mean over training tasks)", teachers_table(c)),
+                             ("Reward models", reward_table(c)), ("Fine-tuning (the paper's Fig. 8)", finetune_table(c))):
+            if table:
+                out += ["", f"### {title}", "", table]
+        out += ["", "### Stage wall times", "", wall_table(c)]
+        for name, path in (figures or {}).get(c["label"], {}).items():
+            out += ["", f"![{name}]({path})"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,46 @@
+"""RESULTS.md against the committed reports: every score of a section re-made by `mbml report` is the
+JSON's, rounded (no store needed: the JSON is what `mbml report` read from the stores)."""
+import json
+import re
+
+import pytest
+
+from conftest import ROOT
+
+SECTIONS = {"### point_goal re-made with `mbml sweep` and `mbml report`": "results/point_goal.json"}
+CELL = re.compile(r"\*{0,2}([−-]?\d+\.\d+) ± (\d+\.\d+)\*{0,2}")
+SEED = re.compile(r"([−-]?\d+\.\d+); (\d+\.\d+)")
+
+
+def section(title: str) -> str:
+    text = (ROOT / "RESULTS.md").read_text()
+    start = text.index(title)
+    end = text.find("\n### ", start + len(title))
+    return text[start:end if end > 0 else None]
+
+
+def number(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+@pytest.mark.parametrize("title, path", SECTIONS.items())
+def test_results_numbers_are_the_reports(title, path):
+    c = json.loads((ROOT / path).read_text())["conditions"][0]
+    rows = [line.split("|")[1:-1] for line in section(title).splitlines() if line.startswith("| ")]
+    checked = 0
+    for cells in rows:
+        algo = cells[0].strip()
+        if algo not in c["algos"]:
+            continue
+        a = c["algos"][algo]
+        if len(cells) == 6:                                  # algo | best | CI | last | CI | probe
+            for cell, key in zip((cells[1], cells[3], cells[5]), ("best", "last", "probe")):
+                mean, std = map(number, CELL.search(cell).groups())
+                assert (mean, std) == (round(a[key]["mean"], 2), round(a[key]["std"], 2)), (algo, key)
+                checked += 1
+        else:                                                # algo | seed 0 | seed 1 | ...: best; probe
+            for i, cell in enumerate(cells[1:]):
+                best, probe = map(number, SEED.search(cell).groups())
+                assert (best, probe) == (round(a["best"]["per_seed"][i], 2), round(a["probe"]["per_seed"][i], 2))
+                checked += 1
+    assert checked == 7 * 3 + 7 * 3

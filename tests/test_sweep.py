@@ -1,0 +1,327 @@
+"""`mbml sweep`, `mbml run --jobs N`, `mbml report` and the sweep's dashboard, on the smoke recipe.
+
+The sweep (3 seeds, 2 at a time) is killed with SIGKILL mid-run and run again; every store then
+equals the same run made alone with `mbml run` (same seed → same arrays). The same with Ray, where
+it is installed. The report's JSON is checked against the stores, its PNGs against their pixels.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST, ROOT, SMOKE, runner
+from mbml_cli import layout, writer
+from mbml_cli.cli import app
+from mbml_cli.pipeline.summary import summarise
+from mbml_cli.store import Store
+from store_equal import differences
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+SWEEP = ["sweep", SMOKE, "--seeds", "0,1,2", "--jobs", "2", *FAST]
+
+
+def cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mbml_cli.cli", *args], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_error(args: list[str], *words) -> str:
+    """`mbml ARGS` (in this process) exits 2 with one line naming `words`."""
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and all(w in lines[0] for w in words), out.output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def alone(smoke_run, tmp_path_factory) -> dict[int, Path]:
+    """Seeds 0, 1, 2 of the smoke recipe, each made alone with `mbml run` (seed 0 is conftest's)."""
+    stores = {0: smoke_run}
+    for seed in (1, 2):
+        stores[seed] = tmp_path_factory.mktemp("alone") / f"smoke-s{seed}.zarr"
+        out = runner.invoke(app, ["run", SMOKE, "--set", f"seed={seed}", "--store", str(stores[seed]), *FAST])
+        assert out.exit_code == 0, out.output
+    return stores
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, or a zombie not reaped yet (whose pid a stage record's check still finds)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The sweep, SIGKILLed while its first runs are in BCQ, then run again to the end."""
+    directory = tmp_path_factory.mktemp("sweep") / "smoke"
+    args = [*SWEEP, "--dir", str(directory)]
+    p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    workers = []
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            if Store.open(directory / "smoke-s0.zarr").stage("bcq").get("status") == "running":
+                workers = children(p.pid)
+                break
+        except Exception:               # noqa: BLE001 - not made yet
+            pass
+        time.sleep(0.1)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert len(workers) == 2
+    deadline = time.monotonic() + 30
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers), "a worker outlived its killed sweep"
+    interrupted = Store.open(directory / "smoke-s0.zarr").stage("bcq")
+    assert layout.record_status(interrupted) == "interrupted"
+    t0 = time.monotonic()
+    again = cli(*args)
+    return directory, again, time.monotonic() - t0
+
+
+def test_killed_sweep_resumes_and_every_store_equals_the_run_made_alone(swept, alone):
+    directory, again, _ = swept
+    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
+    assert "sweep smoke: best test-task score per algorithm" in again.stdout          # it ends with a table
+    for seed in (0, 1, 2):
+        assert f"smoke-s{seed}" in again.stdout
+        assert differences(str(alone[seed]), str(directory / f"smoke-s{seed}.zarr")) == [], seed
+    assert (directory / "logs" / "smoke-s2.log").is_file()
+    doc = json.loads(json.dumps(__import__("yaml").safe_load((directory / "sweep.yaml").read_text())))
+    assert doc["sweep"]["seeds"] == [0, 1, 2] and doc["recipe"]["name"] == "smoke" and doc["lock"]["packages"]
+
+
+def test_finished_runs_are_skipped_and_the_sweep_file_repeats_it(swept):
+    directory, _, _ = swept
+    out = runner.invoke(app, ["sweep", str(directory / "sweep.yaml")])      # its own file: in place, all finished
+    assert out.exit_code == 0, out.output
+    assert "3 runs (3 finished before)" in out.output and "skipped" in out.output
+    one_error([*SWEEP[:2], "--seeds", "0,1", "--dir", str(directory)], str(directory), "holds another sweep (seeds differ)")
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    """Two runs of a grid: collect alone, and collect then distill (refused: bcq has not run)."""
+    out = runner.invoke(app, ["sweep", SMOKE, "--grid", "stages=[collect],[collect,distill]", "--jobs", "2", *FAST,
+                              "--dir", str(tmp_path / "g")])
+    assert out.exit_code == 1, out.output
+    assert "1 of 2 runs did not finish: smoke-stages=collect+distill-s0 (failed, log " in out.output
+    assert Store.open(tmp_path / "g" / "smoke-stages=collect-s0.zarr").stage("collect")["status"] == "done"
+    log = (tmp_path / "g" / "logs" / "smoke-stages=collect+distill-s0.log").read_text()
+    assert "stage 'bcq' must finish before 'distill'" in log
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--seeds", "0,x"], ["--seeds 0,x"]),
+    (["--grid", "distill.margn=1,2"], ["distill.margn", "unknown key", "distill.margin"]),
+    (["--grid", "seed=1,2"], ["--seeds"]),
+    (["--executor", "slurm"], ["--executor slurm", "local or ray"]),
+    (["--address", "x:1"], ["--address", "--executor ray"]),
+])
+def test_bad_sweep_input_is_one_line(tmp_path, args, words):
+    one_error(["sweep", SMOKE, *args, "--dir", str(tmp_path / "s")], *words)
+    assert not (tmp_path / "s" / "smoke-s0.zarr").exists()
+
+
+def test_run_jobs_trains_the_algorithms_in_parallel_and_equals_the_sequential_run(smoke_run, tmp_path):
+    store = tmp_path / "jobs.zarr"
+    out = runner.invoke(app, ["run", SMOKE, "--store", str(store), "--jobs", "2", *FAST])
+    assert out.exit_code == 0, out.output
+    assert "4 algorithms, 2 at a time (local)" in out.output
+    assert differences(str(smoke_run), str(store)) == []
+    assert sorted(p.name for p in (tmp_path / "jobs.logs").iterdir()) == \
+        ["batch_pearl.log", "contextual_bcq.log", "mbml.log", "neither.log"]
+
+
+def test_ray_executor_sweep_equals_the_runs_made_alone(alone, tmp_path):
+    pytest.importorskip("ray")
+    directory = tmp_path / "ray"
+    p = cli("sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory), timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-3000:]
+    assert "(ray)" in p.stdout
+    for seed in (1, 2):
+        assert differences(str(alone[seed]), str(directory / f"smoke-s{seed}.zarr")) == [], seed
+
+
+# ---- the writer lock's units ------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from mbml_cli import writer
+writer.acquire(sys.argv[1], command="holder " + sys.argv[2], unit=sys.argv[2] or None)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def holding(path, unit=""):
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(path), unit], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_units_of_different_algorithms_write_together_same_unit_or_whole_store_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    path.mkdir()
+    mbml = holding(path, "algo/mbml")
+    try:
+        writer.acquire(str(path), unit="algo/neither")              # another algorithm: allowed
+        writer.release(str(path), "algo/neither")
+        with pytest.raises(writer.LockError, match=f"algo/mbml of this store .*pid {mbml.pid} .*`holder algo/mbml`"):
+            writer.acquire(str(path), unit="algo/mbml")
+        with pytest.raises(writer.LockError, match=f"to this store .*pid {mbml.pid} "):   # the whole store
+            writer.acquire(str(path))
+    finally:
+        mbml.kill()
+        mbml.wait()
+    whole = holding(path)
+    try:
+        with pytest.raises(writer.LockError, match=f"pid {whole.pid} "):
+            writer.acquire(str(path), unit="algo/neither")
+    finally:
+        whole.kill()
+        whole.wait()
+    writer.acquire(str(path))                                        # whole, then shared for units, then whole again
+    try:
+        with writer.shared(str(path)):
+            unit = holding(path, "algo/mbml")
+            unit.kill()
+            unit.wait()
+        assert writer.holds(str(path))
+    finally:
+        writer.release(str(path))
+
+
+# ---- mbml report --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reported(swept, tmp_path_factory):
+    directory = swept[0]
+    out = tmp_path_factory.mktemp("report")
+    result = runner.invoke(app, ["report", str(directory), "--out", str(out), "--json", str(out / "smoke.json")])
+    assert result.exit_code == 0, result.output
+    return directory, out, json.loads((out / "smoke.json").read_text()), result.output
+
+
+def test_report_json_equals_the_stores(reported):
+    directory, _, report, _ = reported
+    assert report["mbml_report"] == 1 and len(report["conditions"]) == 1
+    c = report["conditions"][0]
+    stores = [Store.open(directory / f"smoke-s{s}.zarr") for s in (0, 1, 2)]
+    assert [r["seed"] for r in c["runs"]] == [0, 1, 2]
+    for algo in ("mbml", "neither", "contextual_bcq", "batch_pearl"):
+        rows = [summarise(s, [algo], 2)[0] for s in stores]
+        for key in ("best", "last", "eval", "probe"):
+            stat = c["algos"][algo][key]
+            assert stat["per_seed"] == pytest.approx([r[key] for r in rows], abs=0, rel=0)
+            assert stat["mean"] == pytest.approx(np.mean([r[key] for r in rows]))
+            assert stat["std"] == pytest.approx(np.std([r[key] for r in rows]))
+            assert stat["ci95"][0] <= stat["mean"] <= stat["ci95"][1]
+        hist = [s.read_rows(layout.EVAL_HISTORY(algo)) for s in stores]
+        curve = c["algos"][algo]["curve"]
+        assert curve["epoch"] == hist[0]["epoch"].tolist()
+        assert curve["mean"] == pytest.approx(np.mean([h["returns"][:, :, 2:].mean(axis=(1, 2)) for h in hist], axis=0))
+    errors = [s.read_array(layout.REWARD_ERROR("error")) for s in stores]
+    assert np.array(c["reward_error"]["matrix"]) == pytest.approx(np.mean(errors, axis=0))
+    assert c["teachers"]["fraction"]["per_seed"] == pytest.approx(
+        [np.mean([s.stage(f"bcq/{i}")["fraction"] for i in range(3)]) for s in stores])
+    bcq = [s.stage("bcq") for s in stores]
+    assert c["wall"]["bcq"]["per_seed"] == pytest.approx([r["ended"] - r["started"] for r in bcq])
+
+
+def test_report_markdown_has_the_tables(reported):
+    _, out, report, printed = reported
+    text = (out / "report.md").read_text()
+    assert text == printed.split("report of ")[0] or text in printed
+    for heading in ("## smoke (seeds 0, 1, 2)", "MBML against the baselines (the paper's Fig. 4)",
+                    "Full model against the ablations (the paper's Fig. 6)", "### Per seed", "### BCQ teachers",
+                    "### Stage wall times", "![Fig. 4: MBML against the baselines](fig4-comparison.png)"):
+        assert heading in text, heading
+    mbml = report["conditions"][0]["algos"]["mbml"]["best"]
+    assert f"| mbml | {mbml['mean']:.2f} ± {mbml['std']:.2f} | [{mbml['ci95'][0]:.2f}, {mbml['ci95'][1]:.2f}]" in text
+
+
+def png(path: Path) -> tuple[np.ndarray, dict]:
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width >= 600 and im.height >= 300
+        return np.asarray(im.convert("RGB")), json.loads(im.info["mbml"])
+
+
+def pixels_of(img: np.ndarray, colour: str) -> int:
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(img.astype(int) - rgb).sum(axis=-1) <= 6).sum())
+
+
+def test_report_figures_are_images_with_their_curves_and_cells(reported):
+    _, out, report, _ = reported
+    img, info = png(out / "fig4-comparison.png")
+    assert [c["label"] for c in info["curves"]] == ["mbml", "contextual_bcq", "batch_pearl"]
+    for curve in info["curves"]:
+        assert curve["points"] == 2
+        assert pixels_of(img, curve["color"]) > 100, curve              # each curve is drawn, in its colour
+    img, info = png(out / "fig6-ablations.png")
+    assert [c["label"] for c in info["curves"]] == ["mbml", "neither"]
+    img, info = png(out / "fig7-reward-error.png")
+    assert info["cells"] == [3, 3]
+    assert len({tuple(p) for p in img.reshape(-1, 3)}) > 9
+    img, info = png(out / "embeddings.png")
+    assert info["panels"] == ["mbml", "neither", "contextual_bcq", "batch_pearl"]
+    assert not (out / "fig8-finetune.png").exists()                  # no fine-tuning in these runs
+
+
+def test_report_finetune_figure(finetuned, tmp_path):
+    path, _ = finetuned
+    result = runner.invoke(app, ["report", str(path), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    img, info = png(tmp_path / "fig8-finetune.png")
+    assert [c["label"] for c in info["curves"]] == ["MBML init", "scratch"]
+    for curve in info["curves"]:
+        assert pixels_of(img, curve["color"]) > 100
+    f = json.loads((tmp_path / "report.json").read_text())["conditions"][0]["finetune"]
+    rows = Store.open(path).read_rows(layout.FINETUNE_CURVE("scratch", "0"))
+    assert f["interactions"] == rows["interactions"].tolist() and f["runs"] == 1
+    assert f["scratch"]["mean"] == pytest.approx(rows["return"].tolist())
+
+
+def test_report_of_a_missing_store_is_one_line(tmp_path):
+    one_error(["report", str(tmp_path / "nope.zarr")], "nope.zarr", "no such store")
+
+
+# ---- mbml dash runs/<sweep>/ ---------------------------------------------------------------------------
+def test_sweep_dashboard_lists_the_runs_and_opens_one(swept):
+    from mbml_cli.dash.sweep import SweepApp
+    directory = swept[0]
+
+    async def go():
+        sweep_app = SweepApp(directory, interval=60)
+        async with sweep_app.run_test(size=(120, 30)) as pilot:
+            for _ in range(200):
+                if sweep_app.polls:
+                    break
+                await pilot.pause(0.05)
+            assert [(r.label, r.status, r.fraction) for r in sweep_app.rows] == \
+                [(f"smoke-s{s}", "done", 1.0) for s in (0, 1, 2)]
+            assert "3/3 runs done" in str(sweep_app.query_one("#sweep-head").render())
+            await pilot.press("down", "enter")
+        return sweep_app.return_value
+
+    assert asyncio.run(go()) == str(directory / "smoke-s1.zarr")
