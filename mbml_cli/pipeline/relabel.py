@@ -22,6 +22,7 @@ from ..algos.reward_model import predict_chunked
 from ..data import TaskData
 from ..loaders import load_batches, load_ensemble
 from ..nets import device_of
+from .common import Reporter
 from ..stages import RunContext, stage
 
 
@@ -73,8 +74,15 @@ def relabel(ctx: RunContext) -> None:
     data = load_batches(store, "train", list(range(K)), device=device)
     model = load_ensemble(store, "reward", device)
     ns_model = load_ensemble(store, "next_state", device) if r.reward.next_state else None
-    out = relabel_all(data, model, ns_model, r.relabel.std_threshold, r.relabel.next_state_threshold,
-                      on_task=lambda j: ctx.progress(0.9 * (j + 1) / K))
+    report = Reporter("relabel", K, unit="task")
+
+    def on_task(j):
+        ctx.progress(0.9 * (j + 1) / K)
+        report.update(j + 1)
+    try:
+        out = relabel_all(data, model, ns_model, r.relabel.std_threshold, r.relabel.next_state_threshold, on_task)
+    finally:
+        report.close()
     for name in ("next_obs", "next_std"):
         if name not in out:
             store.delete(layout.RELABEL(name))

@@ -20,6 +20,7 @@ from .. import divergence, layout
 from ..data import TaskData
 from ..loaders import load_batches, save_ensemble
 from ..nets import device_of, seed_everything
+from .common import Reporter
 from ..stages import RunContext, stage
 
 SEED_OFFSET = 3_000
@@ -41,13 +42,18 @@ def fit(ctx: RunContext, data: TaskData, target: torch.Tensor, residual: bool, s
     model.set_stats(x.mean(0), x.std(0).clamp_min(1e-3), y.mean(0), y.std(0).clamp_min(1e-3))
     lo, hi = progress_span
     rows = []
+    report = Reporter(f"reward {log_key}", cfg.steps, unit="step")
 
     def on_log(step, loss):
         divergence.check("reward", step, **{f"{log_key} loss": loss})
         rows.append((step, loss))
         ctx.progress(lo + (hi - lo) * step / cfg.steps)
+        report.update(step, f"loss {loss:.4f}")
 
-    train_ensemble(model, data.obs, data.act, target, split, cfg, gen, on_log, max(1, cfg.steps // 50))
+    try:
+        train_ensemble(model, data.obs, data.act, target, split, cfg, gen, on_log, max(1, cfg.steps // 50))
+    finally:
+        report.close()
     for step, loss in rows:
         ctx.store.log("reward", log_key, {"step": step, "loss": loss})
     return model
