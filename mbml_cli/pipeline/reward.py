@@ -88,12 +88,12 @@ def reward(ctx: RunContext) -> None:
     err = np.zeros((K, K))
     err_single = np.zeros((K, K))
     err_ns = np.zeros(K)
+    host = lambda t: t.double().cpu().numpy()                          # after training, once per task
     for j in range(K):
         rows = split.perm[j, split.n_fit[j]:split.sizes[j]]
         if len(rows) == 0:
             rows = split.perm[j, :split.sizes[j]]
         o, a, no, inf = (data.obs[j, rows], data.act[j, rows], data.next_obs[j, rows], data.info[j, rows])
-        host = lambda t: t.double().cpu().numpy()                      # once per task, after training
         if registry.has_environment(ctx.dist):
             truth = true_rewards(ctx.dist, tasks, *(t.cpu().numpy() for t in (o, a, no, inf)))   # (K, n)
         else:                  # imported data without an environment: only task j's own rewards are known
