@@ -111,9 +111,6 @@ class DistillConfig:
     n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
-    q_candidates: int = doc("per sampled state, this many of the distilled policy's own candidate actions on which "
-                            "Q_D is also regressed onto the teacher's Q (the actions it ranks when acting); "
-                            "0: Eq. 3 alone, as in the paper", 0, **rng(0))
     teachers: str = doc("which BCQ checkpoints are distilled: final or best (at their best evaluation)", "final",
                         meta={"choices": ["final", "best"]})
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))

@@ -246,29 +246,12 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     zq = z.unsqueeze(1).expand(K, B, L)
     zbar = zq.detach()                                                         # z̄: stop-gradient (Eq. 4–5)
     out["loss_q"] = (((q_target - policy.q_value(s, a, zq)) / policy.q_std) ** 2).mean()              # Eq. 3
-    if cfg.q_candidates:                     # departs from Eq. 3: Q_D also fitted where it acts (README)
-        out["loss_q"] = out["loss_q"] + candidate_q_loss(policy, teachers, s, zq, cfg.q_candidates, generator)
     out["loss_g"] = ((g_target - policy.generate(s, nu, zbar)) ** 2).sum(-1).mean()                    # Eq. 4
     out["loss_xi"] = ((xi_target - policy.perturb(s, g_target, zbar)) ** 2).sum(-1).mean()             # Eq. 5
     out["kl"] = kl
     out["total"] = (out["loss_triplet"] + out["loss_q"] + cfg.kl_beta * kl                             # Eq. 10
                     + out["loss_g"] + out["loss_xi"])
     return out
-
-
-def candidate_q_loss(policy: DistilledPolicy, teachers: Teachers, s, zq, n: int, generator) -> torch.Tensor:
-    """Eq. 3 on n of the distilled policy's own candidates per state, a_m = G_D(s, ν_m, z̄) + ξ_D, drawn
-    as at action selection: Q_D learns the teachers' values of the actions its argmax compares, which
-    the batch's actions alone do not show it. s (K, B, obs), zq (K, B, L)."""
-    K, B, L = zq.shape
-    sn = s.unsqueeze(2).expand(K, B, n, s.shape[-1])
-    zn = zq.unsqueeze(2).expand(K, B, n, L)
-    nu = torch.randn(K, B, n, teachers.vae_latent, generator=generator, device=draw_device(generator)).to(s.device).clamp(-0.5, 0.5)
-    with torch.no_grad():
-        zbar = zn.detach()
-        cand = policy.perturb(sn, policy.generate(sn, nu, zbar), zbar).clamp(-1.0, 1.0)
-        target = teachers.q(sn.reshape(K, B * n, -1), cand.reshape(K, B * n, -1)).reshape(K, B, n)
-    return (((target - policy.q_value(sn, cand, zn)) / policy.q_std) ** 2).mean()
 
 
 def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, torch.Tensor]:
