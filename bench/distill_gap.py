@@ -9,7 +9,8 @@ the argmax over n candidates, and the four combinations of candidate source × c
   scored by   teacher Q_k         or  distilled Q_D (given z)
 
 teacher/teacher is the BCQ teachers themselves, D/D the distilled policy; the two mixed rows show
-which distilled part costs the return. A uniform random policy is run on the same resets. Each row
+which distilled part costs the return. The last two rows take the first candidate, scored by no Q (a
+random pick): how much the argmax adds over the candidates themselves. A uniform random policy is run on the same resets. Each row
 prints its mean return and the fraction of the teachers' improvement over random it keeps,
 (R − R_random) / (R_teacher − R_random), per task and as the mean over tasks (a task whose teacher
 is no better than random has nothing to keep and is left out of the mean).
@@ -27,7 +28,8 @@ from mbml_cli.loaders import load_bcq
 from mbml_cli.api import Run, load_policy
 from mbml_cli.rollout import run_episode
 
-ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher"), ("distilled", "distilled")]
+ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher"), ("distilled", "distilled"),
+        ("teacher", "no"), ("distilled", "no")]
 
 
 def kept(returns: np.ndarray, teacher: np.ndarray, random: np.ndarray) -> np.ndarray:
@@ -76,6 +78,8 @@ def main() -> None:
                 cand = D.perturb(s, D.generate(s, nu, zz), zz).clamp(-1, 1)
             else:
                 cand = teachers.actor(s, teachers.vae.decode(s, nu))
+            if critic == "no":
+                return cand[:, 0].numpy()
             q = D.q_value(s, cand, zz) if critic == "distilled" else teachers.critic.q1(s, cand).squeeze(-1)
             return cand[torch.arange(K), q.argmax(1)].numpy()
         return act
