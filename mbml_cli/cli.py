@@ -94,7 +94,8 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         yes: bool = typer.Option(False, "--yes", "-y", help=f"run even when projected over {LIMIT_HOURS:g} h on a CPU"),
         jobs: int = JOBS, executor: str = EXECUTOR, address: Optional[str] = ADDRESS):
     """Run the recipe's whole pipeline; finished stages are skipped, interrupted ones resume. With
-    --jobs N the algorithms' distill → eval → probe run N at a time."""
+    --jobs N the recipe's shards of collect and bcq, and the algorithms' distill → eval → probe, run N
+    at a time."""
     from .executors import check
     from .recipe import check_memory, load, resolve
     from .stages import check_device, create_run, open_run, pending, release
@@ -103,7 +104,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     if recipe.is_dir():                       # a store (e.g. made by `mbml import`): its own recipe
         ctx = open_run(str(recipe), set_, store_path=store)
         try:
-            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes),
+            run_and_report(ctx, preflight_check(recipe, ctx.recipe, pending(ctx.recipe, ctx.store), yes, jobs),
                            jobs, executor, address)
         finally:
             release(ctx)
@@ -124,7 +125,7 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         raise StageError(f"{r.store}: already holds the run {recipe} was locked from; to repeat it, give a new "
                          f"store: mbml run {recipe} --store runs/{r.name}-s{r.seed}-repeat.zarr")
     timed = envs.has_environment(envs.get(r.env.name))        # the estimate steps an env; none: not timed
-    estimates = preflight_check(recipe, r, pending(r, existing), yes) if timed else {}
+    estimates = preflight_check(recipe, r, pending(r, existing), yes, jobs) if timed else {}
     ctx = create_run(r)
     try:
         run_and_report(ctx, estimates, jobs, executor, address)
@@ -145,16 +146,17 @@ def run_and_report(ctx, estimates: dict[str, float], jobs: int = 1, executor: st
               f"[bold]mbml info {path}[/bold]", highlight=False)
 
 
-def preflight_check(path: Path, r, keys: list[str], yes: bool) -> dict[str, float]:
-    """Time each pending stage (`preflight.py`), print the table, and on a CPU refuse a run projected
-    over LIMIT_HOURS unless the user agrees at a terminal or gave --yes. Returns key → seconds."""
+def preflight_check(path: Path, r, keys: list[str], yes: bool, jobs: int = 1) -> dict[str, float]:
+    """Time each pending stage (`preflight.py`; units `jobs` at a time), print the table, and on a CPU
+    refuse a run projected over LIMIT_HOURS unless the user agrees at a terminal or gave --yes.
+    Returns key → seconds."""
     from .nets import device_of
     from .preflight import estimate, fmt_duration, table
     if not keys:
         return {}
     device = device_of(r.device)
     try:
-        found = estimate(r, device, keys)
+        found = estimate(r, device, keys, jobs)
     except Exception as e:                   # noqa: BLE001 - e.g. imported data without an environment
         err.print(f"pre-flight skipped: {clean(str(e) or type(e).__name__)}", highlight=False)
         return {}

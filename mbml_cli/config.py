@@ -187,6 +187,10 @@ class Recipe:
                        meta={"items": STAGES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
                       meta={"items": ALGOS})
+    shards: int = doc("collect and bcq train the K training tasks as this many contiguous groups (np.array_split "
+                      "order), each one batched network seeded from its tasks; `mbml run --jobs N` trains N groups "
+                      "at once, with the same arrays as one at a time; 1 = one network over all K", 1,
+                      **rng(1, 10_000))
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)

@@ -1,7 +1,9 @@
 """How long will a run take here? Before `mbml run` starts, each stage's real update (and a few real
 environment steps) is timed at the recipe's sizes, in memory on random data — nothing is written —
-and multiplied out to the stage's length. `mbml run` prints the table, and refuses a run projected
-over two hours on a CPU unless the user agrees (at a terminal) or passes `--yes`.
+and multiplied out to the stage's length. With the recipe's `shards` > 1, collect and bcq are timed
+at one shard's size (its largest group of tasks) and its shards go `jobs` at a time (`mbml run
+--jobs`). `mbml run` prints the table, and refuses a run projected over two hours on a CPU unless the
+user agrees (at a terminal) or passes `--yes`.
 """
 from __future__ import annotations
 
@@ -57,10 +59,10 @@ def fmt_duration(seconds: float) -> str:
 class Probe:
     """Random data and environments at the recipe's sizes; each method returns seconds per call."""
 
-    def __init__(self, recipe: Recipe, device: torch.device):
+    def __init__(self, recipe: Recipe, device: torch.device, n_tasks: int = 0):
         self.r, self.device = recipe, device
         self.dist = envs.get(recipe.env.name)
-        self.K = recipe.env.n_train
+        self.K = n_tasks or recipe.env.n_train
         self.H = recipe.env.horizon or self.dist.horizon
         env = self.dist.make_env(self.dist.tasks("train", 1, recipe.seed)[0], self.H)
         self.obs_dim, self.act_dim = env.observation_space.shape[0], env.action_space.shape[0]
@@ -73,6 +75,14 @@ class Probe:
                              rnd(self.K, n), rnd(self.K, n, self.obs_dim), torch.zeros(self.K, n, device=device),
                              torch.zeros(self.K, n, 0, device=device), torch.full((self.K,), n, device=device))
         self._env_step: float | None = None
+        self._shard: Probe | None = None
+
+    def shard(self) -> "Probe":
+        """The probe of one of collect's and bcq's shards: the largest group of the recipe's `shards`."""
+        if self._shard is None:
+            size = -(-self.K // self.r.shards)
+            self._shard = self if size == self.K else Probe(self.r, self.device, size)
+        return self._shard
 
     def env_step(self) -> float:
         """One step of one environment with a random action (resets included)."""
@@ -168,35 +178,45 @@ class Probe:
 
 
 # ---- the whole recipe --------------------------------------------------------------------------------
-def estimate(recipe: Recipe, device: torch.device, keys: list[str]) -> list[Estimate]:
-    """Projected wall time of each stage record `keys` ("collect", "distill/mbml", ...) of `recipe`.
-    The global torch random state is left as it was; threads are the recipe's."""
+def estimate(recipe: Recipe, device: torch.device, keys: list[str], jobs: int = 1) -> list[Estimate]:
+    """Projected wall time of each stage record `keys` ("collect", "distill/mbml", ...) of `recipe`,
+    `jobs` units at a time (`mbml run --jobs`). The global torch random state is left as it was;
+    threads are the recipe's."""
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     with torch.random.fork_rng(devices=[]):
         p = Probe(recipe, device)
-        return [e for key in keys if (e := _estimate(p, recipe, key)) is not None]
+        return [e for key in keys if (e := _estimate(p, recipe, key, jobs)) is not None]
 
 
-def _estimate(p: Probe, r: Recipe, key: str) -> Estimate | None:
+def _sharded(r: Recipe, key: str, seconds: float, detail: str, shard_tasks: int, jobs: int) -> Estimate:
+    """A collect or bcq estimate of one shard, made the stage's: its shards go min(jobs, shards) at a time."""
+    if r.shards == 1:
+        return Estimate(key, seconds, detail)
+    at_once = min(jobs, r.shards)
+    return Estimate(key, seconds * math.ceil(r.shards / at_once),
+                    f"{detail}, per shard of {shard_tasks} tasks; {r.shards} shards, {at_once} at a time")
+
+
+def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1) -> Estimate | None:
     name, _, algo = key.partition("/")
-    K, H, T = p.K, p.H, r.env.n_test * r.eval.repeats
+    H, T = p.H, r.env.n_test * r.eval.repeats
     episode = lambda n_envs, act_s: H * (n_envs * p.env_step() + act_s)          # one lockstep episode
     if name == "collect" and r.data.format:
         return None                                 # imported batches: reading them takes seconds
     if name == "collect":
-        c = r.collect
+        c, s = r.collect, p.shard()
         random, learning = min(c.random_steps, c.steps), max(c.steps - c.random_steps, 0)
-        step = p.collect_step() if learning else 0.0
-        return Estimate(key, random * K * p.env_step() + learning * step,
-                        f"{random:,} random steps × {K} envs × {p.env_step() * 1e3:.2f} ms + "
-                        f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)")
+        step = s.collect_step() if learning else 0.0
+        return _sharded(r, key, random * s.K * p.env_step() + learning * step,
+                        f"{random:,} random steps × {s.K} envs × {p.env_step() * 1e3:.2f} ms + "
+                        f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)", s.K, jobs)
     if name == "bcq":
-        c = r.bcq
-        upd, act = p.bcq_update()
+        c, s = r.bcq, p.shard()
+        upd, act = s.bcq_update()
         evals = (c.iterations // c.eval_every) * c.eval_episodes + 20                # + the final report
-        return Estimate(key, c.iterations * upd + evals * episode(K, act),
-                        f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes")
+        return _sharded(r, key, c.iterations * upd + evals * episode(s.K, act),
+                        f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes", s.K, jobs)
     if name == "reward":
         c = r.reward
         return Estimate(key, c.steps * p.reward_step() * (2 if c.next_state else 1), f"{c.steps:,} steps")

@@ -189,9 +189,12 @@ def validate(recipe: Recipe, source: str) -> None:
     from . import envs, limits
 
     try:
-        envs.get(recipe.env.name)
+        dist = envs.get(recipe.env.name)
     except LookupError as e:
         raise RecipeError(source, "env.name", str(e)[:300]) from None
+    n_train = recipe.env.n_train or dist.n_train
+    if n_train and recipe.shards > n_train:
+        raise RecipeError(source, "shards", f"{recipe.shards} shards of {n_train} training tasks (at most one per task)")
     if recipe.eval.skip >= recipe.eval.episodes:
         raise RecipeError(source, "eval.skip", "must be smaller than eval.episodes")
     problem = limits.name_problem(recipe.name)
@@ -232,6 +235,8 @@ def section_hash(recipe: Recipe, *sections: str) -> str:
     picked = {"seed": d["seed"], "env": d["env"], **{s: d[s] for s in sections}}
     if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
         picked["data"] = d["data"]
+    if d["shards"] != 1 and "collect" in sections:     # collect's task groups make its data (1: hashes as before)
+        picked["shards"] = d["shards"]
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -8,7 +8,9 @@ told to resume (`ctx.resume`), a changed hash starts it afresh.
 A stage may also register `check(ctx, **options)`: it runs before any record is written, so bad
 options fail with a one-line error and leave the store as it was.
 A stage run on a shard of tasks returns `{"status": "partial", "message": ...}` while other tasks
-remain; that status is recorded instead of "done" (and, like "running"/"failed", resumes).
+remain; that status is recorded instead of "done" (and, like "running"/"failed", resumes). A stage
+that trains its tasks in groups (collect, bcq) registers `shard(ctx, tasks, hash)`, which trains
+one group: `mbml run --jobs N` runs the recipe's groups as units (`parallel.py`).
 """
 from __future__ import annotations
 
@@ -50,16 +52,24 @@ class Stage:
     sections: tuple[str, ...]       # recipe sections whose change invalidates the stage
     needs: tuple[str, ...]          # stages that must be done first
     check: Callable | None = None   # check(ctx, **options): raises StageError before anything is written
+    shard: Callable | None = None   # shard(ctx, tasks, hash): trains one group of tasks (collect, bcq)
 
 
 REGISTRY: dict[str, Stage] = {}
 
 
-def stage(name: str, sections: tuple[str, ...] = (), needs: tuple[str, ...] = (), check: Callable | None = None):
+def stage(name: str, sections: tuple[str, ...] = (), needs: tuple[str, ...] = (), check: Callable | None = None,
+          shard: Callable | None = None):
     def register(fn):
-        REGISTRY[name] = Stage(name, fn, sections or (name,), needs, check)
+        REGISTRY[name] = Stage(name, fn, sections or (name,), needs, check, shard)
         return fn
     return register
+
+
+def registered(name: str) -> Stage:
+    """The stage `name`, its modules imported (a worker process may not have run one yet)."""
+    _load_stages()
+    return REGISTRY[name]
 
 
 def _load_stages() -> None:
@@ -204,14 +214,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
         ctx.store.set_stage(key, progress=float(fraction), updated=time.time())
 
     ctx.progress = progress
-    try:
-        result = st.fn(ctx, **options)
-    except KeyboardInterrupt as e:              # Ctrl-C, or SIGTERM (cli.main turns it into one)
-        ctx.store.set_stage(key, status="interrupted", ended=time.time(), message=str(e) or "interrupted")
-        raise
-    except BaseException as e:
-        ctx.store.set_stage(key, status="failed", ended=time.time(), message=str(e)[:500])
-        raise
+    result = recorded(ctx.store, [key], lambda: st.fn(ctx, **options))
     if isinstance(result, dict) and result.get("status") == "partial":
         ctx.store.set_stage(key, status="partial", ended=time.time(), message=str(result.get("message", "")))
         return True
@@ -220,6 +223,21 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
 
 
 RESUMABLE = ("running", "failed", "partial", "interrupted")
+
+
+def recorded(store: Store, keys: list[str], fn: Callable):
+    """fn(); when it stops early, the records `keys` say how: interrupted (Ctrl-C, or SIGTERM, which
+    cli.main turns into one) or failed."""
+    try:
+        return fn()
+    except KeyboardInterrupt as e:
+        for key in keys:
+            store.set_stage(key, status="interrupted", ended=time.time(), message=str(e) or "interrupted")
+        raise
+    except BaseException as e:
+        for key in keys:
+            store.set_stage(key, status="failed", ended=time.time(), message=str(e)[:500])
+        raise
 
 
 def plan(recipe: Recipe) -> list[tuple[str, str, dict]]:
@@ -248,29 +266,37 @@ def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = 
                  executor: str = "local", address: str | None = None) -> None:
     """`mbml run`: `plan(recipe)` in order; each stage first names its device and, with `estimates`
     (record key → seconds from `preflight`), its projected time and the rest of the run's. With
-    `jobs` > 1 the algorithms' distill → eval → probe run `jobs` at a time (`parallel.py`)."""
+    `jobs` > 1 the recipe's shards of collect and bcq, and the algorithms' distill → eval → probe,
+    run `jobs` at a time as units (`parallel.py`)."""
+    from .parallel import Units, leading_block
     from .preflight import fmt_duration
     _load_stages()
     estimates = dict(estimates or {})
     device = device_name(ctx.recipe)
     steps = plan(ctx.recipe)
-    while steps:
-        from .parallel import leading_block, run_algos
-        block = leading_block(steps) if jobs > 1 else []
-        if len({options["algo"] for _, _, options in block}) > 1:
-            run_algos(ctx, block, jobs, executor, address, console, pending(ctx.recipe, ctx.store))
-            steps = steps[len(block):]
-            continue
-        name, key, options = steps.pop(0)
-        if key in estimates:
-            rest = sum(v for k, v in estimates.items() if k != key)
-            console.print(f"▶ {key} on {device}: projected {fmt_duration(estimates[key])}"
-                          + (f", then {fmt_duration(rest)} for the rest of the run" if rest else ""), highlight=False)
-        start = time.time()
-        ran = run_stage(ctx, name, key=key, **options)
-        estimates.pop(key, None)
-        verb = f"done in {time.time() - start:.1f}s" if ran else "skipped (finished, inputs unchanged)"
-        console.print(f"[green]✓[/green] {key}: {verb}")
+    units = Units(ctx, jobs, executor, address, console) if jobs > 1 else None
+    try:
+        while steps:
+            block = leading_block(steps) if units else []
+            if len({options["algo"] for _, _, options in block}) > 1:
+                units.algos(block, pending(ctx.recipe, ctx.store))
+                steps = steps[len(block):]
+                continue
+            name, key, options = steps.pop(0)
+            if units and REGISTRY[name].shard is not None:
+                options = {**options, "parallel": units.shards}
+            if key in estimates:
+                rest = sum(v for k, v in estimates.items() if k != key)
+                console.print(f"▶ {key} on {device}: projected {fmt_duration(estimates[key])}"
+                              + (f", then {fmt_duration(rest)} for the rest of the run" if rest else ""), highlight=False)
+            start = time.time()
+            ran = run_stage(ctx, name, key=key, **options)
+            estimates.pop(key, None)
+            verb = f"done in {time.time() - start:.1f}s" if ran else "skipped (finished, inputs unchanged)"
+            console.print(f"[green]✓[/green] {key}: {verb}")
+    finally:
+        if units:
+            units.close()
     summary = REGISTRY.get("summary")
     if summary is not None:
         summary.fn(ctx, console=console)

@@ -4,7 +4,10 @@ A unit is
 - `run`: a whole run of a sweep — `mbml run RUN.yaml --store STORE` without the pre-flight (the
   sweep made one for all its runs); it takes the store's whole writer lock;
 - `algo`: inside one run, one algorithm's distill → eval → probe (`mbml run --jobs N`); it takes
-  only that algorithm's unit lock (`writer.py`), so that the algorithms of a run train at once.
+  only that algorithm's unit lock (`writer.py`), so that the algorithms of a run train at once;
+- `shard`: inside one run, one group of the recipe's `shards` of collect or bcq (`mbml run --jobs
+  N`); it takes only that group's unit lock (`collect/0-1-2`) and writes only its tasks' groups and
+  records, while the stage's own record is its parent's (`pipeline/common.py`).
 
 A unit's output (the same lines its command prints) goes to its log file; its result is the exit
 code that command would give: 0 done, 1 failed, 2 bad input, 130 interrupted.
@@ -23,12 +26,15 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Unit:
-    kind: str                   # run | algo
-    label: str                  # its row in the live view: the run's name, or the algorithm
+    kind: str                   # run | algo | shard
+    label: str                  # its row in the live view: the run's name, the algorithm, or stage/shard
     store: str                  # absolute store path (or URL)
     log: str                    # absolute path of its output
     recipe: str = ""            # run: the run's recipe file (resolved recipe + lock)
-    keys: list = field(default_factory=list)   # algo: the stage record keys to run, in order
+    keys: list = field(default_factory=list)   # algo: the stage record keys to run, in order; shard: its tasks' records
+    stage: str = ""             # shard: collect or bcq
+    tasks: list = field(default_factory=list)  # shard: its training tasks
+    resume: bool = False        # shard: the stage resumes (else its group starts afresh)
     threads: int = 1            # its share of the CPU cores
     gpus: float = 0.0           # GPUs it asks for (Ray)
 
@@ -71,7 +77,7 @@ def _execute(unit: Unit) -> int:
     from .inputs import clean
     console = Console(width=120)
     try:
-        (_run if unit.kind == "run" else _algo)(unit, console)
+        {"run": _run, "algo": _algo, "shard": _shard}[unit.kind](unit, console)
         return 0
     except USER_ERRORS as e:
         console.print(f"error: {clean(e)}", markup=False, highlight=False, soft_wrap=True)
@@ -111,6 +117,18 @@ def _algo(unit: Unit, console) -> None:
                           highlight=False)
     finally:
         release(ctx)
+
+
+def _shard(unit: Unit, console) -> None:
+    from .pipeline.common import train_unit
+    from .stages import open_run, release
+    ctx = open_run(unit.store, unit=unit.label)
+    try:
+        ctx.resume = unit.resume
+        train_unit(ctx, unit.stage, unit.tasks)
+    finally:
+        release(ctx)
+    console.print(f"✓ {unit.label}: done", markup=False, highlight=False)
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ API) never take the lock: the store's write order already keeps them from seeing
 Units. One algorithm's distill, eval and probe write only that algorithm's groups (`layout.py`:
 `stages/<stage>/<algo>`, `metrics/distill/<algo>`, `eval/<algo>/…`, `models/distill/<algo>/…`), so
 several may write one store at once (`mbml run --jobs N`, or `mbml distill --algo A` in two
-terminals). A unit writer holds the store's lock *shared* and its own file `.mbml-writer.<unit>`
-exclusively: units of different names run together, a second writer of the same unit is refused,
+terminals); so do the shards of collect and bcq inside `mbml run --jobs N` (unit `collect/0-1`:
+its tasks' `data/train/<i>`, weights, records, and its own checkpoint and metrics tables). A unit
+writer holds the store's lock *shared* and its own file `.mbml-writer.<unit>` exclusively: units of different names run together, a second writer of the same unit is refused,
 and a whole-store writer (exclusive) and unit writers exclude each other. `mbml run --jobs N` holds
 the whole-store lock and, while its units run, makes it shared (`shared()`), so that no other
 command can start writing in between.

@@ -1,7 +1,10 @@
 """Shared fixtures and helpers of the test suite (import the helpers with `from conftest import ...`)."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,25 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "recipes" / "smoke.yaml")          # the seconds-long recipe of the whole pipeline
 FAST = ["--set", "threads=1"]           # tiny networks: one thread beats two on a busy 2-core machine
 runner = CliRunner()
+ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def cli(*args, timeout=600) -> subprocess.CompletedProcess:
+    """`mbml ARGS` in a child process (Ray, signals), in the repository's root."""
+    return subprocess.run([sys.executable, "-m", "mbml_cli.cli", *args], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, or a zombie not reaped yet (whose pid a stage record's check still finds)."""
+    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,20 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, ROOT, SMOKE, runner
+from conftest import ENV, FAST, ROOT, SMOKE, alive, children, cli, runner
 from mbml_cli import layout, writer
 from mbml_cli.cli import app
 from mbml_cli.pipeline.summary import summarise
 from mbml_cli.store import Store
 from store_equal import differences
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 SWEEP = ["sweep", SMOKE, "--seeds", "0,1,2", "--jobs", "2", *FAST]
-
-
-def cli(*args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mbml_cli.cli", *args], capture_output=True, text=True, env=ENV,
-                          cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def one_error(args: list[str], *words) -> str:
@@ -53,18 +46,6 @@ def alone(smoke_run, tmp_path_factory) -> dict[int, Path]:
         out = runner.invoke(app, ["run", SMOKE, "--set", f"seed={seed}", "--store", str(stores[seed]), *FAST])
         assert out.exit_code == 0, out.output
     return stores
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Running, or a zombie not reaped yet (whose pid a stage record's check still finds)."""
-    return Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(scope="module")

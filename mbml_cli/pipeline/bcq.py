@@ -13,7 +13,8 @@ Reads the training batches and the recipe's `bcq` section; writes (names of `lay
   own task (`rollout.run_episode` over the K envs, `eval_episodes` episodes);
 - CHECKPOINT bcq/<shard>: the resumable checkpoint (networks, targets, Adam states, RNG states,
   iteration, best returns, metric row counts); deleted when the shard is done;
-- STAGE bcq/<i>: per-task records. Shards and the stage record work as in `mbml collect`.
+- STAGE bcq/<i>: per-task records. Shards (`--tasks`, the recipe's `shards`) and the stage record
+  work as in `mbml collect`.
 
 Resume is exact: mini-batches and noise come from two checkpointed generators, evaluations from
 generators seeded by (seed, iteration), so a killed and resumed run ends with the same weights.
@@ -35,18 +36,20 @@ from ..algos import bcq as bcq_algo
 from ..loaders import load_batches
 from ..nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
-from .common import Reporter, derive_seed, episode_returns, finish_shard, format_returns, plan_shard, shard_name
+from .common import Reporter, derive_seed, episode_returns, format_returns, run_shards, shard_name
 
 REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
 
 
-@stages.stage("bcq", sections=("collect", "bcq"), needs=("collect",))
-def bcq(ctx: stages.RunContext, tasks: list[int] | None = None):
-    _, todo, digest = plan_shard(ctx, "bcq", tasks)
-    if todo:
-        BCQRun(ctx, todo, digest).run()
-    return finish_shard(ctx, "bcq", digest)
+def train(ctx: stages.RunContext, todo: list[int], digest: str) -> None:
+    """One group of tasks: a batched BCQ over them (here, or in a unit of `mbml run --jobs N`)."""
+    BCQRun(ctx, todo, digest).run()
+
+
+@stages.stage("bcq", sections=("collect", "bcq"), needs=("collect",), shard=train)
+def bcq(ctx: stages.RunContext, tasks: list[int] | None = None, parallel=None):
+    return run_shards(ctx, "bcq", tasks, parallel)
 
 
 def mean_returns(envs, act, episodes: int, seed: int, on_episode=None) -> np.ndarray:

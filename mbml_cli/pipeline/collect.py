@@ -26,8 +26,10 @@ record (`stages/collect`) becomes "done" when every training task's record is do
 hash; until then a shard leaves it "partial". Re-running with the same inputs resumes; a task whose
 record is done is not collected again (unless `--force` or a changed recipe section). A shard's
 networks are seeded from (seed, its task list): the same shard is reproducible, but its batches
-differ from those the same tasks get in a full run. (The shard helpers are in `pipeline/common.py`,
-shared with `mbml bcq`.)
+differ from those the same tasks get in a full run. The recipe's `shards: N` makes every collect
+(without --tasks) N such shards of contiguous tasks, trained in turn, or by `mbml run --jobs J` J at
+a time as units, each in its own process: the same batches either way. (The shard helpers are in
+`pipeline/common.py`, shared with `mbml bcq`.)
 """
 from __future__ import annotations
 
@@ -40,19 +42,21 @@ from .. import divergence, stages
 from ..algos import sac as sac_algo
 from ..nets import device_of, seed_everything, task_state
 from .. import checkpoint, layout
-from .common import Reporter, derive_seed, finish_shard, format_returns, plan_shard, shard_name
+from .common import Reporter, derive_seed, format_returns, run_shards, shard_name
 from .online import LockstepEnvs
 
 
-@stages.stage("collect", sections=("collect",))
-def collect(ctx: stages.RunContext, tasks: list[int] | None = None, loaded=None):
+def train(ctx: stages.RunContext, todo: list[int], digest: str) -> None:
+    """One group of tasks: a batched SAC over them (here, or in a unit of `mbml run --jobs N`)."""
+    Collector(ctx, todo, digest).run()
+
+
+@stages.stage("collect", sections=("collect",), shard=train)
+def collect(ctx: stages.RunContext, tasks: list[int] | None = None, loaded=None, parallel=None):
     if ctx.recipe.data.format:            # the recipe names imported batches: they take collect's place
         from ..datasets.importing import import_batches
         return import_batches(ctx, loaded)
-    _, todo, digest = plan_shard(ctx, "collect", tasks)
-    if todo:
-        Collector(ctx, todo, digest).run()
-    return finish_shard(ctx, "collect", digest)
+    return run_shards(ctx, "collect", tasks, parallel)
 
 
 def act(agent: sac_algo.SAC, obs: np.ndarray, gen: torch.Generator, random: bool) -> np.ndarray:

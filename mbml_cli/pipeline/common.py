@@ -1,7 +1,8 @@
 """Helpers shared by the stages that train batched agents (`collect`, `bcq`, `finetune`).
 
 - seeds and returns: `derive_seed`, `episode_returns`;
-- shards (`--tasks 0,3,5`): choosing the tasks still to do and the stage's record (`plan_shard`,
+- shards (`--tasks 0,3,5`, or the recipe's `shards` groups): choosing the tasks still to do, training
+  them in turn or as units, and the stage's record (`plan_shards`, `run_shards`, `train_unit`,
   `finish_shard`), as described in `pipeline/collect.py`;
 - progress: `Reporter` (with the recent rate and the ETA of `RecentRate`), `format_returns`.
 Checkpoints are `checkpoint.py`.
@@ -68,16 +69,25 @@ def task_record_done(store, stage: str, task: int, digest: str) -> bool:
     return rec.get("status") == "done" and rec.get("hash") == digest
 
 
-def plan_shard(ctx, stage: str, tasks: list[int] | None) -> tuple[list[int], list[int], str]:
-    """(requested tasks, tasks still to do, hash). A fresh start (not ctx.resume) forgets the
-    requested tasks' records; a resume keeps the tasks already done."""
+def shard_groups(recipe) -> list[list[int]]:
+    """The recipe's shards: the training tasks in `shards` contiguous groups (np.array_split's order)."""
+    return [g.tolist() for g in np.array_split(np.arange(recipe.env.n_train), recipe.shards) if len(g)]
+
+
+def plan_shards(ctx, stage: str, tasks: list[int] | None) -> tuple[list[list[int]], str]:
+    """(groups of tasks to train, hash). A fresh start (not ctx.resume) forgets the requested tasks'
+    records; a resume keeps the tasks already done. Without --tasks and with `shards` > 1 the groups
+    are the recipe's that have a task still to do, each whole (its networks are seeded from its task
+    list; its checkpoint resumes it); else the one group of the requested tasks still to do."""
     n_train = ctx.recipe.env.n_train
     requested = select_tasks(tasks, n_train)
-    digest = section_hash(ctx.recipe, *stages.REGISTRY[stage].sections)
+    digest = section_hash(ctx.recipe, *stages.registered(stage).sections)
     if not ctx.resume:
         for i in requested:
             ctx.store.delete(layout.STAGE(layout.stage_key(stage, i)))
     todo = [i for i in requested if not task_record_done(ctx.store, stage, i, digest)]
+    if tasks is None and ctx.recipe.shards > 1:
+        return [g for g in shard_groups(ctx.recipe) if set(g) & set(todo)], digest
     # A kill while the previous attempt was writing its tasks' final weights and records leaves part
     # of its shard done: resume that whole shard from its checkpoint (same seeds, the same weights for
     # the tasks already done) rather than start a new, differently seeded shard of the rest.
@@ -86,7 +96,39 @@ def plan_shard(ctx, stage: str, tasks: list[int] | None) -> tuple[list[int], lis
         todo = sorted(int(i) for i in previous)
     if todo:
         ctx.store.set_stage(stage, shard_tasks=todo)
-    return requested, todo, digest
+    return [todo] if todo else [], digest
+
+
+def run_shards(ctx, stage: str, tasks: list[int] | None, parallel=None):
+    """The body of collect and bcq: every group of `plan_shards` trained by the stage's `shard`
+    function, in turn here or, given `parallel(stage, groups)` (`mbml run --jobs N`), as units at
+    once; then the stage's result (`finish_shard`)."""
+    groups, digest = plan_shards(ctx, stage, tasks)
+    if parallel is not None and len(groups) > 1:
+        parallel(stage, groups)
+        return finish_shard(ctx, stage, digest)
+    whole, total, before = ctx.progress, sum(map(len, groups)), 0
+    for todo in groups:                 # the stage's progress: this group's share of it
+        ctx.progress = lambda f, a=before / total, b=len(todo) / total: whole(a + b * f)
+        stages.registered(stage).shard(ctx, todo, digest)
+        before += len(todo)
+    ctx.progress = whole
+    return finish_shard(ctx, stage, digest)
+
+
+def train_unit(ctx, stage: str, tasks: list[int]) -> None:
+    """One group as a unit of `mbml run --jobs N` (`units.py`): the stage's record is the parent's,
+    so the group's progress, and how it stops, show in its tasks' records."""
+    digest = section_hash(ctx.recipe, *stages.registered(stage).sections)
+    keys = [layout.stage_key(stage, i) for i in tasks]
+
+    def progress(fraction: float) -> None:
+        for key in keys:
+            ctx.store.set_stage(key, status="running", progress=float(fraction), updated=time.time(), **layout.holder())
+
+    progress(0.0)
+    ctx.progress = progress
+    stages.recorded(ctx.store, keys, lambda: stages.registered(stage).shard(ctx, tasks, digest))
 
 
 def finish_shard(ctx, stage: str, digest: str):
