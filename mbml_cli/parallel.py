@@ -84,8 +84,10 @@ class Units:
                                    resume=self.ctx.resume))
         self.refuse_failed(units, self.run(units, f"{stage} shards"))
 
-    def algos(self, steps, pending: list[str]) -> None:
-        """Each algorithm's steps (`leading_block`) a unit; those finished with these inputs skipped."""
+    def algos(self, steps, pending: list[str], estimates: dict[str, float] | None = None) -> None:
+        """Each algorithm's steps (`leading_block`) a unit; those finished with these inputs skipped.
+        With the pre-flight's `estimates` (record key → seconds) the longest start first, so that
+        `jobs` slots finish together (Contextual BCQ's distillation alone can outlast the others)."""
         chains: dict[str, list[str]] = {}
         for _, key, options in steps:
             chains.setdefault(options["algo"], []).append(key)
@@ -98,6 +100,8 @@ class Units:
             units.append(self.unit("algo", algo, f"{algo}.log", len(chains), keys=keys))
         if not units:
             return
+        cost = estimates or {}
+        units.sort(key=lambda u: -sum(cost.get(key, 0.0) for key in u.keys))     # stable: ties keep the recipe's order
         codes = self.run(units, "algorithms")
         for u in units:
             for key in u.keys:

@@ -279,7 +279,7 @@ def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = 
         while steps:
             block = leading_block(steps) if units else []
             if len({options["algo"] for _, _, options in block}) > 1:
-                units.algos(block, pending(ctx.recipe, ctx.store))
+                units.algos(block, pending(ctx.recipe, ctx.store), estimates)
                 steps = steps[len(block):]
                 continue
             name, key, options = steps.pop(0)

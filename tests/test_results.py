@@ -44,3 +44,23 @@ def test_results_numbers_are_the_reports(title, path):
                 assert (best, probe) == (round(a["best"]["per_seed"][i], 2), round(a["probe"]["per_seed"][i], 2))
                 checked += 1
     assert checked == 7 * 3 + 7 * 3
+
+
+def test_lever_table_is_the_committed_jsonl():
+    """RESULTS.md's distillation-lever rows: test best / last and the kept fractions are the JSONL's."""
+    levers = {r["lever"]: r for r in map(json.loads, (ROOT / "results/levers/halfcheetah_vel_cpu.jsonl").read_text().splitlines())}
+    text = section("## Distillation levers on halfcheetah_vel_cpu")
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")]
+    checked = set()
+    for cells in rows:
+        name = cells[0].strip()
+        if name not in levers:
+            continue
+        r, cells = levers[name], [c.strip().strip("*") for c in cells]
+        assert int(cells[1]) == r["seed"]
+        best, last = map(number, cells[3].split(" / "))
+        assert (best, last) == (round(r["test_best"], 1), round(r["test_last"], 1)), name
+        for cell, key in zip(cells[4:8], ("teacher/distilled", "distilled/teacher", "distilled/no", "distilled/distilled")):
+            assert cell == ("–" if key not in r["kept"] else f"{r['kept'][key]:.2f}"), (name, key)
+        checked.add(name)
+    assert checked == set(levers)

@@ -7,6 +7,7 @@ shards from their checkpoints. (`shards: 1`, the default, is every other test's 
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -169,3 +170,25 @@ def test_a_killed_run_resumes_its_shards_from_their_checkpoints(one_at_a_time, t
     summary = [line for line in said.splitlines() if line.startswith("collect 0-1: 2 tasks × 200 steps")]
     assert len(summary) == 1 and "(200 this run)" not in summary[0], summary     # on from its checkpoint
     same_as(one_at_a_time, path)
+
+
+def test_algorithms_start_longest_first_by_the_preflight(tmp_path, monkeypatch):
+    """With the pre-flight's estimates `mbml run --jobs N` starts the longest algorithm first (ties and
+    no estimates keep the recipe's order)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mbml_cli.parallel import Units
+    ctx = SimpleNamespace(store=SimpleNamespace(path=str(tmp_path / "s.zarr")), recipe=SimpleNamespace(threads=1))
+    started = []
+    monkeypatch.setattr(Units, "run", lambda self, units, what: started.append([u.label for u in units])
+                        or {u.label: 0 for u in units})
+    steps = [("distill", f"distill/{a}", {"algo": a}) for a in ("mbml", "neither", "contextual_bcq", "batch_pearl")]
+    units = Units(ctx, 2, "local", None, Console(file=open(os.devnull, "w")))
+    keys = [key for _, key, _ in steps]
+    units.algos(steps, keys, {"distill/mbml": 240, "distill/neither": 180, "distill/contextual_bcq": 720,
+                              "distill/batch_pearl": 180})
+    units.algos(steps, keys)
+    assert started == [["contextual_bcq", "mbml", "neither", "batch_pearl"],
+                       ["mbml", "neither", "contextual_bcq", "batch_pearl"]]
