@@ -62,7 +62,7 @@ def main() -> None:
     print("\n1. embedding: latent dimensions by the spread of the tasks' posterior means")
     for d in np.argsort(-spread)[:3]:
         print(f"   dim {d:2d}: spread {spread[d]:.3f}, posterior sd {sd[:, d].mean():.3f}, "
-              f"means by task {np.round(mu[order, d], 2).tolist()}")
+              f"means by task {mu[order, d]}")
     rest = np.argsort(-spread)[3:]
     print(f"   the other {len(rest)}: spread ≤ {spread[rest].max():.3f}, posterior sd {sd[:, rest].mean():.3f}")
 
