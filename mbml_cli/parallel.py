@@ -46,8 +46,10 @@ class Units:
     """The units of one `mbml run --jobs N`, `jobs` at a time on one executor (started with the first
     units, ended by `close()`)."""
 
-    def __init__(self, ctx, jobs: int, executor: str, address: str | None, console):
+    def __init__(self, ctx, jobs: int, executor: str, address: str | None, console,
+                 estimates: dict[str, float] | None = None):
         self.ctx, self.jobs, self.executor, self.address, self.console = ctx, jobs, executor, address, console
+        self.estimates = estimates or {}        # record key → projected seconds (pre-flight), else {}
         self.runner = None
 
     def unit(self, kind: str, label: str, log: str, of: int, **fields) -> Unit:
@@ -63,8 +65,8 @@ class Units:
                            f"their output in {logs_dir(self.ctx)}/", highlight=False)
         self.runner = self.runner or make(self.executor, self.address)
         tracked = [Tracked(u.label, u.store, u.keys) for u in units]
-        with writer.shared(self.ctx.store.path), LiveView(f"{self.ctx.recipe.name}: {what}", tracked,
-                                                          self.console) as view:
+        with writer.shared(self.ctx.store.path), LiveView(f"{self.ctx.recipe.name}: {what}", tracked, self.console,
+                                                          weights=self.estimates) as view:
             return run_units(units, self.runner, self.jobs, view.tick)
 
     def refuse_failed(self, units: list[Unit], codes: dict[str, int]) -> None:
@@ -84,10 +86,11 @@ class Units:
                                    resume=self.ctx.resume))
         self.refuse_failed(units, self.run(units, f"{stage} shards"))
 
-    def algos(self, steps, pending: list[str], estimates: dict[str, float] | None = None) -> None:
+    def algos(self, steps, pending: list[str]) -> None:
         """Each algorithm's steps (`leading_block`) a unit; those finished with these inputs skipped.
-        With the pre-flight's `estimates` (record key → seconds) the longest start first, so that
-        `jobs` slots finish together (Contextual BCQ's distillation alone can outlast the others)."""
+        With the pre-flight's estimates the longest start first, so that the `jobs` slots finish
+        together (Contextual BCQ's distillation alone can outlast the others), and a unit's row weighs
+        its distill, eval and probe by their projected seconds."""
         chains: dict[str, list[str]] = {}
         for _, key, options in steps:
             chains.setdefault(options["algo"], []).append(key)
@@ -100,8 +103,7 @@ class Units:
             units.append(self.unit("algo", algo, f"{algo}.log", len(chains), keys=keys))
         if not units:
             return
-        cost = estimates or {}
-        units.sort(key=lambda u: -sum(cost.get(key, 0.0) for key in u.keys))     # stable: ties keep the recipe's order
+        units.sort(key=lambda u: -sum(self.estimates.get(key, 0.0) for key in u.keys))   # stable: ties keep the recipe's order
         codes = self.run(units, "algorithms")
         for u in units:
             for key in u.keys:

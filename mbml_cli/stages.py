@@ -274,12 +274,12 @@ def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = 
     estimates = dict(estimates or {})
     device = device_name(ctx.recipe)
     steps = plan(ctx.recipe)
-    units = Units(ctx, jobs, executor, address, console) if jobs > 1 else None
+    units = Units(ctx, jobs, executor, address, console, dict(estimates)) if jobs > 1 else None
     try:
         while steps:
             block = leading_block(steps) if units else []
             if len({options["algo"] for _, _, options in block}) > 1:
-                units.algos(block, pending(ctx.recipe, ctx.store), estimates)
+                units.algos(block, pending(ctx.recipe, ctx.store))
                 steps = steps[len(block):]
                 continue
             name, key, options = steps.pop(0)

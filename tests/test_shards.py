@@ -185,10 +185,10 @@ def test_algorithms_start_longest_first_by_the_preflight(tmp_path, monkeypatch):
     monkeypatch.setattr(Units, "run", lambda self, units, what: started.append([u.label for u in units])
                         or {u.label: 0 for u in units})
     steps = [("distill", f"distill/{a}", {"algo": a}) for a in ("mbml", "neither", "contextual_bcq", "batch_pearl")]
-    units = Units(ctx, 2, "local", None, Console(file=open(os.devnull, "w")))
+    quiet = Console(file=open(os.devnull, "w"))
+    estimates = {"distill/mbml": 240, "distill/neither": 180, "distill/contextual_bcq": 720, "distill/batch_pearl": 180}
     keys = [key for _, key, _ in steps]
-    units.algos(steps, keys, {"distill/mbml": 240, "distill/neither": 180, "distill/contextual_bcq": 720,
-                              "distill/batch_pearl": 180})
-    units.algos(steps, keys)
+    Units(ctx, 2, "local", None, quiet, estimates).algos(steps, keys)
+    Units(ctx, 2, "local", None, quiet).algos(steps, keys)
     assert started == [["contextual_bcq", "mbml", "neither", "batch_pearl"],
                        ["mbml", "neither", "contextual_bcq", "batch_pearl"]]
