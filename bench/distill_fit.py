@@ -21,7 +21,8 @@ import argparse
 import numpy as np
 import torch
 
-from mbml_cli import layout, stages
+from distill_gap import task_posteriors          # bench/ is the script's folder: on sys.path
+from mbml_cli import stages
 from mbml_cli.api import Run, load_policy
 from mbml_cli.loaders import load_bcq
 
@@ -43,15 +44,9 @@ def main() -> None:
     K, S, n = len(params), args.states, r.bcq.n_candidates
     order = np.argsort(params[:, 0])
 
-    means, sds, states = [], [], []
-    for k in range(K):
-        b = ctx.store.read_rows(layout.BATCH("train", k), columns=("obs", "act", "rew", "next_obs"))
-        idx = np.sort(np.random.default_rng(k).choice(len(b["rew"]), min(64, len(b["rew"])), replace=False))
-        post = policy.infer(**{f: v[idx] for f, v in b.items()})
-        means.append(post.mean)
-        sds.append(np.sqrt(post.var))
-        states.append(b["obs"][-S:])
-    mu, sd = np.stack(means), np.stack(sds)                              # (K, L)
+    found = task_posteriors(ctx.store, policy, K)
+    mu, sd = np.stack([p.mean for p, _ in found]), np.sqrt(np.stack([p.var for p, _ in found]))   # (K, L)
+    states = [b["obs"][-S:] for _, b in found]
     z = torch.as_tensor(mu, dtype=torch.float32)
     s = torch.as_tensor(np.stack([x[-min(map(len, states)):] for x in states]))   # (K, S, obs)
     S = s.shape[1]

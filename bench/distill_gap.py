@@ -32,6 +32,18 @@ ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher
         ("teacher", "no"), ("distilled", "no")]
 
 
+def task_posteriors(store, policy, K: int, n: int = 64) -> list[tuple[object, dict]]:
+    """Per training task k: the posterior from n transitions of its batch (rows drawn with
+    default_rng(k)), and the batch itself. distill_fit.py reads the same z."""
+    out = []
+    for k in range(K):
+        batch = store.read_rows(layout.BATCH("train", k), columns=("obs", "act", "rew", "next_obs"))
+        rows = len(batch["rew"])
+        idx = np.sort(np.random.default_rng(k).choice(rows, min(n, rows), replace=False))
+        out.append((policy.infer(**{f: v[idx] for f, v in batch.items()}), batch))
+    return out
+
+
 def kept(returns: np.ndarray, teacher: np.ndarray, random: np.ndarray) -> np.ndarray:
     """Per task, the fraction of the teachers' improvement over random that `returns` keeps (nan
     where the teacher is no better than random: there is nothing to keep)."""
@@ -57,13 +69,8 @@ def main() -> None:
     K, n = len(params), r.bcq.n_candidates
     envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
 
-    z = []
-    for k in range(K):
-        batch = ctx.store.read_rows(layout.BATCH("train", k), columns=("obs", "act", "rew", "next_obs"))
-        rows = len(batch["rew"])
-        idx = np.sort(np.random.default_rng(k).choice(rows, min(64, rows), replace=False))
-        z.append(distilled.infer(**{f: v[idx] for f, v in batch.items()}).mean)
-    z = torch.as_tensor(np.stack(z), dtype=torch.float32)                       # (K, L)
+    z = torch.as_tensor(np.stack([post.mean for post, _ in task_posteriors(ctx.store, distilled, K)]),
+                        dtype=torch.float32)                                     # (K, L)
     gen = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)
     act_dim = envs[0].action_space.shape[0]

@@ -45,7 +45,7 @@ def user_errors(fn):
             err.print(f"[red]error:[/red] {clean(e)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt as e:      # Ctrl-C, or SIGTERM (see main): the record says `interrupted`
-            err.print(f"{e or 'interrupted'}: run the same command again to resume")
+            err.print(f"{str(e) or 'interrupted'}: run the same command again to resume")
             raise typer.Exit(143 if isinstance(e, Terminated) else 130)
     return wrapper
 

@@ -111,6 +111,12 @@ class DistillConfig:
     n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
+    generator_z: str = doc("the z that G_D and ξ_D are regressed on (Eq. 4-5): sample (z ~ q_φ(c), the paper) or "
+                           "mean (the posterior mean of q_φ(c))", "sample", meta={"choices": ["sample", "mean"]})
+    lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "
+                           "to 0 at the last epoch)", "constant", meta={"choices": ["constant", "cosine"]})
+    ema: float = doc("Polyak averaging of the policy's weights, w̄ ← ema·w̄ + (1 − ema)·w after every step; the "
+                     "average is what is evaluated and saved. 0: none (the paper)", 0.0, **rng(0, 0.99999))
     teachers: str = doc("which BCQ checkpoints are distilled: final or best (at their best evaluation)", "final",
                         meta={"choices": ["final", "best"]})
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))

@@ -75,10 +75,12 @@ class Killed(Exception):
     pass
 
 
-def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [[], ["distill.ema=0.9", "distill.lr_schedule=cosine"]], ids=["paper", "ema-cosine"])
+def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch, extra):
+    """With `distill.ema` the saved policy is the average, and the checkpoint carries it across the kill."""
     path = tmp_path / "resume.zarr"
     shutil.copytree(smoke[0], path)
-    ctx = open_run(str(path), ["distill.epochs=3", "distill.checkpoint_every=1"])
+    ctx = open_run(str(path), ["distill.epochs=3", "distill.checkpoint_every=1", *extra])
     run_stage(ctx, "distill", force=True, key="distill/mbml", algo="mbml")     # uninterrupted reference
     store = ctx.store
     ref_metrics = store.metrics("distill", "mbml")
@@ -112,6 +114,16 @@ def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch):
     weights, _ = store.load_weights("models/distill/mbml/final")
     for name, value in ref_weights.items():
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
+    checkpoint, _ = store.load_weights("models/distill/mbml/checkpoint")
+    trained = {k[len("policy/"):]: v for k, v in checkpoint.items() if k.startswith("policy/")}
+    averaged = {k[len("ema/module."):]: v for k, v in checkpoint.items() if k.startswith("ema/module.")}
+    assert set(weights) == set(trained)
+    if extra:                          # the saved policy is the average, which lags the trained weights
+        assert set(averaged) == set(weights) and checkpoint["ema/n_averaged"] == 3 * ctx.recipe.distill.steps_per_epoch
+        assert all(np.array_equal(weights[k], averaged[k]) for k in weights)
+        assert not all(np.array_equal(weights[k], trained[k]) for k in weights)
+    else:
+        assert not averaged and all(np.array_equal(weights[k], trained[k]) for k in weights)
 
 
 def test_python_api(smoke):

@@ -48,36 +48,45 @@ def alone(smoke_run, tmp_path_factory) -> dict[int, Path]:
     return stores
 
 
-@pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """The sweep, SIGKILLed while its first runs are in BCQ, then run again to the end."""
-    directory = tmp_path_factory.mktemp("sweep") / "smoke"
-    args = [*SWEEP, "--dir", str(directory)]
+def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, timeout: float = 600):
+    """`mbml ARGS`, SIGKILLed while the run `first` is in BCQ, then run again to the end: (the second
+    run, its seconds, the sweep's own worker processes). The processes that held the running records (local workers, or Ray's) must die
+    with the sweep, and their records read `interrupted`."""
     p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     workers = []
     while time.monotonic() < deadline and p.poll() is None:
         try:
-            if Store.open(directory / "smoke-s0.zarr").stage("bcq").get("status") == "running":
+            if Store.open(directory / f"{first}.zarr").stage("bcq").get("status") == "running":
                 workers = children(p.pid)
                 break
         except Exception:               # noqa: BLE001 - not made yet
             pass
         time.sleep(0.1)
     assert p.poll() is None, p.communicate()
+    holders = {int(r["pid"]) for s in directory.glob("*.zarr") for r in Store.open(s).stages().values()
+               if r.get("status") == "running" and "pid" in r}
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert len(workers) == 2
-    deadline = time.monotonic() + 30
-    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while any(alive(w) for w in {*workers, *holders}) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(alive(w) for w in workers), "a worker outlived its killed sweep"
-    interrupted = Store.open(directory / "smoke-s0.zarr").stage("bcq")
-    assert layout.record_status(interrupted) == "interrupted"
+    assert holders and not any(alive(w) for w in {*workers, *holders}), "a worker outlived its killed sweep"
+    assert layout.record_status(Store.open(directory / f"{first}.zarr").stage("bcq")) == "interrupted"
     t0 = time.monotonic()
-    again = cli(*args)
-    return directory, again, time.monotonic() - t0
+    again = cli(*args, timeout=1200)
+    return again, time.monotonic() - t0, workers
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The sweep, SIGKILLed while its first runs are in BCQ (both local workers die with it), then run
+    again to the end."""
+    directory = tmp_path_factory.mktemp("sweep") / "smoke"
+    again, seconds, workers = killed_mid_bcq_and_run_again([*SWEEP, "--dir", str(directory)], directory, "smoke-s0")
+    assert len(workers) == 2
+    return directory, again, seconds
 
 
 def test_killed_sweep_resumes_and_every_store_equals_the_run_made_alone(swept, alone):
@@ -133,12 +142,14 @@ def test_run_jobs_trains_the_algorithms_in_parallel_and_equals_the_sequential_ru
         ["batch_pearl.log", "contextual_bcq.log", "mbml.log", "neither.log"]
 
 
-def test_ray_executor_sweep_equals_the_runs_made_alone(alone, tmp_path):
+def test_ray_sweep_killed_and_run_again_equals_the_runs_made_alone(alone, tmp_path):
+    """The same on a local Ray instance: its workers die with the killed sweep, and the re-run resumes."""
     pytest.importorskip("ray")
     directory = tmp_path / "ray"
-    p = cli("sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory), timeout=1200)
-    assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-3000:]
-    assert "(ray)" in p.stdout
+    args = ["sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory)]
+    again, _, _ = killed_mid_bcq_and_run_again(args, directory, "smoke-s1")
+    assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
+    assert "(ray)" in again.stdout
     for seed in (1, 2):
         assert differences(str(alone[seed]), str(directory / f"smoke-s{seed}.zarr")) == [], seed
 

@@ -144,3 +144,48 @@ def test_q_d_regresses_standardised_teacher_values():
         unscaled.q[-1].bias.mul_(float(q.std())).add_(float(q.mean()))
     ref = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     assert out["loss_q"].item() * float(q.std()) ** 2 == pytest.approx(ref["loss_q"].item(), rel=1e-4)
+
+
+@pytest.mark.parametrize("generator_z", ["sample", "mean"])
+def test_generator_and_perturbation_see_the_sampled_z_or_the_posterior_mean(monkeypatch, generator_z):
+    """`distill.generator_z`: Eq. 4–5 on z ~ q_φ(c) (the paper) or on q_φ(c)'s mean; Q_D (Eq. 3) always
+    gets the sample. The sample is made 100 off its mean here, so the two are told apart."""
+    import mbml_cli.algos.mbml as mbml
+    policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
+    cfg.generator_z = generator_z
+    seen = {}
+    monkeypatch.setattr(mbml, "sample_z", lambda mu, var, gen: mu + 100.0)
+    for name in ("q_value", "generate", "perturb"):
+        def spy(s, a, z, name=name, inner=getattr(policy, name)):
+            seen[name] = z.detach().clone()
+            return inner(s, a, z)
+        monkeypatch.setattr(policy, name, spy)
+    step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    shift = 0.0 if generator_z == "sample" else 100.0
+    for name in ("generate", "perturb"):
+        torch.testing.assert_close(seen[name] + shift, seen["q_value"])
+
+
+def test_generator_lr_gives_g_d_and_xi_d_their_own_adam_group():
+    from mbml_cli.algos.mbml import param_groups
+    policy, _, _, _, cfg = tiny_setup(eligible=True)
+    assert len(param_groups(policy, cfg)) == 1                       # 0: one rate for everything
+    cfg.generator_lr = 1e-3
+    rest, heads = torch.optim.Adam(param_groups(policy, cfg), lr=cfg.lr).param_groups
+    assert heads["lr"] == 1e-3 and rest["lr"] == cfg.lr
+    assert {id(p) for p in heads["params"]} == {id(p) for p in [*policy.g.parameters(), *policy.xi.parameters()]}
+    assert len(rest["params"]) + len(heads["params"]) == len(list(policy.parameters()))
+
+
+def test_cosine_schedule_by_hand():
+    """½(1 + cos(π e / E)) times each group's initial rate: 1 at epoch 0, ½ at E/2, ¼·(2 − √2) at 3E/4
+    (cos(3π/4) = −√2/2); constant leaves the rates alone."""
+    from mbml_cli.pipeline.distill import schedule_lr
+    w = torch.nn.Parameter(torch.zeros(1))
+    v = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([{"params": [w]}, {"params": [v], "lr": 1e-3}], lr=3e-4)
+    schedule_lr({"adam": opt}, "constant", 30, 40)
+    assert [g["lr"] for g in opt.param_groups] == [3e-4, 1e-3]
+    for epoch, factor in [(0, 1.0), (20, 0.5), (30, (2 - math.sqrt(2)) / 4), (0, 1.0)]:
+        schedule_lr({"adam": opt}, "cosine", epoch, 40)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4 * factor, 1e-3 * factor])

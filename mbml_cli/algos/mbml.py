@@ -244,7 +244,7 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
         xi_target = teachers.actor(s, g_target)                                # ξ_i(s, a), a = G_i(s, ν)
 
     zq = z.unsqueeze(1).expand(K, B, L)
-    zbar = zq.detach()                                                         # z̄: stop-gradient (Eq. 4–5)
+    zbar = (mu.unsqueeze(1).expand(K, B, L) if cfg.generator_z == "mean" else zq).detach()   # z̄: stop-gradient (Eq. 4–5)
     out["loss_q"] = (((q_target - policy.q_value(s, a, zq)) / policy.q_std) ** 2).mean()              # Eq. 3
     out["loss_g"] = ((g_target - policy.generate(s, nu, zbar)) ** 2).sum(-1).mean()                    # Eq. 4
     out["loss_xi"] = ((xi_target - policy.perturb(s, g_target, zbar)) ** 2).sum(-1).mean()             # Eq. 5

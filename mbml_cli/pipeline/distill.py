@@ -6,8 +6,9 @@ Reads  the train batches, the BCQ teachers (`loaders.load_bcq`), the relabelled 
 Writes (`layout.py`) METRICS distill/<algo>  one row per epoch: step, epoch, loss_q, loss_g, loss_xi,
                                              loss_triplet, kl, valid_pairs, wall
        EVAL_HISTORY   one row per evaluation: epoch, score, returns (T, E), z_mean (T, L)
-       DISTILL        final and best: the policy (weights + the meta needed to rebuild it)
-       DISTILL_CHECKPOINT  policy + Adam state + RNG state + row counts (`checkpoint.py`)
+       DISTILL        final and best: the policy (weights + the meta needed to rebuild it); with
+                      `distill.ema` its running average, which is also what is evaluated
+       DISTILL_CHECKPOINT  policy (and its average) + Adam state + RNG state + row counts (`checkpoint.py`)
 
 Exact resume: a checkpoint is written every `distill.checkpoint_every` epochs (and after the last).
 A run killed later restarts from it with the same generator state and rolls the metric and history
@@ -16,11 +17,13 @@ uninterrupted one. Evaluations draw from their own generators, seeded by (seed, 
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 from rich.console import Console
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..algos.batch_pearl import PearlPolicy, PearlTrainer
 from ..algos.contextual_bcq import ContextualBCQPolicy, ContextualBCQTrainer
@@ -121,6 +124,18 @@ def build_trainer(r: Recipe, algo: str, data: TaskData, device, teachers: Teache
     return MBMLTrainer(policy, data, teachers, rel, VARIANTS[algo], cfg)
 
 
+def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epoch: int, epochs: int) -> None:
+    """`distill.lr_schedule` at the start of `epoch`: constant leaves every rate alone; cosine sets
+    each group's rate to its initial one × ½(1 + cos(π · epoch / epochs)). A resumed run builds its
+    optimisers afresh (initial rates) and so sets the same rates."""
+    if schedule == "constant":
+        return
+    factor = 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    for opt in optimisers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
 # ---- the stage -------------------------------------------------------------------------------------
 @stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"),
        check=check_algo)
@@ -132,10 +147,12 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     data = load_batches(store, "train", list(range(K)), device=device)
     trainer = make_trainer(ctx, algo, data, device, teachers)
     policy = trainer.policy
+    ema = AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    acting = policy if ema is None else ema.module          # what is evaluated and saved
 
     metrics, history = layout.METRICS("distill", algo), layout.EVAL_HISTORY(algo)
     ck_path = layout.checkpoint("distill", algo)
-    state = (trainer.modules(), trainer.optimisers(), {"rng": gen})
+    state = ({**trainer.modules(), **({"ema": ema} if ema is not None else {})}, trainer.optimisers(), {"rng": gen})
     start, best = 0, {"score": -np.inf, "epoch": -1}
     found = read(ctx, ck_path)
     if found is not None:
@@ -156,11 +173,14 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     report = Reporter(f"distill {algo}", cfg.epochs * cfg.steps_per_epoch, start * cfg.steps_per_epoch, unit="step")
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
+        schedule_lr(trainer.optimisers(), cfg.lr_schedule, epoch, cfg.epochs)
         policy.train()
         sums: dict[str, torch.Tensor] = {}
         for i in range(cfg.steps_per_epoch):
             for k, v in trainer.step(gen).items():          # summed on the device: one host copy an epoch
                 sums[k] = sums[k] + v.double() if k in sums else v.double()
+            if ema is not None:
+                ema.update_parameters(policy)
             report.update(epoch * cfg.steps_per_epoch + i + 1)
         total = float(sums.pop("total"))
         if not np.isfinite(total):
@@ -172,16 +192,16 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
 
         last = epoch + 1 == cfg.epochs
         if envs and ((epoch + 1) % cfg.eval_every == 0 or last):      # no test envs: imported data, no env
-            policy.eval()
+            acting.eval()
             done = (epoch + 1) * cfg.steps_per_epoch
-            result = evaluate_tasks(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
+            result = evaluate_tasks(envs, Policy(acting), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
                                     r.eval.repeats, lambda e: report.update(done, f"evaluating: episode {e}/{r.eval.episodes}"))
             store.append_rows(history, {"epoch": np.array([epoch + 1]), "score": np.array([result.score]),
                                         "returns": result.returns[None].astype(np.float32),
                                         "z_mean": result.z_mean[None].astype(np.float32)})
             if result.score > best["score"]:
                 best = {"score": float(result.score), "epoch": epoch + 1}
-                store.save_weights(layout.DISTILL(algo, "best"), policy.state_dict(), {**policy.meta, **best, "algo": algo})
+                store.save_weights(layout.DISTILL(algo, "best"), acting.state_dict(), {**acting.meta, **best, "algo": algo})
             report.update(done, f"epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
                                 f"(best {best['score']:.2f} @ {best['epoch']}), "
                                 + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), line=True)
@@ -193,5 +213,5 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     report.close()
     for env in envs:
         env.close()
-    store.save_weights(layout.DISTILL(algo, "final"), policy.state_dict(),
-                       {**policy.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": best["epoch"]})
+    store.save_weights(layout.DISTILL(algo, "final"), acting.state_dict(),
+                       {**acting.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": best["epoch"]})
