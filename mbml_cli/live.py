@@ -61,9 +61,8 @@ class LiveView:
                  extra_columns: tuple[str, ...] = (), quiet: float = 30.0, every: float = 2.0):
         self.title, self.units, self.console = title, {u.label: u for u in units}, console
         self.weights, self.extra_columns, self.quiet = weights or {}, extra_columns, quiet
+        self.started, self.last_lines = time.time(), time.monotonic()
         self.live = Live(self.table(), console=console, auto_refresh=False) if console.is_terminal else None
-        self.last_lines = time.monotonic()
-        self.started = time.time()
         self.every, self.last_read, self.ended = every, 0.0, 0
 
     def __enter__(self):

@@ -317,3 +317,21 @@ def test_sweep_dashboard_lists_the_runs_and_opens_one(swept):
         return sweep_app.return_value
 
     assert asyncio.run(go()) == str(directory / "smoke-s1.zarr")
+
+
+def test_live_view_on_a_terminal_draws_its_rows(smoke_run):
+    """The view as a terminal shows it (the tests' other runs have no terminal, and a terminal-only
+    path once raised before it drew anything): a unit's row goes from running to done."""
+    from io import StringIO
+    from rich.console import Console
+    from mbml_cli.live import LiveView, Tracked
+    screen = StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    unit = Tracked("smoke-s0", str(smoke_run), ["collect", "bcq"])
+    with LiveView("smoke: runs", [unit], console, weights={"collect": 3.0, "bcq": 1.0}) as view:
+        view.tick({"smoke-s0": unit}, {})
+        assert unit.status == "running" and unit.progress == 1.0          # both stages done in the store
+        view.tick({}, {"smoke-s0": 0})
+    assert unit.status == "done"
+    drawn = screen.getvalue()
+    assert "smoke: runs: 1/1 done" in drawn and "smoke-s0" in drawn and "100%" in drawn
