@@ -113,9 +113,9 @@ class LiveView:
 
     def table(self) -> Table:
         done = sum(u.status in ("done", "skipped") for u in self.units.values())
-        table = Table("unit", *self.extra_columns, "status", "stage", "progress", "ETA",
-                      title=f"{clean(self.title)}: {done}/{len(self.units)} done, "
-                            f"{fmt_duration(time.time() - self.started)} so far")
+        title = f"{clean(self.title)}: {done}/{len(self.units)} done, {fmt_duration(time.time() - self.started)} so far"
+        table = Table("unit", *self.extra_columns, "status", "stage", "progress", "ETA", title=title,
+                      min_width=len(title) + 4)                   # the title on one line
         for u in self.units.values():
             style = STATUS_STYLE.get(u.status, "")
             table.add_row(clean(u.label), *(clean(u.extra.get(c, "")) for c in self.extra_columns),
