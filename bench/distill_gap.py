@@ -11,9 +11,9 @@ the argmax over n candidates, and the four combinations of candidate source × c
 teacher/teacher is the BCQ teachers themselves, D/D the distilled policy; the two mixed rows show
 which distilled part costs the return. The last two rows take the first candidate, scored by no Q (a
 random pick): how much the argmax adds over the candidates themselves. A uniform random policy is run
-on the same resets. Each row prints its mean return and the fraction of the teachers' improvement over random it keeps,
-(R − R_random) / (R_teacher − R_random), per task and as the mean over tasks (a task whose teacher
-is no better than random has nothing to keep and is left out of the mean).
+on the same resets. Each row prints its mean return and the fraction of the teachers' improvement
+over random it keeps, (R − R_random) / (R_teacher − R_random), per task and as the mean over tasks
+(a task whose teacher is no better than random has nothing to keep and is left out of the mean).
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ def alone(smoke_run, tmp_path_factory) -> dict[int, Path]:
 
 def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, timeout: float = 600):
     """`mbml ARGS`, SIGKILLed while the run `first` is in BCQ, then run again to the end: (the second
-    run, its seconds, the sweep's own worker processes). The processes that held the running records (local workers, or Ray's) must die
-    with the sweep, and their records read `interrupted`."""
+    run, its seconds, the sweep's own worker processes). The processes that held the running records
+    (local workers, or Ray's) must die with the sweep, and their records read `interrupted`."""
     p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
