@@ -113,6 +113,11 @@ class DistillConfig:
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
     generator_z: str = doc("the z that G_D and ξ_D are regressed on (Eq. 4-5): sample (z ~ q_φ(c), the paper) or "
                            "mean (the posterior mean of q_φ(c))", "sample", meta={"choices": ["sample", "mean"]})
+    q_loss: str = doc("units of Eq. 3's squared error: standardised (by the teachers' Q std, which weighs β·KL and "
+                      "the triplet std² times more in Eq. 10) or teacher (the teachers' units, the paper's balance)",
+                      "standardised", meta={"choices": ["standardised", "teacher"]})
+    generator_steps: int = doc("updates of G_D and ξ_D per distillation step: the joint step of Eq. 10, then Eq. 4-5 "
+                               "alone on fresh (s, ν) (1: the paper)", 1, **rng(1, 64))
     lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "
                            "to 0 at the last epoch)", "constant", meta={"choices": ["constant", "cosine"]})
     ema: float = doc("Polyak averaging of the policy's weights, w̄ ← ema·w̄ + (1 − ema)·w after every step; the "

@@ -89,7 +89,7 @@ def tiny_setup(eligible: bool):
 @pytest.mark.parametrize("algo", list(VARIANTS))
 def test_step_runs_for_every_variant(algo):
     policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    out = step_losses(policy, data, teachers, rel, VARIANTS[algo], cfg, torch.Generator().manual_seed(1))
+    out, _ = step_losses(policy, data, teachers, rel, VARIANTS[algo], cfg, torch.Generator().manual_seed(1))
     assert torch.isfinite(out["total"])
     if algo in ("mbml", "gt_relabel"):
         assert float(out["valid_pairs"]) == 1.0 and out["loss_triplet"].item() > 0
@@ -101,7 +101,7 @@ def test_step_runs_for_every_variant(algo):
 
 def test_no_eligible_pairs_no_crash_no_gradient():
     policy, data, teachers, rel, cfg = tiny_setup(eligible=False)
-    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     assert out["loss_triplet"].item() == 0.0 and float(out["valid_pairs"]) == 0.0
     grads = torch.autograd.grad(out["loss_triplet"], list(policy.encoder.parameters()), allow_unused=True)
     assert all(g is None or g.abs().sum() == 0 for g in grads)
@@ -110,7 +110,7 @@ def test_no_eligible_pairs_no_crash_no_gradient():
 
 def test_stop_gradient_in_generator_and_perturbation_losses():
     policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     (out["loss_g"] + out["loss_xi"]).backward(retain_graph=True)
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.encoder.parameters())   # z̄
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.g.parameters())
@@ -134,7 +134,7 @@ def test_q_d_regresses_standardised_teacher_values():
     torch.testing.assert_close(policy.q_value(s, a, z), raw * float(q.std()) + float(q.mean()))
 
     gen = torch.Generator().manual_seed(1)
-    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, gen)
+    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, gen)
     unscaled = DistilledPolicy(OBS, ACT, 2 * ACT, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
                                cfg.g_hidden, cfg.xi_hidden)
     unscaled.load_state_dict(policy.state_dict())
@@ -142,8 +142,13 @@ def test_q_d_regresses_standardised_teacher_values():
     with torch.no_grad():                         # the same raw network, scale 1: loss × std² apart
         unscaled.q[-1].weight.mul_(float(q.std()))
         unscaled.q[-1].bias.mul_(float(q.std())).add_(float(q.mean()))
-    ref = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    ref, _ = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     assert out["loss_q"].item() * float(q.std()) ** 2 == pytest.approx(ref["loss_q"].item(), rel=1e-4)
+
+    cfg.q_loss = "teacher"                        # Eq. 3 in the teachers' units: the raw network's loss
+    raw, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    assert raw["loss_q"].item() == pytest.approx(ref["loss_q"].item(), rel=1e-4)
+    assert raw["kl"].item() == pytest.approx(out["kl"].item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("generator_z", ["sample", "mean"])
@@ -189,3 +194,26 @@ def test_cosine_schedule_by_hand():
     for epoch, factor in [(0, 1.0), (20, 0.5), (30, (2 - math.sqrt(2)) / 4), (0, 1.0)]:
         schedule_lr({"adam": opt}, "cosine", epoch, 40)
         assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4 * factor, 1e-3 * factor])
+
+
+def test_generator_steps_add_updates_of_g_d_and_xi_d_only():
+    """`distill.generator_steps: 3`: the joint step (Eq. 10) and then two of Eq. 4–5 alone. Q_D and
+    q_φ end exactly where one joint step puts them (Adam stepped them once), G_D and ξ_D were stepped
+    three times, and the losses returned are the joint step's."""
+    from mbml_cli.algos.mbml import train_step
+    runs = {}
+    for n in (1, 3):
+        policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
+        cfg.generator_steps = n
+        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        losses = train_step(policy, opt, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+        runs[n] = (policy, opt, losses)
+    (one, _, l1), (three, opt, l3) = runs[1], runs[3]
+    assert {k: v.item() for k, v in l1.items()} == {k: v.item() for k, v in l3.items()}
+    for part in ("encoder", "q"):
+        for a, b in zip(getattr(one, part).parameters(), getattr(three, part).parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            assert int(opt.state[b]["step"]) == 1
+    for part in ("g", "xi"):
+        assert all(int(opt.state[p]["step"]) == 3 for p in getattr(three, part).parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(getattr(one, part).parameters(), getattr(three, part).parameters()))

@@ -51,9 +51,10 @@ class DistilledPolicy(ContextPolicy):
     """q_φ, Q_D(s, a, z), G_D(s, ν, z), ξ_D(s, a, z) and BCQ action selection from them (Fig. 3).
 
     States are normalised with fixed statistics of the training batches (buffers), and Q_D's output
-    is scaled by fixed statistics of the teachers' Q values (`q_mean`, `q_std`): Eq. 3 then regresses
+    is scaled by fixed statistics of the teachers' Q values (`q_mean`, `q_std`): the network outputs
     standardised values, which Adam fits in far fewer steps than raw returns of magnitude ~100 (the
-    argmax of Eq. 1 is unchanged by it). G_D ends in tanh like BCQ's decoder; ξ_D outputs a
+    argmax of Eq. 1 is unchanged by it). Eq. 3's error is measured in std units by default, or in the
+    teachers' units (`distill.q_loss: teacher`), which keeps the paper's weights of Eq. 10's terms. G_D ends in tanh like BCQ's decoder; ξ_D outputs a
     perturbation of at most φ, like BCQ's actor."""
 
     def __init__(self, obs_dim: int, act_dim: int, vae_latent: int, latent_dim: int, encoder_hidden: list,
@@ -189,8 +190,9 @@ def pick_relabelled(pairs: dict, mask: torch.Tensor, n: int, generator: torch.Ge
 
 
 def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel: Relabelled | None,
-                variant: Variant, cfg: DistillConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Alg. 1, lines 2–6 for all K tasks at once → the loss terms (and 'total', Eq. 10)."""
+                variant: Variant, cfg: DistillConfig, generator: torch.Generator):
+    """Alg. 1, lines 2–6 for all K tasks at once → the loss terms (and 'total', Eq. 10), and the
+    posterior (μ, σ²) of q_φ(c_i), detached, (K, L) each."""
     K, T, L = data.n_tasks, cfg.context_size, cfg.latent_dim
     enc = policy.encoder
     zero = torch.zeros((), device=data.obs.device)
@@ -234,32 +236,56 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     kl = kl_to_prior(mu, var).mean()
 
     # the distillation targets from the K teachers, on (s, a) ~ B_i
-    batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
-    s, a = batch["obs"], batch["act"]                                          # (K, B, ·)
-    B = s.shape[1]
-    nu = torch.randn(K, B, teachers.vae_latent, generator=generator, device=draw_device(generator)).to(s.device).clamp(-0.5, 0.5)
-    with torch.no_grad():
-        q_target = teachers.q(s, a)                                            # Q_i(s, a)
-        g_target = teachers.decode(s, nu)                                      # G_i(s, ν)
-        xi_target = teachers.actor(s, g_target)                                # ξ_i(s, a), a = G_i(s, ν)
-
-    zq = z.unsqueeze(1).expand(K, B, L)
-    zbar = (mu.unsqueeze(1).expand(K, B, L) if cfg.generator_z == "mean" else zq).detach()   # z̄: stop-gradient (Eq. 4–5)
-    out["loss_q"] = (((q_target - policy.q_value(s, a, zq)) / policy.q_std) ** 2).mean()              # Eq. 3
-    out["loss_g"] = ((g_target - policy.generate(s, nu, zbar)) ** 2).sum(-1).mean()                    # Eq. 4
-    out["loss_xi"] = ((xi_target - policy.perturb(s, g_target, zbar)) ** 2).sum(-1).mean()             # Eq. 5
+    t = teacher_targets(data, teachers, cfg, generator)
+    zq = z.unsqueeze(1).expand(K, t["s"].shape[1], L)
+    err = t["q"] - policy.q_value(t["s"], t["a"], zq)
+    out["loss_q"] = ((err if cfg.q_loss == "teacher" else err / policy.q_std) ** 2).mean()            # Eq. 3
+    out["loss_g"], out["loss_xi"] = imitation_losses(policy, t, generator_z(mu, zq, cfg))              # Eq. 4–5
     out["kl"] = kl
     out["total"] = (out["loss_triplet"] + out["loss_q"] + cfg.kl_beta * kl                             # Eq. 10
                     + out["loss_g"] + out["loss_xi"])
-    return out
+    return out, (mu.detach(), var.detach())
+
+
+def teacher_targets(data: TaskData, teachers: Teachers, cfg: DistillConfig, generator: torch.Generator) -> dict:
+    """(s, a) ~ B_i (K, B, ·), ν ~ N(0, I) clipped to ±0.5, and the teachers' Q_i(s, a), G_i(s, ν) and
+    ξ_i(s, G_i(s, ν)) on them."""
+    batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
+    s, a = batch["obs"], batch["act"]
+    nu = torch.randn(*s.shape[:2], teachers.vae_latent, generator=generator,
+                     device=draw_device(generator)).to(s.device).clamp(-0.5, 0.5)
+    with torch.no_grad():
+        g = teachers.decode(s, nu)
+        return {"s": s, "a": a, "nu": nu, "q": teachers.q(s, a), "g": g, "xi": teachers.actor(s, g)}
+
+
+def generator_z(mu: torch.Tensor, zq: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
+    """z̄ of Eq. 4–5, a stop-gradient: the sampled z (K, B, L), or q_φ(c)'s mean (`generator_z: mean`)."""
+    return (mu.unsqueeze(1).expand_as(zq) if cfg.generator_z == "mean" else zq).detach()
+
+
+def imitation_losses(policy: DistilledPolicy, t: dict, zbar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4 (G_D onto G_i) and Eq. 5 (ξ_D onto ξ_i), squared errors summed over action dimensions."""
+    loss_g = ((t["g"] - policy.generate(t["s"], t["nu"], zbar)) ** 2).sum(-1).mean()              # Eq. 4
+    loss_xi = ((t["xi"] - policy.perturb(t["s"], t["g"], zbar)) ** 2).sum(-1).mean()              # Eq. 5
+    return loss_g, loss_xi
 
 
 def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, torch.Tensor]:
-    """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together."""
-    losses = step_losses(policy, data, teachers, rel, variant, cfg, generator)
+    """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together. With
+    `distill.generator_steps` n > 1, n − 1 more steps of Eq. 4–5 alone follow, each on fresh (s, ν)
+    and a fresh z ~ q_φ(c_i) of this step's posterior: they move only G_D and ξ_D (z̄ is a
+    stop-gradient, and Adam skips parameters without a gradient). The losses logged are the joint step's."""
+    losses, (mu, var) = step_losses(policy, data, teachers, rel, variant, cfg, generator)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     optimizer.step()
+    for _ in range(cfg.generator_steps - 1):
+        t = teacher_targets(data, teachers, cfg, generator)
+        zq = sample_z(mu, var, generator).unsqueeze(1).expand(*t["s"].shape[:2], mu.shape[-1])
+        optimizer.zero_grad(set_to_none=True)
+        sum(imitation_losses(policy, t, generator_z(mu, zq, cfg))).backward()
+        optimizer.step()
     return {k: v.detach() for k, v in losses.items()}
 
 
