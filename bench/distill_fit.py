@@ -9,7 +9,8 @@ task's own transitions (as `distill_gap.py` takes it), it prints:
    posterior's sd (a dimension at sd ≈ 1 carries nothing and reaches G_D, ξ_D and Q_D as noise);
 2. Eq. 4's fit: ‖G_D(s, ν, z_i) − G_i(s, ν)‖² per task (tasks sorted by their parameter), the same
    with every other task's z (a K×K matrix: is G_D confusing neighbours, or just inaccurate?), and
-   how much the teachers' decoders depend on ν at all, ‖G_i(s, ν) − G_i(s, 0)‖²;
+   how much the teachers' decoders depend on ν at all, ‖G_i(s, ν) − G_i(s, 0)‖², and how far apart
+   the teachers' decoders are on each other's states (K×K);
 3. the argmax of Eq. 1: over n of G_D + ξ_D's candidates per state, the teacher's Q spread, Q_D's
    error after removing its per-state mean, and the teacher-Q regret of Q_D's argmax against a
    random pick.
@@ -73,6 +74,12 @@ def main() -> None:
     print(f"   ν-dependence   {nu_dep[order]}   (‖G_i(s, ν) − G_i(s, 0)‖²)")
     print("   rows teacher i, columns z of task j:")
     print("   " + str(cross[np.ix_(order, order)]).replace("\n", "\n   "))
+    with torch.no_grad():                                                # every teacher on task i's states
+        apart = np.stack([((T.vae.decode(s[i].expand(K, S, -1), nu[i].expand(K, S, -1)) - target[i]) ** 2)
+                          .sum(-1).mean(-1).numpy() for i in range(K)])  # (K, K): states of task i, teacher j
+    print("   how far apart the teachers are, ‖G_j(s, ν) − G_i(s, ν)‖² on task i's states (a G_D that blends")
+    print("   two teachers whose z it cannot tell apart is off by a quarter of this from each):")
+    print("   " + str(apart[np.ix_(order, order)]).replace("\n", "\n   "))
 
     with torch.no_grad():
         ss = s[:, :, None].expand(K, S, n, s.shape[-1])

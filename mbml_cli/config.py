@@ -116,6 +116,8 @@ class DistillConfig:
     q_loss: str = doc("units of Eq. 3's squared error: standardised (by the teachers' Q std, which weighs β·KL and "
                       "the triplet std² times more in Eq. 10) or teacher (the teachers' units, the paper's balance)",
                       "standardised", meta={"choices": ["standardised", "teacher"]})
+    encoder_from_generator: bool = doc("let Eq. 4-5 train q_φ too (no stop-gradient on z̄; the paper stops it)",
+                                       False)
     generator_steps: int = doc("updates of G_D and ξ_D per distillation step: the joint step of Eq. 10, then Eq. 4-5 "
                                "alone on fresh (s, ν) (1: the paper)", 1, **rng(1, 64))
     lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "

@@ -119,6 +119,17 @@ def test_stop_gradient_in_generator_and_perturbation_losses():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())  # reparam z
 
 
+def test_encoder_from_generator_lifts_the_stop_gradient():
+    """`distill.encoder_from_generator`: Eq. 4–5 reach q_φ through z̄; the values are unchanged."""
+    policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
+    ref, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    cfg.encoder_from_generator = True
+    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    assert out["loss_g"].item() == ref["loss_g"].item() and out["loss_xi"].item() == ref["loss_xi"].item()
+    out["loss_g"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())
+
+
 def test_q_d_regresses_standardised_teacher_values():
     """The trainer sets Q_D's scale from the teachers' Q on the batches; Eq. 3 is then the squared
     error in units of that std, and Q_D's output is back in the teachers' units."""

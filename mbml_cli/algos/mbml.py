@@ -260,8 +260,10 @@ def teacher_targets(data: TaskData, teachers: Teachers, cfg: DistillConfig, gene
 
 
 def generator_z(mu: torch.Tensor, zq: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """z̄ of Eq. 4–5, a stop-gradient: the sampled z (K, B, L), or q_φ(c)'s mean (`generator_z: mean`)."""
-    return (mu.unsqueeze(1).expand_as(zq) if cfg.generator_z == "mean" else zq).detach()
+    """z̄ of Eq. 4–5: the sampled z (K, B, L), or q_φ(c)'s mean (`generator_z: mean`); a stop-gradient
+    as in the paper, unless `distill.encoder_from_generator` lets Eq. 4–5 train q_φ too."""
+    zbar = mu.unsqueeze(1).expand_as(zq) if cfg.generator_z == "mean" else zq
+    return zbar if cfg.encoder_from_generator else zbar.detach()
 
 
 def imitation_losses(policy: DistilledPolicy, t: dict, zbar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
