@@ -338,3 +338,17 @@ def test_live_view_on_a_terminal_draws_its_rows(smoke_run):
     assert "smoke-s0" in drawn and "100%" in drawn
     assert any(line.strip().startswith("smoke: runs: 1/1 done, ") and line.strip().endswith(" so far")
                for line in drawn.splitlines())                                  # the title, on one line
+
+
+def test_report_groups_a_store_made_before_a_key_existed_with_one_made_after():
+    """Conditions compare recipes as this version resolves them: a recipe without a newer key (at its
+    default) is the same condition; a real difference is labelled by its dotted key, briefly."""
+    from mbml_cli.recipe import load, to_dict
+    from mbml_cli.report.gather import condition_key, label
+    recipe = to_dict(load(ROOT / "recipes/smoke.yaml")[0])
+    older = {**recipe, "distill": {k: v for k, v in recipe["distill"].items() if k != "q_loss"}}
+    assert condition_key(older) == condition_key(recipe)
+    other = {**recipe, "seed": 5, "distill": {**recipe["distill"], "lr": 0.001}}
+    assert condition_key(other) != condition_key(recipe)
+    groups = [{"recipe": recipe, "values": {}}, {"recipe": other, "values": {}}]
+    assert label(groups[1], groups) == f"{recipe['name']} distill.lr=0.001"

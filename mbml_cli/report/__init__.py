@@ -21,7 +21,7 @@ def make_report(inputs: list[str], out: Path, json_path: Path | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     figures, links = {}, {}
     for c in report["conditions"]:
-        where = out if len(report["conditions"]) == 1 else out / re.sub(r"[^A-Za-z0-9._=-]+", "_", c["label"])
+        where = out if len(report["conditions"]) == 1 else out / re.sub(r"[^A-Za-z0-9._=-]+", "_", c["label"])[:100]
         made = draw(c, where)
         figures.update({f"{c['label']}: {k}": p for k, p in made.items()})
         links[c["label"]] = {k: str(p.relative_to(out)) for k, p in made.items()}

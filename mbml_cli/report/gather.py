@@ -18,6 +18,7 @@ from ..dash.reader import _num
 from ..config import ALGOS
 from ..pipeline.finetune_summary import INITS, summary_rows
 from ..pipeline.summary import history_scores, summarise
+from ..recipe import RecipeError, from_dict, to_dict
 from ..store import Store, StoreError
 
 SCHEMA = 1
@@ -74,9 +75,29 @@ def find_stores(inputs: list[str]) -> list[tuple[str, dict]]:
     return out
 
 
+def normalised(recipe: dict) -> dict:
+    """A store's recipe as this version resolves it, keys added since then at their defaults: a store
+    made before a key existed groups with one made after it, when the value is the default."""
+    try:
+        return to_dict(from_dict(recipe))
+    except RecipeError:
+        return recipe
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """Nested sections as dotted keys: {"distill": {"lr": 1}} → {"distill.lr": 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def condition_key(recipe: dict) -> str:
     import json
-    return json.dumps({k: v for k, v in recipe.items() if k not in RUNTIME_KEYS}, sort_keys=True, default=str)
+    return json.dumps({k: v for k, v in normalised(recipe).items() if k not in RUNTIME_KEYS}, sort_keys=True, default=str)
 
 
 def group(found: list[tuple[str, dict]]) -> list[dict]:
@@ -84,7 +105,7 @@ def group(found: list[tuple[str, dict]]) -> list[dict]:
     groups: dict[str, dict] = {}
     for path, values in found:
         store = Store.open(path)
-        g = groups.setdefault(condition_key(store.recipe), {"recipe": store.recipe, "values": values, "stores": []})
+        g = groups.setdefault(condition_key(store.recipe), {"recipe": normalised(store.recipe), "values": values, "stores": []})
         g["stores"].append(store)
     for g in groups.values():
         g["stores"].sort(key=lambda s: int(s.recipe.get("seed", 0)))
@@ -92,15 +113,17 @@ def group(found: list[tuple[str, dict]]) -> list[dict]:
 
 
 def label(condition: dict, others: list[dict]) -> str:
-    """The recipe name, with the grid values (or the recipe keys) that tell it from the other conditions."""
+    """The recipe name, with the grid values (or the recipe keys, as section.key) that tell it from
+    the other conditions: at most three of them."""
     name = str(condition["recipe"].get("name", "run"))
     if condition["values"]:
         return name + " " + ", ".join(f"{k}={v}" for k, v in condition["values"].items())
     if len(others) > 1:
-        differing = sorted({k for o in others for k in o["recipe"] if k not in RUNTIME_KEYS
-                            and o["recipe"].get(k) != condition["recipe"].get(k)} - {"name"})
+        mine = flat(condition["recipe"])
+        differing = sorted({k for o in others for k, v in flat(o["recipe"]).items()
+                            if k.split(".")[0] not in RUNTIME_KEYS and v != mine.get(k)} - {"name"})
         if differing:
-            return name + " " + ", ".join(f"{k}={condition['recipe'].get(k)}" for k in differing[:3])
+            return name + " " + ", ".join(f"{k}={mine.get(k)}" for k in differing[:3])
     return name
 
 
