@@ -54,8 +54,8 @@ class DistilledPolicy(ContextPolicy):
     is scaled by fixed statistics of the teachers' Q values (`q_mean`, `q_std`): the network outputs
     standardised values, which Adam fits in far fewer steps than raw returns of magnitude ~100 (the
     argmax of Eq. 1 is unchanged by it). Eq. 3's error is measured in std units by default, or in the
-    teachers' units (`distill.q_loss: teacher`), which keeps the paper's weights of Eq. 10's terms. G_D ends in tanh like BCQ's decoder; ξ_D outputs a
-    perturbation of at most φ, like BCQ's actor."""
+    teachers' units (`distill.q_loss: teacher`), which keeps the paper's weights of Eq. 10's terms.
+    G_D ends in tanh like BCQ's decoder; ξ_D outputs a perturbation of at most φ, like BCQ's actor."""
 
     def __init__(self, obs_dim: int, act_dim: int, vae_latent: int, latent_dim: int, encoder_hidden: list,
                  q_hidden: list, g_hidden: list, xi_hidden: list, phi: float = 0.05, n_candidates: int = 10):

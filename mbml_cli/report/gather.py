@@ -95,17 +95,20 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def condition_key(recipe: dict) -> str:
+def condition_key(recipe: dict, resolved: bool = False) -> str:
+    """What runs of one condition share: the recipe (normalised unless `resolved`) less RUNTIME_KEYS."""
     import json
-    return json.dumps({k: v for k, v in normalised(recipe).items() if k not in RUNTIME_KEYS}, sort_keys=True, default=str)
+    recipe = recipe if resolved else normalised(recipe)
+    return json.dumps({k: v for k, v in recipe.items() if k not in RUNTIME_KEYS}, sort_keys=True, default=str)
 
 
 def group(found: list[tuple[str, dict]]) -> list[dict]:
-    """Conditions in the order first seen: {recipe, values, stores}."""
+    """Conditions in the order first seen: {recipe (normalised), values, stores}."""
     groups: dict[str, dict] = {}
     for path, values in found:
         store = Store.open(path)
-        g = groups.setdefault(condition_key(store.recipe), {"recipe": normalised(store.recipe), "values": values, "stores": []})
+        recipe = normalised(store.recipe)
+        g = groups.setdefault(condition_key(recipe, resolved=True), {"recipe": recipe, "values": values, "stores": []})
         g["stores"].append(store)
     for g in groups.values():
         g["stores"].sort(key=lambda s: int(s.recipe.get("seed", 0)))
@@ -223,7 +226,6 @@ def finetune(stores: list[Store]) -> dict | None:
 def wall_times(stores: list[Store]) -> dict:
     """Seconds from start to end of every stage record of the pipeline (its last attempt), per seed."""
     from ..stages import plan
-    from ..recipe import from_dict
     keys = []
     for s in stores:
         try:
