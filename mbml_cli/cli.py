@@ -228,9 +228,14 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
 def report(runs: List[str] = typer.Argument(..., help="stores, sweep directories (runs/<sweep>) or directories of stores"),
            out_dir: Optional[Path] = typer.Option(None, "--out", help="where report.md and the figures go "
                                                                     "(default: <sweep>/report, else report/)"),
-           json_file: Optional[Path] = typer.Option(None, "--json", help="the numbers as JSON (default: <out>/report.json)")):
+           json_file: Optional[Path] = typer.Option(None, "--json", help="the numbers as JSON (default: <out>/report.json)"),
+           summary: bool = typer.Option(False, "--summary", help="RUNS are report JSONs: print one summary table "
+                                                                 "(a row per condition), write nothing")):
     """Tables (Markdown), the paper's figures (PNG) and the same numbers as JSON, over seeds."""
-    from .report import make_report
+    from .report import make_report, summarise_reports
+    if summary:
+        sys.stdout.write(summarise_reports(list(runs)) + "\n")
+        return
     from .sweep import SWEEP_FILE
     if out_dir is None:
         sweep_dirs = [Path(r) for r in runs if (Path(r) / SWEEP_FILE).is_file()]

@@ -5,7 +5,9 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, runner
+from mbml_cli.cli import app
+from mbml_cli.report.tables import ordering
 
 SECTIONS = {"### point_goal re-made with `mbml sweep` and `mbml report`": "results/point_goal.json",
             "### halfcheetah_vel_cpu: three fresh seeds of the committed recipe": "results/halfcheetah_vel_cpu.json"}
@@ -66,3 +68,32 @@ def test_lever_table_is_the_committed_jsonl():
             assert cell == ("–" if key not in r["kept"] else f"{r['kept'][key]:.2f}"), (name, key)
         checked.add(name)
     assert checked == set(levers)
+
+
+def test_summary_table_is_the_reports():
+    """RESULTS.md opens with `mbml report --summary` of the committed report JSONs it names, verbatim."""
+    text = section("## Summary: every distribution measured with `mbml report`")
+    command = re.search(r"`mbml report --summary ([^`]+)`", text).group(1).split()
+    out = runner.invoke(app, ["report", "--summary", *[str(ROOT / p) for p in command]])
+    assert out.exit_code == 0, out.output
+    table = out.output.strip()
+    assert table in text and table.count("\n") == len(command) + 1       # header, rule, a row per report
+    assert sorted(command) == sorted(f"results/{p.name}" for p in (ROOT / "results").glob("*.json"))
+
+
+def test_paper_ordering_worked_example():
+    def cond(**best):
+        return {"algos": {a: {"best": {"mean": m, "std": s}} for a, (m, s) in best.items()}}
+    assert ordering(cond(mbml=(-10, 1), contextual_bcq=(-14, 1), neither=(-15, 2))) == "yes"
+    assert ordering(cond(mbml=(-10, 1), contextual_bcq=(-11, 2), neither=(-15, 2))) == \
+        "yes, within noise of contextual_bcq"                                  # margin 1 < std 2
+    assert ordering(cond(mbml=(-10, 1), contextual_bcq=(-9, 1), batch_pearl=(-10, 1))) == \
+        "no: contextual_bcq, batch_pearl ≥ mbml"
+    assert ordering(cond(contextual_bcq=(-9, 1))) == "—"
+
+
+def test_summary_of_a_file_that_is_not_a_report_is_one_line(tmp_path):
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    for bad in (ROOT / "README.md", tmp_path / "x.json", tmp_path / "missing.json"):
+        out = runner.invoke(app, ["report", "--summary", str(bad)])
+        assert out.exit_code == 2 and str(bad) in out.output and "Traceback" not in out.output

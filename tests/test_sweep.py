@@ -22,6 +22,7 @@ from PIL import Image
 from conftest import ENV, FAST, ROOT, SMOKE, alive, children, cli, runner
 from mbml_cli import layout, writer
 from mbml_cli.cli import app
+from mbml_cli.pipeline.bcq import batch_progress
 from mbml_cli.pipeline.summary import summarise
 from mbml_cli.store import Store
 from store_equal import differences
@@ -235,6 +236,10 @@ def test_report_json_equals_the_stores(reported):
     assert np.array(c["reward_error"]["matrix"]) == pytest.approx(np.mean(errors, axis=0))
     assert c["teachers"]["fraction"]["per_seed"] == pytest.approx(
         [np.mean([s.stage(f"bcq/{i}")["fraction"] for i in range(3)]) for s in stores])
+    rows = [[batch_progress(s, i) for i in range(3)] for s in stores]
+    assert c["batches"]["per_task"] == rows and c["batches"]["tasks"] == [3, 3, 3]
+    assert c["batches"]["first"]["per_seed"] == pytest.approx([np.mean([r["first"] for r in seed]) for seed in rows])
+    assert c["batches"]["clear"]["per_seed"] == [sum(r["clear"] for r in seed) for seed in rows]
     bcq = [s.stage("bcq") for s in stores]
     assert c["wall"]["bcq"]["per_seed"] == pytest.approx([r["ended"] - r["started"] for r in bcq])
 
@@ -249,6 +254,27 @@ def test_report_markdown_has_the_tables(reported):
         assert heading in text, heading
     mbml = report["conditions"][0]["algos"]["mbml"]["best"]
     assert f"| mbml | {mbml['mean']:.2f} ± {mbml['std']:.2f} | [{mbml['ci95'][0]:.2f}, {mbml['ci95'][1]:.2f}]" in text
+
+
+def test_batch_progress_against_hand_computation(tmp_path):
+    """20 episodes of 5 steps: the first and last 10 % are two episodes each; their means, the
+    standard error of their difference and `clear` (a rise of more than twice it) by hand."""
+    store = Store.create(tmp_path / "b.zarr", {"recipe": {"name": "t"}})
+    returns = np.array([3.0, 1.0] + [2.0] * 16 + [4.0, 8.0])
+    ends = np.zeros(100, bool)
+    ends[4::5] = True
+    rew = np.repeat(returns / 5, 5)
+    store.append_rows(layout.BATCH("train", 0), {"rew": rew, "terminal": np.zeros(100, bool), "truncated": ends})
+    got = batch_progress(store, 0)
+    se = np.sqrt(np.var([3.0, 1.0], ddof=1) / 2 + np.var([4.0, 8.0], ddof=1) / 2)     # sqrt(2/2 + 8/2) = 2.236
+    assert got["first"] == pytest.approx(2.0) and got["last"] == pytest.approx(6.0) and got["episodes"] == 20
+    assert got["se"] == pytest.approx(se) and got["clear"] is False                    # 4.0 < 2 · 2.236
+    store.append_rows(layout.BATCH("train", 1), {"rew": np.repeat(np.arange(20.0) / 5, 5), "terminal": ends,
+                                                 "truncated": np.zeros(100, bool)})
+    assert batch_progress(store, 1)["clear"] is True                                   # 18.5 − 0.5 > 2 · 0.71
+    store.append_rows(layout.BATCH("train", 2), {"rew": np.ones(10), "terminal": np.zeros(10, bool),
+                                                 "truncated": ends[:10]})
+    assert batch_progress(store, 2) == {"first": None, "last": None, "se": None, "episodes": 2, "clear": False}
 
 
 def png(path: Path) -> tuple[np.ndarray, dict]:

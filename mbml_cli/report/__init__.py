@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from .gather import gather
-from .tables import markdown
+from .tables import markdown, summary_table
 
 
 def make_report(inputs: list[str], out: Path, json_path: Path | None = None) -> tuple[dict, dict[str, Path], str]:
@@ -31,3 +31,18 @@ def make_report(inputs: list[str], out: Path, json_path: Path | None = None) -> 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     return report, figures, text
+
+
+def summarise_reports(paths: list[str]) -> str:
+    """The summary table (`tables.summary_table`) of report JSONs written by `mbml report`."""
+    from ..errors import StageError
+    reports = []
+    for p in paths:
+        try:
+            r = json.loads(Path(p).read_text())
+        except (OSError, ValueError) as e:
+            raise StageError(f"{p}: not a readable report JSON ({e.__class__.__name__})") from None
+        if not isinstance(r, dict) or r.get("mbml_report") != 1:
+            raise StageError(f"{p}: not a report JSON written by `mbml report` (no \"mbml_report\": 1)")
+        reports.append(r)
+    return summary_table(reports)

@@ -16,6 +16,7 @@ import numpy as np
 from .. import layout
 from ..dash.reader import _num
 from ..config import ALGOS
+from ..pipeline.bcq import batch_progress
 from ..pipeline.finetune_summary import INITS, summary_rows
 from ..pipeline.summary import history_scores, summarise
 from ..recipe import RecipeError, from_dict, to_dict
@@ -186,6 +187,24 @@ def teachers(stores: list[Store]) -> dict | None:
     return {**{f: stat(per_seed[f]) for f in fields}, "fraction_per_task": per_task}
 
 
+def batches(stores: list[Store]) -> dict | None:
+    """Did each batch's collector learn (`pipeline/bcq.batch_progress`)? Per seed the mean over training
+    tasks of the first and last 10 % of episodes' mean return, how many tasks rose clearly, and per task."""
+    per_task, first, last, clear = [], [], [], []
+    for s in stores:
+        n = int((s.recipe.get("env") or {}).get("n_train") or len(layout.read_tasks(s, "train")))
+        rows = [batch_progress(s, i) if s.exists(layout.BATCH("train", i)) else None for i in range(n)]
+        known = [r for r in rows if r and r["first"] is not None]
+        per_task.append(rows)
+        first.append(float(np.mean([r["first"] for r in known])) if known else None)
+        last.append(float(np.mean([r["last"] for r in known])) if known else None)
+        clear.append(sum(r["clear"] for r in known) if known else None)
+    if all(v is None for v in first):
+        return None
+    return {"first": stat(first), "last": stat(last), "clear": stat(clear), "tasks": [len(r) for r in per_task],
+            "per_task": per_task}
+
+
 def reward_error(stores: list[Store]) -> dict | None:
     """Held-out MSE of reward model i on task j's data (K, K): per seed the mean of the diagonal (own
     task) and off it (other tasks), and the matrix averaged over seeds."""
@@ -251,7 +270,7 @@ def condition(g: dict, all_groups: list[dict]) -> dict:
             "values": g["values"],
             "runs": [{"store": s.path, "seed": s.recipe.get("seed"), "revision": s.lock.get("revision")} for s in stores],
             "algos": {a: algorithm(stores, a) for a in algos},
-            "teachers": teachers(stores), "reward_error": reward_error(stores), "finetune": finetune(stores),
+            "batches": batches(stores), "teachers": teachers(stores), "reward_error": reward_error(stores), "finetune": finetune(stores),
             "wall": wall_times(stores)}
 
 

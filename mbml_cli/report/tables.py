@@ -68,6 +68,20 @@ def teachers_table(c: dict) -> str | None:
     return md(["teachers", "random", "best in batch", "BCQ", "fraction", "fraction, tasks min–max"], rows)
 
 
+def batches_table(c: dict) -> str | None:
+    """Per training task and seed: mean return of the batch's first → last 10 % of episodes, and
+    whether it rose clearly (by more than twice the standard error of the difference)."""
+    b = c.get("batches")
+    if not b:
+        return None
+    def cell(r):
+        return "—" if not r or r["first"] is None else f"{num(r['first'])} → {num(r['last'])} {'✓' if r['clear'] else '✗'}"
+    rows = [[f"task {k}"] + [cell(seed[k]) if k < len(seed) else "—" for seed in b["per_task"]]
+            for k in range(max(b["tasks"]))]
+    rows.append(["risen clearly"] + [f"{num(v, 0)} / {n}" for v, n in zip(b["clear"]["per_seed"], b["tasks"])])
+    return md(["batch: first → last 10 % of episodes"] + [f"seed {r['seed']}" for r in c["runs"]], rows)
+
+
 def _known(values: list) -> list[float]:
     return [v for v in values if v is not None]
 
@@ -97,6 +111,37 @@ def wall_table(c: dict) -> str:
     return md(["stage wall time (s)"] + [f"seed {r['seed']}" for r in c["runs"]] + ["mean ± std"], rows)
 
 
+SUMMARY = ("mbml", "contextual_bcq", "batch_pearl", "neither")          # the summary table's columns
+
+
+def ordering(c: dict) -> str:
+    """Does the paper's ordering hold: MBML's best score (mean over seeds) above each of the others'?
+    "within noise" when the margin over the nearest is less than the larger of the two stds."""
+    best = {a: c["algos"][a]["best"] for a in SUMMARY if a in c["algos"] and c["algos"][a]["best"]["mean"] is not None}
+    if "mbml" not in best or len(best) < 2:
+        return "—"
+    ahead = [a for a in best if a != "mbml" and best[a]["mean"] >= best["mbml"]["mean"]]
+    if ahead:
+        return "no: " + ", ".join(ahead) + " ≥ mbml"
+    near = max((a for a in best if a != "mbml"), key=lambda a: best[a]["mean"])
+    margin = best["mbml"]["mean"] - best[near]["mean"]
+    return "yes" if margin >= max(best["mbml"]["std"], best[near]["std"]) else f"yes, within noise of {near}"
+
+
+def summary_table(reports: list[dict]) -> str:
+    """One row per condition of every report: best and last (mean ± std over seeds) of MBML, Contextual
+    BCQ, batch PEARL and `neither`, MBML's probe, and whether the paper's ordering holds."""
+    header = ["distribution", "seeds"] + [f"{a} best / last" for a in SUMMARY] + ["mbml probe", "paper's ordering"]
+    rows = []
+    for r in reports:
+        for c in r["conditions"]:
+            cells = [f"{pm(c['algos'][a]['best'])} / {pm(c['algos'][a]['last'])}" if a in c["algos"] else "—"
+                     for a in SUMMARY]
+            probe = pm(c["algos"]["mbml"]["probe"]) if "mbml" in c["algos"] else "—"
+            rows.append([c["label"], str(len(c["runs"]))] + cells + [probe, ordering(c)])
+    return md(header, rows)
+
+
 def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> str:
     """The whole report: per condition, every table, and its figures (name → relative path)."""
     out = ["# mbml report", "",
@@ -111,7 +156,9 @@ def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> 
             if sum(a in c["algos"] and c["algos"][a]["best"]["mean"] is not None for a in algos) > 1:
                 out += ["", f"### {title}", "", scores_table(c, list(algos), described=True)]
         out += ["", "### Per seed", "", per_seed_table(c)]
-        for title, table in (("BCQ teachers: fraction of the way from a random policy to the best episode "
+        for title, table in (("Batches: did the collector learn? Mean return of the first → last 10 % of each "
+                              "task's episodes (✓: risen by more than twice its standard error)", batches_table(c)),
+                             ("BCQ teachers: fraction of the way from a random policy to the best episode "
                               "in the batch (mean over training tasks)", teachers_table(c)),
                              ("Reward models", reward_table(c)), ("Fine-tuning (the paper's Fig. 8)", finetune_table(c))):
             if table:
