@@ -78,7 +78,7 @@ def test_summary_table_is_the_reports():
     assert out.exit_code == 0, out.output
     table = out.output.strip()
     assert table in text and table.count("\n") == len(command) + 1       # header, rule, a row per report
-    assert sorted(command) == sorted(f"results/{p.name}" for p in (ROOT / "results").glob("*.json"))
+    assert {f"results/{p.name}" for p in (ROOT / "results").glob("*.json")} <= set(command)   # every final report
 
 
 def test_paper_ordering_worked_example():
