@@ -39,3 +39,6 @@ def test_whole_pipeline_runs_on_every_distribution(dist, tmp_path):
     score = store.read_rows("eval/mbml/history")["score"]
     assert len(score) == 1 and np.isfinite(score).all()
     assert store.exists("relabel/next_obs") == store.recipe["reward"]["next_state"]
+    # the probe asks whether the encoder reads rewards: moot where every task has the same reward
+    assert store.exists("eval/mbml/probe") == (dist != "walker_param")
+    assert ("probe mbml: skipped" in out.output) == (dist == "walker_param")

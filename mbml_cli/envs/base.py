@@ -22,6 +22,7 @@ class TaskDistribution:
     n_test: int = 8
     task_param: str = ""        # one line: what a task parameter is
     info_names: tuple[str, ...] = ()   # columns of the per-step `info` features stored with the data
+    reward_varies: bool = True  # False: every task has the same reward (only the dynamics differ)
 
     # ---- hooks -------------------------------------------------------------------------------
     def sample_tasks(self, n: int, rng: np.random.Generator, split: str) -> np.ndarray:

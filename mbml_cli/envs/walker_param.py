@@ -53,6 +53,7 @@ class WalkerParam(TaskDistribution):
     n_train, n_test = 30, 8
     task_param = "log-scale physics factors u ~ U(−2, 2): body_mass, body_inertia, geom_friction ×1.5^u, dof_damping ×1.3^u"
     info_names = ("x_velocity",)
+    reward_varies = False
 
     def sample_tasks(self, n, rng, split):
         return rng.uniform(-LOG_SCALE_LIMIT, LOG_SCALE_LIMIT, size=(n, sum(param_sizes())))

@@ -3,6 +3,7 @@
 For every ordered pair of training tasks i ≠ j, task j's stored transitions carrying task i's TRUE
 rewards are encoded; the pair counts when that posterior is closer (KL) to task i's own posterior
 than to task j's. Near 0: the encoder identifies tasks by states and actions only; near 1: by rewards.
+Skipped where the reward does not depend on the task (`reward_varies`: walker_param).
 Writes `layout.PROBE`: closer, kl_own, kl_other (K, K) with the score in the attributes.
 """
 from __future__ import annotations
@@ -30,6 +31,10 @@ def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     if not registry.has_environment(ctx.dist):
         Console().print(f"probe {algo}: skipped, it needs every task's ground-truth reward ({ctx.dist.needs_env_message})",
                         highlight=False, soft_wrap=True)
+        return
+    if not ctx.dist.reward_varies:
+        Console().print(f"probe {algo}: skipped, {ctx.dist.name}'s reward is the same in every task (only the dynamics "
+                        "differ), so relabelled contexts are the originals", highlight=False, soft_wrap=True)
         return
     policy = load_policy(Run(store), algo, which, "cpu")
     tasks = ctx.tasks("train")
