@@ -150,7 +150,7 @@ def test_interrupt_is_recorded_and_run_resumes(tmp_path, sig, code, line):
     assert err.strip().splitlines()[-1] == f"{line}: run the same command again to resume"
     record = Store.open(store).stage("collect")
     assert record["status"] == "interrupted" and record["progress"] >= 0.1
-    again = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ENV, timeout=300)
+    again = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=ENV, timeout=900)
     assert again.returncode == 0, again.stderr
     assert Store.open(store).stage("collect")["status"] == "done"
     assert Store.open(store).rows(layout.BATCH("train", 0)) == 6000
