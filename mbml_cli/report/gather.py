@@ -168,6 +168,10 @@ def algorithm(stores: list[Store], algo: str) -> dict:
     return out
 
 
+def n_train(store: Store) -> int:
+    return int((store.recipe.get("env") or {}).get("n_train") or len(layout.read_tasks(store, "train")))
+
+
 def teachers(stores: list[Store]) -> dict | None:
     """BCQ teachers: per seed the mean over training tasks of random, best-in-batch and BCQ returns and
     of the fraction of the way from the first to the second that BCQ covers (`pipeline/bcq.py`)."""
@@ -175,7 +179,7 @@ def teachers(stores: list[Store]) -> dict | None:
     per_seed = {f: [] for f in fields}
     per_task = []
     for s in stores:
-        n = int((s.recipe.get("env") or {}).get("n_train") or len(layout.read_tasks(s, "train")))
+        n = n_train(s)
         recs = [s.stage(layout.stage_key("bcq", i)) for i in range(n)]
         per_task.append([number(r.get("fraction")) for r in recs])
         for f in fields:
@@ -192,7 +196,7 @@ def batches(stores: list[Store]) -> dict | None:
     tasks of the first and last 10 % of episodes' mean return, how many tasks rose clearly, and per task."""
     per_task, first, last, clear = [], [], [], []
     for s in stores:
-        n = int((s.recipe.get("env") or {}).get("n_train") or len(layout.read_tasks(s, "train")))
+        n = n_train(s)
         rows = [batch_progress(s, i) if s.exists(layout.BATCH("train", i)) else None for i in range(n)]
         known = [r for r in rows if r and r["first"] is not None]
         per_task.append(rows)
