@@ -1,0 +1,49 @@
+"""Final or best BCQ checkpoints: which are the better teachers? Not a test.
+
+    python bench/teachers.py RUN [--episodes 10]
+
+`mbml bcq` scores only the final checkpoints (the stage records' `fraction`). The `best` ones were
+picked on the `eval_every` evaluations, which are few episodes each, so they are scored here again on
+fresh episodes: both are run `--episodes` episodes on every training task with the seed of the
+stage's final report (all K tasks at once rather than per shard, so the `final` row is near the
+stage records, not equal to them), and each prints its mean return, the fraction of the way from
+the stored random return to the batch's best episode, and how many tasks reach 0.8.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from mbml_cli import layout, stages
+from mbml_cli.loaders import load_bcq
+from mbml_cli.pipeline.bcq import evaluate
+from mbml_cli.pipeline.common import derive_seed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run")
+    ap.add_argument("--episodes", type=int, default=10)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    ctx = stages.open_run(args.run, mode="r")                       # a reader: no writer lock
+    r = ctx.recipe
+    params = ctx.tasks("train")
+    envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
+    recs = [ctx.store.stage(layout.stage_key("bcq", i)) for i in range(len(params))]
+    rand = np.array([rec["random_return"] for rec in recs])
+    best_batch = np.array([rec["best_batch_return"] for rec in recs])
+    print(f"{args.run}: {len(params)} training tasks, {args.episodes} episodes each; "
+          f"the stage records' final fractions: {np.round([rec['fraction'] for rec in recs], 2).tolist()}")
+    for which in ("final", "best"):
+        model = load_bcq(ctx.store, r, which)
+        ret = evaluate(model, envs, args.episodes, derive_seed(r.seed, 15))
+        frac = (ret - rand) / (best_batch - rand)
+        print(f"{which:5s}  return {ret.mean():8.2f}  fraction mean {frac.mean():.2f}, "
+              f"tasks ≥ 0.8: {int((frac >= 0.8).sum())}/{len(frac)}  per task {np.round(frac, 2).tolist()}")
+
+
+if __name__ == "__main__":
+    main()
