@@ -4,10 +4,10 @@
 
 `mbml bcq` scores only the final checkpoints (the stage records' `fraction`). The `best` ones were
 picked on the `eval_every` evaluations, which are few episodes each, so they are scored here again on
-fresh episodes: both are run `--episodes` episodes on every training task with the seed of the
-stage's final report (all K tasks at once rather than per shard, so the `final` row is near the
-stage records, not equal to them), and each prints its mean return, the fraction of the way from
-the stored random return to the batch's best episode, and how many tasks reach 0.8.
+fresh episodes by the stage's own `final_report` (at least `--episodes` episodes on every training
+task, with a random policy's return measured beside it; all K tasks at once rather than per shard,
+so the `final` row is near the stage records, not equal to them), and each prints its mean return,
+the fraction of the way from random to the batch's best episode, and how many tasks reach 0.8.
 """
 from __future__ import annotations
 
@@ -18,8 +18,7 @@ import torch
 
 from mbml_cli import layout, stages
 from mbml_cli.loaders import load_bcq
-from mbml_cli.pipeline.bcq import evaluate
-from mbml_cli.pipeline.common import derive_seed
+from mbml_cli.pipeline.bcq import final_report
 
 
 def main() -> None:
@@ -33,14 +32,12 @@ def main() -> None:
     params = ctx.tasks("train")
     envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
     recs = [ctx.store.stage(layout.stage_key("bcq", i)) for i in range(len(params))]
-    rand = np.array([rec["random_return"] for rec in recs])
-    best_batch = np.array([rec["best_batch_return"] for rec in recs])
     print(f"{args.run}: {len(params)} training tasks, {args.episodes} episodes each; "
           f"the stage records' final fractions: {np.round([rec['fraction'] for rec in recs], 2).tolist()}")
     for which in ("final", "best"):
         model = load_bcq(ctx.store, r, which)
-        ret = evaluate(model, envs, args.episodes, derive_seed(r.seed, 15))
-        frac = (ret - rand) / (best_batch - rand)
+        rows = final_report(model, envs, ctx.store, list(range(len(params))), r.seed, args.episodes)
+        ret, frac = (np.array([row[k] for row in rows]) for k in ("bcq_return", "fraction"))
         print(f"{which:5s}  return {ret.mean():8.2f}  fraction mean {frac.mean():.2f}, "
               f"tasks ≥ 0.8: {int((frac >= 0.8).sum())}/{len(frac)}  per task {np.round(frac, 2).tolist()}")
 
