@@ -92,7 +92,7 @@ class Run:
 
     @property
     def dist(self) -> envs.TaskDistribution:
-        return envs.get(self.recipe.env.name)
+        return envs.of(self.recipe.env)
 
     def tasks(self, split: str = "test") -> np.ndarray:
         return layout.read_tasks(self.store, split)

@@ -404,10 +404,13 @@ def envs_():
     table = Table("name", "obs", "act", "H", "train/test", "task parameter")
     installed = {name: envs.get(name) for name in sorted(envs.plugins.entry_points())}   # plugins
     for name, dist in {**envs.REGISTRY, **installed}.items():
-        env = dist.make_env(dist.tasks("train", 1, 0)[0])
-        table.add_row(name, str(env.observation_space.shape[0]), str(env.action_space.shape[0]),
+        sizes = []
+        for kind in getattr(dist, "observations", ("full",)):
+            env = (dist.observing(kind) if kind != "full" else dist).make_env(dist.tasks("train", 1, 0)[0])
+            sizes.append(str(env.observation_space.shape[0]) + ("" if kind == "full" else f" ({kind})"))
+            env.close()
+        table.add_row(name, ", ".join(sizes), str(env.action_space.shape[0]),
                       str(dist.horizon), f"{dist.n_train}/{dist.n_test}", dist.task_param)
-        env.close()
     out.print(table)
 
 

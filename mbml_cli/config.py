@@ -25,6 +25,10 @@ class EnvConfig:
     horizon: int = doc("episode length H; 0 = the distribution's default", 0, **rng(0, 1_000_000))
     n_train: int = doc("number of training tasks K; 0 = the distribution's default", 0, **rng(0, 10_000))
     n_test: int = doc("number of test tasks; 0 = the distribution's default", 0, **rng(0, 10_000))
+    observation: str = doc("what the agent sees: full (the gymnasium env's observation) or compact (without the "
+                           "simulator's derived body quantities — com inertia and velocity, actuator and contact "
+                           "forces; ant_dir, ant_goal and humanoid_dir_m only; a departure from the paper)", "full",
+                           meta={"choices": ["full", "compact"]})
 
 
 @dataclass

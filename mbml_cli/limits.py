@@ -77,7 +77,7 @@ def memory_estimate(recipe) -> tuple[float, int, str]:
     from . import envs
 
     have = machine_memory()
-    dist = envs.get(recipe.env.name)
+    dist = envs.of(recipe.env)
     K = recipe.env.n_train or dist.n_train
     n_test = recipe.env.n_test or dist.n_test
     H = recipe.env.horizon or dist.horizon

@@ -61,7 +61,7 @@ class Probe:
 
     def __init__(self, recipe: Recipe, device: torch.device, n_tasks: int = 0):
         self.r, self.device = recipe, device
-        self.dist = envs.get(recipe.env.name)
+        self.dist = envs.of(recipe.env)
         self.K = n_tasks or recipe.env.n_train
         self.H = recipe.env.horizon or self.dist.horizon
         env = self.dist.make_env(self.dist.tasks("train", 1, recipe.seed)[0], self.H)

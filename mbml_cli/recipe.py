@@ -192,6 +192,10 @@ def validate(recipe: Recipe, source: str) -> None:
         dist = envs.get(recipe.env.name)
     except LookupError as e:
         raise RecipeError(source, "env.name", str(e)[:300]) from None
+    try:
+        envs.of(recipe.env)
+    except LookupError as e:
+        raise RecipeError(source, "env.observation", str(e)[:300]) from None
     n_train = recipe.env.n_train or dist.n_train
     if n_train and recipe.shards > n_train:
         raise RecipeError(source, "shards", f"{recipe.shards} shards of {n_train} training tasks (at most one per task)")
@@ -232,7 +236,8 @@ def to_dict(recipe: Recipe) -> dict:
 def section_hash(recipe: Recipe, *sections: str) -> str:
     """Hash of the named sections (plus seed and env, which every stage depends on)."""
     d = to_dict(recipe)
-    picked = {"seed": d["seed"], "env": d["env"], **{s: d[s] for s in sections}}
+    env = {k: v for k, v in d["env"].items() if not (k == "observation" and v == "full")}   # full: hashes as before
+    picked = {"seed": d["seed"], "env": env, **{s: d[s] for s in sections}}
     if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
         picked["data"] = d["data"]
     if d["shards"] != 1 and "collect" in sections:     # collect's task groups make its data (1: hashes as before)

@@ -39,7 +39,7 @@ class RunContext:
 
     @property
     def dist(self) -> envs.TaskDistribution:
-        return envs.get(self.recipe.env.name)
+        return envs.of(self.recipe.env)
 
     def tasks(self, split: str) -> np.ndarray:
         return layout.read_tasks(self.store, split)
@@ -173,7 +173,7 @@ def create_run(recipe: Recipe) -> RunContext:
                     Path(recipe.store).rmdir()
         raise
     ctx = RunContext(store, recipe)
-    dist = envs.get(recipe.env.name)
+    dist = envs.of(recipe.env)
     try:
         for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
             if split == "train" and recipe.data.format:

@@ -10,7 +10,8 @@ import pytest
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils.env_checker import check_env
 
-from mbml_cli.envs import REGISTRY, get
+from mbml_cli.config import EnvConfig
+from mbml_cli.envs import REGISTRY, get, of
 
 MUJOCO = ["halfcheetah_vel", "ant_dir", "ant_goal", "humanoid_dir_m", "walker_param", "umaze_goal_m"]
 ALL = list(REGISTRY)
@@ -91,6 +92,32 @@ def test_task_not_in_observation(name):
         act = np.random.default_rng(0).uniform(-1, 1, (3,) + e1.action_space.shape)
         for a in act:
             np.testing.assert_array_equal(e1.step(a)[0], e2.step(a)[0])
+
+
+@pytest.mark.parametrize("name, full, compact", [("ant_dir", 105, 27), ("ant_goal", 107, 29),
+                                                 ("humanoid_dir_m", 348, 45)])
+def test_compact_observation(name, full, compact):
+    """`env.observation: compact` drops the derived body quantities and keeps the leading qpos/qvel block;
+    the task, the dynamics and the reward are unchanged."""
+    dist = get(name)
+    small = of(EnvConfig(name=name, observation="compact"))
+    assert small is not dist and dist.observation == "full" and of(EnvConfig(name=name)) is dist
+    task = dist.tasks("train", 1, seed=0)[0]
+    e1, e2 = dist.make_env(task), small.make_env(task)
+    o1, _ = e1.reset(seed=3)
+    o2, _ = e2.reset(seed=3)
+    assert (o1.shape, o2.shape, e2.observation_space.shape) == ((full,), (compact,), (compact,))
+    np.testing.assert_array_equal(o1[:compact], o2)
+    for a in np.random.default_rng(0).uniform(-1, 1, (5,) + e1.action_space.shape):
+        s1, r1, *_ = e1.step(a)
+        s2, r2, *_ = e2.step(a)
+        np.testing.assert_array_equal(s1[:compact], s2)
+        assert r1 == r2
+
+
+def test_compact_observation_refused_where_absent():
+    with pytest.raises(LookupError, match="point_goal has no 'compact' observation"):
+        of(EnvConfig(name="point_goal", observation="compact"))
 
 
 # ---- reward: hand computation ------------------------------------------------------------------

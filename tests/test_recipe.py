@@ -1,4 +1,7 @@
 """Recipes: every shipped recipe parses; extends and --set merge; bad input names file and key."""
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +56,8 @@ def write(tmp_path, text, name="r.yaml"):
     ("name: x\nbcq: {phi: 1.5}\n", "bcq.phi", "out of range"),
     ("name: x\nenv: {name: cheetah}\n", "env.name", "unknown distribution"),
     ("name: x\nalgos: [mbml, nether]\n", "algos", "did you mean 'neither'"),
+    ("name: x\nenv: {observation: small}\n", "env.observation", "not one of full, compact"),
+    ("name: x\nenv: {name: point_goal, observation: compact}\n", "env.observation", "no 'compact' observation"),
     ("name: x\ncollect: 3\n", "collect", "expected a mapping"),
     ("name: x\nbcq: {actor_hidden: [64, 0]}\n", "bcq.actor_hidden", "positive integers"),
     ("name: x\nreward: {next_state: 1}\n", "reward.next_state", "expected bool"),
@@ -65,6 +70,18 @@ def test_errors_name_file_and_key(tmp_path, text, key, fragment):
     message = str(e.value)
     assert message.startswith(str(p)) and key in message and fragment in message
     assert "\n" not in message
+
+
+def test_observation_hashes_only_when_not_full():
+    """`env.observation: full` (the default) hashes as before the key existed, so older stores resume;
+    `compact` changes every stage's inputs."""
+    r, _ = rc.load(RECIPES[0].parent / "ant_dir_cpu.yaml")
+    env = {k: v for k, v in rc.to_dict(r)["env"].items() if k != "observation"}
+    before = hashlib.sha256(json.dumps({"seed": r.seed, "env": env, "bcq": rc.to_dict(r)["bcq"]},
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    assert rc.section_hash(r, "bcq") == before
+    compact = dataclasses.replace(r, env=dataclasses.replace(r.env, observation="compact"))
+    assert rc.section_hash(compact, "bcq") != before
 
 
 def test_extends_chain_and_missing_parent(tmp_path):

@@ -55,7 +55,7 @@ def export_minari(path: str, out_dir: str | None = None) -> list[tuple[str, str,
     recipe = from_dict(store.recipe, source=f"{path} (stored recipe)")
     params = store.read_array(TASKS)
     low, high = action_scale(store)
-    dist = envs.get(recipe.env.name)
+    dist = envs.of(recipe.env)
     rev = lock.revision()
     out = []
     for i in range(len(params)):

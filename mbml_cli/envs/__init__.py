@@ -35,4 +35,16 @@ def get(name: str) -> TaskDistribution:
     return _LOADED[name]
 
 
-__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "plugins"]
+def of(env) -> TaskDistribution:
+    """The distribution a recipe's `env` section names, seeing its `env.observation`; LookupError (one line)
+    when the name is unknown or the distribution has no such observation."""
+    dist = get(env.name)
+    kind = getattr(env, "observation", "full")
+    if kind == "full":
+        return dist
+    if not hasattr(dist, "observing"):                 # a plugin without the TaskDistribution base
+        raise LookupError(f"{env.name} has no {kind!r} observation (it has: full)")
+    return dist.observing(kind)
+
+
+__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "of", "plugins"]

@@ -32,9 +32,11 @@ class AntDir(TaskDistribution):
     def sample_tasks(self, n, rng, split):
         return rng.uniform(0.0, 2 * np.pi / 3, size=(n, 1))
 
+    observations = ("full", "compact")
+
     def make_base_env(self, task):
-        # obs 105: qpos[2:] (13), qvel (14), clipped cfrc_ext of the 13 bodies (78); act 8.
-        return AntEnv()
+        # full obs 105: qpos[2:] (13), qvel (14), clipped cfrc_ext of the 13 bodies (78); compact 27; act 8.
+        return AntEnv(include_cfrc_ext_in_observation=self.observation == "full")
 
     def features(self, env, info):
         # the env's velocities are Δ(torso xpos)/dt over the step
@@ -59,10 +61,12 @@ class AntGoal(TaskDistribution):
         angle = rng.uniform(0.0, 2 * np.pi / 3, size=n)
         return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
 
+    observations = ("full", "compact")
+
     def make_base_env(self, task):
-        # obs 107: qpos (15, incl. x, y), qvel (14), clipped cfrc_ext (78); act 8.
-        return AntEnv(exclude_current_positions_from_observation=False,
-                      terminate_when_unhealthy=False)
+        # full obs 107: qpos (15, incl. x, y), qvel (14), clipped cfrc_ext (78); compact 29; act 8.
+        return AntEnv(exclude_current_positions_from_observation=False, terminate_when_unhealthy=False,
+                      include_cfrc_ext_in_observation=self.observation == "full")
 
     def features(self, env, info):
         x, y = env.data.body("torso").xpos[:2]

@@ -7,6 +7,8 @@ The task parameter is never part of the observation.
 """
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 
@@ -23,6 +25,8 @@ class TaskDistribution:
     task_param: str = ""        # one line: what a task parameter is
     info_names: tuple[str, ...] = ()   # columns of the per-step `info` features stored with the data
     reward_varies: bool = True  # False: every task has the same reward (only the dynamics differ)
+    observations: tuple[str, ...] = ("full",)   # what `env.observation` may choose; `observation` is this copy's
+    observation: str = "full"
 
     # ---- hooks -------------------------------------------------------------------------------
     def sample_tasks(self, n: int, rng: np.random.Generator, split: str) -> np.ndarray:
@@ -43,6 +47,14 @@ class TaskDistribution:
         raise NotImplementedError
 
     # ---- shared ------------------------------------------------------------------------------
+    def observing(self, kind: str) -> "TaskDistribution":
+        """A copy that builds its environments with observation `kind` (one of `observations`)."""
+        if kind not in self.observations:
+            raise LookupError(f"{self.name} has no {kind!r} observation (it has: {', '.join(self.observations)})")
+        twin = copy.copy(self)
+        twin.observation = kind
+        return twin
+
     def tasks(self, split: str, n: int, seed: int) -> np.ndarray:
         """Deterministic draw: the same (split, n, seed) always gives the same tasks."""
         rng = np.random.default_rng([int(seed), SPLITS[split]])

@@ -24,9 +24,14 @@ class HumanoidDirM(TaskDistribution):
     def sample_tasks(self, n, rng, split):
         return rng.uniform(0.0, 2 * np.pi / 3, size=(n, 1))
 
+    observations = ("full", "compact")
+
     def make_base_env(self, task):
-        # obs 348: qpos[2:], qvel, cinert, cvel, qfrc_actuator, cfrc_ext; act 17 in ±0.4
-        return HumanoidEnv()
+        # full obs 348: qpos[2:] (22), qvel (23), cinert (130), cvel (78), qfrc_actuator (17), cfrc_ext (78);
+        # compact obs 45: qpos[2:], qvel. act 17 in ±0.4
+        full = self.observation == "full"
+        return HumanoidEnv(include_cinert_in_observation=full, include_cvel_in_observation=full,
+                           include_qfrc_actuator_in_observation=full, include_cfrc_ext_in_observation=full)
 
     def features(self, env, info):
         # the env's velocities are Δ(mass-weighted centre of mass)/dt over the step
