@@ -106,3 +106,29 @@ def test_refusals(collected, tmp_path):
         assert out.exit_code == 2, (args, out.output)
         assert needle in out.output and len(out.output.strip().splitlines()) == 1, (args, out.output)
     assert not Path(store).exists()
+
+
+def test_observation_width_must_be_the_environments(collected, tmp_path):
+    """Data whose observations are not the env's are refused before any store exists; where the
+    other `env.observation` fits, the message says so."""
+    _, batches, _ = collected
+    b = {k: batches[0][k] for k in ("obs", "act", "rew", "next_obs", "terminal")}
+    np.savez(tmp_path / "wide.npz", **{**b, "obs": np.pad(b["obs"], ((0, 0), (0, 1))),
+                                       "next_obs": np.pad(b["next_obs"], ((0, 0), (0, 1)))}, task_params=[0.0, 1.0])
+    rng, n = np.random.default_rng(0), 50
+    np.savez(tmp_path / "ant.npz", obs=rng.normal(size=(n, 27)), next_obs=rng.normal(size=(n, 27)),
+             act=rng.uniform(-1, 1, (n, 8)), rew=rng.normal(size=n), terminal=np.zeros(n, bool),
+             info=rng.normal(size=(n, 3)), task_params=[0.5])
+    store = tmp_path / "x.zarr"
+    for name, env, needle in (("wide", "point_goal", "observations 3, actions 2; point_goal with env.observation "
+                                                     "full has 2 and 2"),
+                              ("ant", "ant_dir", "observations 27, actions 8; ant_dir with env.observation full has "
+                                                 "105 and 8 (env.observation: compact has 27)")):
+        out = runner.invoke(app, ["import", "arrays", str(tmp_path / f"{name}.npz"), "--env", env,
+                                  "--store", str(store)])
+        assert out.exit_code == 2 and needle in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1 and not store.exists()
+    out = runner.invoke(app, ["import", "arrays", str(tmp_path / "ant.npz"), "--env", "ant_dir", "--store", str(store),
+                              "--set", "env.observation=compact"])
+    assert out.exit_code == 0, out.output
+    assert Store.open(store).recipe["env"]["observation"] == "compact"

@@ -100,9 +100,33 @@ def import_recipe(fmt: str, sources: list[str], task_file: str | None, env: str 
     source = f"{recipe_path or 'import'} (imported data)"
     validate(r, source)
     r = resolve(r)
+    check_spaces(r, imp)                   # before any store is made
     if "://" not in r.store and Path(r.store).exists() and any(Path(r.store).iterdir()):
         raise StageError(f"{r.store}: already exists; mbml import makes a new store (name another with --store)")
     return r, imp
+
+
+def check_spaces(r, imp: Imported) -> None:
+    """The datasets' observation and action widths are the environment's (`env.observation` included)."""
+    if not envs.has_environment(_get(r.env.name)):
+        return
+    dist = envs.of(r.env)
+    env = dist.make_env(imp.params[0])
+    try:
+        want = (env.observation_space.shape[0], env.action_space.shape[0])
+    finally:
+        env.close()
+    cols = imp.batches[0].columns
+    have = (cols["obs"].shape[1], cols["act"].shape[1])
+    if have != want:
+        hint = ""
+        for kind in (k for k in getattr(dist, "observations", ()) if k != r.env.observation):
+            other = dist.observing(kind).make_env(imp.params[0])
+            if (other.observation_space.shape[0], other.action_space.shape[0]) == have:
+                hint = f" (env.observation: {kind} has {have[0]})"
+            other.close()
+        raise StageError(f"{imp.batches[0].label}: observations {have[0]}, actions {have[1]}; {r.env.name} with "
+                         f"env.observation {r.env.observation} has {want[0]} and {want[1]}{hint}")
 
 
 def import_batches(ctx, loaded: Imported | None = None) -> None:
@@ -115,6 +139,7 @@ def import_batches(ctx, loaded: Imported | None = None) -> None:
                          f"(set env.n_train: {K})")
     if imp.env != r.env.name:
         raise StageError(f"{ctx.store.path}: the datasets are of {imp.env}, the recipe's env.name is {r.env.name}")
+    check_spaces(r, imp)                   # `mbml run` of a recipe with a data section comes here first
     holdout = 0.0 if envs.has_environment(_get(r.env.name)) else r.data.holdout   # with an env, eval acts in it
     held = write_batches(ctx.store, imp.batches, imp.params,
                          {"param": _get(r.env.name).task_param, "holdout": holdout,
