@@ -139,7 +139,8 @@ def import_batches(ctx, loaded: Imported | None = None) -> None:
                          f"(set env.n_train: {K})")
     if imp.env != r.env.name:
         raise StageError(f"{ctx.store.path}: the datasets are of {imp.env}, the recipe's env.name is {r.env.name}")
-    check_spaces(r, imp)                   # `mbml run` of a recipe with a data section comes here first
+    if loaded is None:                     # `mbml import` checked them before making the store
+        check_spaces(r, imp)
     holdout = 0.0 if envs.has_environment(_get(r.env.name)) else r.data.holdout   # with an env, eval acts in it
     held = write_batches(ctx.store, imp.batches, imp.params,
                          {"param": _get(r.env.name).task_param, "holdout": holdout,
