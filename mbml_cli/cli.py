@@ -406,10 +406,9 @@ def envs_():
     for name, dist in {**envs.REGISTRY, **installed}.items():
         sizes = []
         for kind in getattr(dist, "observations", ("full",)):
-            env = (dist.observing(kind) if kind != "full" else dist).make_env(dist.tasks("train", 1, 0)[0])
-            sizes.append(str(env.observation_space.shape[0]) + ("" if kind == "full" else f" ({kind})"))
-            env.close()
-        table.add_row(name, ", ".join(sizes), str(env.action_space.shape[0]),
+            obs, act = envs.widths(dist.observing(kind) if kind != "full" else dist)
+            sizes.append(str(obs) + ("" if kind == "full" else f" ({kind})"))
+        table.add_row(name, ", ".join(sizes), str(act),
                       str(dist.horizon), f"{dist.n_train}/{dist.n_test}", dist.task_param)
     out.print(table)
 

@@ -83,10 +83,6 @@ def memory_estimate(recipe) -> tuple[float, int, str]:
     H = recipe.env.horizon or dist.horizon
     need, what = max(_needs(recipe, OBS_BOUND, ACT_BOUND, INFO_BOUND, K, n_test, H))
     if need > have:      # the bounds are generous: measure the real sizes before refusing
-        env = dist.make_env(dist.tasks("train", 1, 0)[0])
-        try:
-            obs, act = env.observation_space.shape[0], env.action_space.shape[0]
-        finally:
-            env.close()
+        obs, act = envs.widths(dist)
         need, what = max(_needs(recipe, obs, act, len(dist.info_names), K, n_test, H))
     return need, have, what

@@ -307,6 +307,21 @@ def test_report_figures_are_images_with_their_curves_and_cells(reported):
     assert not (out / "fig8-finetune.png").exists()                  # no fine-tuning in these runs
 
 
+def test_long_condition_labels_wrap_inside_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from mbml_cli.report import figures
+    label = "umaze_goal_m_cpu algos=[mbml] distill.margin=0.5 reward.ensemble_size=1 seed=0,1,2"
+    fig = figures._figure()
+    ax = fig.subplots()
+    title = ax.set_title(figures._heading(label, "MBML against the baselines", fig))
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    box, page = title.get_window_extent(canvas.get_renderer()), fig.bbox
+    assert title.get_text().count("\n") >= 1                          # wrapped, every word kept
+    assert title.get_text().split() == f"{label}: MBML against the baselines".split()
+    assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
+
+
 def test_report_finetune_figure(finetuned, tmp_path):
     path, _ = finetuned
     result = runner.invoke(app, ["report", str(path), "--out", str(tmp_path)])

@@ -111,20 +111,14 @@ def check_spaces(r, imp: Imported) -> None:
     if not envs.has_environment(_get(r.env.name)):
         return
     dist = envs.of(r.env)
-    env = dist.make_env(imp.params[0])
-    try:
-        want = (env.observation_space.shape[0], env.action_space.shape[0])
-    finally:
-        env.close()
+    want = envs.widths(dist, imp.params[0])
     cols = imp.batches[0].columns
     have = (cols["obs"].shape[1], cols["act"].shape[1])
     if have != want:
         hint = ""
         for kind in (k for k in getattr(dist, "observations", ()) if k != r.env.observation):
-            other = dist.observing(kind).make_env(imp.params[0])
-            if (other.observation_space.shape[0], other.action_space.shape[0]) == have:
+            if envs.widths(dist.observing(kind), imp.params[0]) == have:
                 hint = f" (env.observation: {kind} has {have[0]})"
-            other.close()
         raise StageError(f"{imp.batches[0].label}: observations {have[0]}, actions {have[1]}; {r.env.name} with "
                          f"env.observation {r.env.observation} has {want[0]} and {want[1]}{hint}")
 

@@ -47,4 +47,14 @@ def of(env) -> TaskDistribution:
     return dist.observing(kind)
 
 
-__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "of", "plugins"]
+def widths(dist, task=None) -> tuple[int, int]:
+    """(observation, action) widths of `dist`'s environments, from one built on `task` (default: its
+    first training task of seed 0)."""
+    env = dist.make_env(dist.tasks("train", 1, 0)[0] if task is None else task)
+    try:
+        return env.observation_space.shape[0], env.action_space.shape[0]
+    finally:
+        env.close()
+
+
+__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "of", "plugins", "widths"]

@@ -37,6 +37,12 @@ def _figure(size=(6.4, 4.2)):
     return Figure(figsize=size, layout="constrained")
 
 
+def _heading(label: str, what: str, fig) -> str:
+    """`label: what`, wrapped to the figure's width (a multi-condition label would run off its edges)."""
+    import textwrap
+    return textwrap.fill(f"{label}: {what}", width=max(30, int(8.5 * fig.get_figwidth())), break_on_hyphens=False)
+
+
 def _save(fig, path: Path, info: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"mbml": json.dumps(info)})
@@ -62,7 +68,7 @@ def learning_curves(c: dict, algos: tuple[str, ...], title: str, path: Path) -> 
             curves.append({"label": a, "color": COLOURS[a], "points": len(x)})
         n = len(c["runs"])
         ax.set(xlabel="distillation epoch", ylabel="test-task score (mean return)",
-               title=f"{c['label']}: {title}\nmean ± 1 std over {n} seed{'s' * (n > 1)}")
+               title=_heading(c["label"], title, fig) + f"\nmean ± 1 std over {n} seed{'s' * (n > 1)}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(present) > 3:                            # many bands: the legend beside the axes, not on them
             ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=True)
@@ -93,7 +99,8 @@ def reward_heatmap(c: dict, path: Path) -> Path | None:
                         ax.text(j, i, f"{m[i, j]:.2g}", ha="center", va="center", fontsize=7,
                                 color="white" if m[i, j] < mid else "black")
         ax.set(xticks=range(k), yticks=range(k), xlabel="data of task j", ylabel="reward model of task i",
-               title=f"{c['label']}: reward model error\nheld-out MSE, mean over {r['seeds']} seed{'s' * (r['seeds'] > 1)}")
+               title=_heading(c["label"], "reward model error", fig)
+               + f"\nheld-out MSE, mean over {r['seeds']} seed{'s' * (r['seeds'] > 1)}")
         fig.colorbar(im, ax=ax, label="MSE (log scale)" if norm else "MSE")
         return _save(fig, path, {"figure": path.stem, "cells": [k, k]})
 
@@ -114,7 +121,8 @@ def finetune_curves(c: dict, path: Path) -> Path | None:
             ax.plot(x, m, color=INIT_COLOURS[init], linewidth=2, label=name)
             curves.append({"label": name, "color": INIT_COLOURS[init], "points": len(x)})
         ax.set(xlabel="environment interactions", ylabel="return (one deterministic episode)",
-               title=f"{c['label']}: fine-tuning SAC on test tasks\nmean ± 1 std over {f['runs']} tasks × seeds")
+               title=_heading(c["label"], "fine-tuning SAC on test tasks", fig)
+               + f"\nmean ± 1 std over {f['runs']} tasks × seeds")
         ax.legend(loc="best")
         return _save(fig, path, {"figure": path.stem, "curves": curves})
 
@@ -153,7 +161,7 @@ def embeddings(c: dict, path: Path) -> Path | None:
             ax.set_visible(False)
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right center", title="test task")
-        fig.suptitle(f"{c['label']}: task embeddings (posterior means of z), seed {c['runs'][0]['seed']}")
+        fig.suptitle(_heading(c["label"], f"task embeddings (posterior means of z), seed {c['runs'][0]['seed']}", fig))
         return _save(fig, path, {"figure": path.stem, "panels": list(found)})
 
 
