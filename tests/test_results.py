@@ -52,6 +52,32 @@ def test_results_numbers_are_the_reports(title, path):
     assert seeds == 3 and checked == {(a, k) for a in c["algos"] for k in ("best", "last", "probe", *range(seeds))}
 
 
+def test_appendix_i_table_is_the_reports():
+    """RESULTS.md's Appendix-I rows (margin M, ensemble E, the report file): best, last, probe and the
+    per-seed best are those of the condition of that report whose label has that margin and ensemble size."""
+    text = section("## Appendix I on umaze_goal_m_cpu")
+    checked = 0
+    for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")):
+        row = re.match(r"margin ([\d.]+), ensemble (\d+)", cells[0])
+        if not row:
+            continue
+        margin, size = float(row.group(1)), int(row.group(2))
+        conditions = json.loads((ROOT / "results/umaze_goal_m_cpu" / cells[1].strip("`")).read_text())["conditions"]
+
+        def value(label, key, default):
+            found = re.search(rf"{key}=([\d.]+)", label)
+            return float(found.group(1)) if found else default
+        [c] = [c for c in conditions if value(c["label"], "distill.margin", 2.0) == margin
+               and value(c["label"], "reward.ensemble_size", 20) == size]
+        a = c["algos"]["mbml"]
+        for cell, key in zip(cells[2:5], ("best", "last", "probe")):
+            mean, std = map(number, CELL.search(cell).groups())
+            assert (mean, std) == (round(a[key]["mean"], 2), round(a[key]["std"], 2)), (cells[0], key)
+        assert [number(x) for x in cells[5].split(" / ")] == [round(v, 2) for v in a["best"]["per_seed"]], cells[0]
+        checked += 1
+    assert checked == 6                                     # m ∈ {0.5, 1, 2, 4} and ensemble 1 (2 twice: two machines)
+
+
 def test_lever_table_is_the_committed_jsonl():
     """RESULTS.md's distillation-lever rows: test best / last and the kept fractions are the JSONL's."""
     levers = {r["lever"]: r for r in map(json.loads, (ROOT / "results/levers/halfcheetah_vel_cpu.jsonl").read_text().splitlines())}
