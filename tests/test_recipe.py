@@ -75,7 +75,8 @@ def test_errors_name_file_and_key(tmp_path, text, key, fragment):
 def test_observation_hashes_only_when_not_full():
     """`env.observation: full` (the default) hashes as before the key existed, so older stores resume;
     `compact` changes every stage's inputs."""
-    r, _ = rc.load(RECIPES[0].parent / "ant_dir_cpu.yaml")
+    r, _ = rc.load(RECIPES[0].parent / "ant_dir.yaml")
+    assert r.env.observation == "full"
     env = {k: v for k, v in rc.to_dict(r)["env"].items() if k != "observation"}
     before = hashlib.sha256(json.dumps({"seed": r.seed, "env": env, "bcq": rc.to_dict(r)["bcq"]},
                                        sort_keys=True).encode()).hexdigest()[:16]
