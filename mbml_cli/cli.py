@@ -406,7 +406,7 @@ def envs_():
     for name, dist in {**envs.REGISTRY, **installed}.items():
         sizes = []
         for kind in getattr(dist, "observations", ("full",)):
-            obs, act = envs.widths(dist.observing(kind) if kind != "full" else dist)
+            obs, act = envs.widths(envs.seeing(dist, kind))
             sizes.append(str(obs) + ("" if kind == "full" else f" ({kind})"))
         table.add_row(name, ", ".join(sizes), str(act),
                       str(dist.horizon), f"{dist.n_train}/{dist.n_test}", dist.task_param)

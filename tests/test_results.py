@@ -52,6 +52,12 @@ def test_results_numbers_are_the_reports(title, path):
     assert seeds == 3 and checked == {(a, k) for a in c["algos"] for k in ("best", "last", "probe", *range(seeds))}
 
 
+def label_value(label: str, key: str, default: float) -> float:
+    """The value a report condition's label gives `key` (`distill.margin=0.5`), else the recipe's `default`."""
+    found = re.search(rf"{re.escape(key)}=([\d.]+)", label)
+    return float(found.group(1)) if found else default
+
+
 def test_appendix_i_table_is_the_reports():
     """RESULTS.md's Appendix-I rows (margin M, ensemble E, the report file): best, last, probe and the
     per-seed best are those of the condition of that report whose label has that margin and ensemble size."""
@@ -63,12 +69,8 @@ def test_appendix_i_table_is_the_reports():
             continue
         margin, size = float(row.group(1)), int(row.group(2))
         conditions = json.loads((ROOT / "results/umaze_goal_m_cpu" / cells[1].strip("`")).read_text())["conditions"]
-
-        def value(label, key, default):
-            found = re.search(rf"{key}=([\d.]+)", label)
-            return float(found.group(1)) if found else default
-        [c] = [c for c in conditions if value(c["label"], "distill.margin", 2.0) == margin
-               and value(c["label"], "reward.ensemble_size", 20) == size]
+        [c] = [c for c in conditions if label_value(c["label"], "distill.margin", 2.0) == margin
+               and label_value(c["label"], "reward.ensemble_size", 20) == size]
         a = c["algos"]["mbml"]
         for cell, key in zip(cells[2:5], ("best", "last", "probe")):
             mean, std = map(number, CELL.search(cell).groups())

@@ -117,7 +117,7 @@ def check_spaces(r, imp: Imported) -> None:
     if have != want:
         hint = ""
         for kind in (k for k in getattr(dist, "observations", ()) if k != r.env.observation):
-            if envs.widths(dist.observing(kind), imp.params[0]) == have:
+            if envs.widths(envs.seeing(dist, kind), imp.params[0]) == have:
                 hint = f" (env.observation: {kind} has {have[0]})"
         raise StageError(f"{imp.batches[0].label}: observations {have[0]}, actions {have[1]}; {r.env.name} with "
                          f"env.observation {r.env.observation} has {want[0]} and {want[1]}{hint}")

@@ -38,12 +38,16 @@ def get(name: str) -> TaskDistribution:
 def of(env) -> TaskDistribution:
     """The distribution a recipe's `env` section names, seeing its `env.observation`; LookupError (one line)
     when the name is unknown or the distribution has no such observation."""
-    dist = get(env.name)
-    kind = getattr(env, "observation", "full")
+    return seeing(get(env.name), getattr(env, "observation", "full"), env.name)
+
+
+def seeing(dist, kind: str, name: str | None = None) -> TaskDistribution:
+    """`dist` with observation `kind`: itself for "full", else its `observing(kind)` copy; LookupError
+    (one line, naming `name`, default `dist.name`) when it has no such observation."""
     if kind == "full":
         return dist
     if not hasattr(dist, "observing"):                 # a plugin without the TaskDistribution base
-        raise LookupError(f"{env.name} has no {kind!r} observation (it has: full)")
+        raise LookupError(f"{name or dist.name} has no {kind!r} observation (it has: full)")
     return dist.observing(kind)
 
 
@@ -57,4 +61,4 @@ def widths(dist, task=None) -> tuple[int, int]:
         env.close()
 
 
-__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "of", "plugins", "widths"]
+__all__ = ["REGISTRY", "SPLITS", "TaskDistribution", "TaskEnv", "get", "has_environment", "of", "plugins", "seeing", "widths"]

@@ -14,6 +14,7 @@ that the tests check against the pixels.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,6 @@ def _figure(size=(6.4, 4.2)):
 
 def _heading(label: str, what: str, fig) -> str:
     """`label: what`, wrapped to the figure's width (a multi-condition label would run off its edges)."""
-    import textwrap
     return textwrap.fill(f"{label}: {what}", width=max(30, int(8.5 * fig.get_figwidth())), break_on_hyphens=False)
 
 
