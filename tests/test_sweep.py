@@ -50,10 +50,13 @@ def alone(smoke_run, tmp_path_factory) -> dict[int, Path]:
     return stores
 
 
-def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, timeout: float = 600):
+def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, timeout: float = 600,
+                                 exact: bool = True):
     """`mbml ARGS`, SIGKILLed while the run `first` is in BCQ, then run again to the end: (the second
     run, its seconds, the sweep's own worker processes). The processes that held the running records
-    (local workers, or Ray's) must die with the sweep, and their records read `interrupted`."""
+    (local workers, or Ray's) must die with the sweep, and no record may read `running` after. Local
+    workers die with the sweep at once, so `first`'s BCQ reads `interrupted`; Ray's die when Ray sees
+    its driver gone (`exact=False`), by which time smoke's seconds-long BCQ may have ended."""
     p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -75,7 +78,10 @@ def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, t
     while any(alive(w) for w in {*workers, *holders}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert holders and not any(alive(w) for w in {*workers, *holders}), "a worker outlived its killed sweep"
-    assert layout.record_status(Store.open(directory / f"{first}.zarr").stage("bcq")) == "interrupted"
+    statuses = {layout.record_status(r) for s in directory.glob("*.zarr") for r in Store.open(s).stages().values()}
+    assert "running" not in statuses and "interrupted" in statuses, statuses
+    bcq = layout.record_status(Store.open(directory / f"{first}.zarr").stage("bcq"))
+    assert bcq == "interrupted" if exact else bcq in ("interrupted", "done"), bcq
     t0 = time.monotonic()
     again = cli(*args, timeout=1200)
     return again, time.monotonic() - t0, workers
@@ -149,7 +155,7 @@ def test_ray_sweep_killed_and_run_again_equals_the_runs_made_alone(alone, tmp_pa
     pytest.importorskip("ray")
     directory = tmp_path / "ray"
     args = ["sweep", SMOKE, "--seeds", "1,2", "--executor", "ray", *FAST, "--dir", str(directory)]
-    again, _, _ = killed_mid_bcq_and_run_again(args, directory, "smoke-s1")
+    again, _, _ = killed_mid_bcq_and_run_again(args, directory, "smoke-s1", exact=False)
     assert again.returncode == 0, again.stderr[-3000:] + again.stdout[-3000:]
     assert "(ray)" in again.stdout
     for seed in (1, 2):
