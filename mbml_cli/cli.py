@@ -318,6 +318,8 @@ def finetune(target: str = typer.Argument(..., help="store"),
              set_: Optional[List[str]] = SET, force: bool = FORCE):
     """SAC on an unseen task initialised from the MBML policy, against SAC from scratch."""
     key = layout.stage_key("finetune", "unseen" if unseen else None if task is None else str(task))
+    if key == "finetune":             # the run's own fine-tuning: its recipe says so, and `mbml lock` repeats it
+        set_ = [*(set_ or []), "finetune.enabled=true"]
     _stage("finetune", target, set_, force, key=key, task=task, unseen=unseen)
 
 

@@ -238,6 +238,8 @@ def section_hash(recipe: Recipe, *sections: str) -> str:
     d = to_dict(recipe)
     env = {k: v for k, v in d["env"].items() if not (k == "observation" and v == "full")}   # full: hashes as before
     picked = {"seed": d["seed"], "env": env, **{s: d[s] for s in sections}}
+    if "finetune" in picked:          # `enabled` puts finetune in `mbml run`'s plan; it changes no number
+        picked["finetune"] = {**picked["finetune"], "enabled": False}
     if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
         picked["data"] = d["data"]
     if d["shards"] != 1 and "collect" in sections:     # collect's task groups make its data (1: hashes as before)

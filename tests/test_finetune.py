@@ -8,12 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mbml_cli.algos import finetune as ft
 from mbml_cli.algos.mbml import DistilledPolicy
 from mbml_cli.cli import app
 from mbml_cli.stages import open_run, run_stage
 from conftest import FAST, runner
+from store_equal import differences
 from mbml_cli.store import Store
 
 
@@ -151,6 +153,22 @@ def test_finetune_one_unseen_task_via_cli(smoke_run, tmp_path):
     bad = runner.invoke(app, ["finetune", str(path), "--task", "7"])
     assert bad.exit_code == 2 and "out of range" in bad.output
     assert Store.open(path).stage("finetune/7") == {}              # refused before any record is written
+
+
+def test_finetune_command_is_the_runs_own_and_its_lock_repeats_it(smoke_run, finetuned, tmp_path):
+    """`mbml finetune STORE` computes what `mbml run --set finetune.enabled=true` does, and records it:
+    the store's lock file says `enabled: true`, and `mbml run LOCK` on the store finds nothing to do."""
+    path = tmp_path / "by-command.zarr"
+    shutil.copytree(smoke_run, path)
+    out = runner.invoke(app, ["finetune", str(path), *FAST])
+    assert out.exit_code == 0, out.output
+    assert differences(str(finetuned[0]), str(path)) == []                 # same arrays as the enabled run's
+    assert Store.open(path).stage("finetune")["hash"] == Store.open(finetuned[0]).stage("finetune")["hash"]
+    lock = tmp_path / "run.lock.yaml"
+    lock.write_text(runner.invoke(app, ["lock", str(path)]).output)
+    assert yaml.safe_load(lock.read_text())["finetune"]["enabled"] is True
+    again = runner.invoke(app, ["run", str(lock), "--store", str(path), *FAST])
+    assert again.exit_code == 0 and "✓ finetune: skipped" in again.output and "done in" not in again.output, again.output
 
 
 # ---- the threshold measure -----------------------------------------------------------------------
