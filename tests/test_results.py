@@ -12,7 +12,8 @@ from mbml_cli.report.tables import ordering
 SECTIONS = {"### point_goal re-made with `mbml sweep` and `mbml report`": "results/point_goal.json",
             "### halfcheetah_vel_cpu: three fresh seeds of the committed recipe": "results/halfcheetah_vel_cpu.json",
             "## umaze_goal_m_cpu: three seeds × seven algorithms": "results/umaze_goal_m_cpu.json",
-            "## ant_dir_cpu: three seeds × seven algorithms": "results/ant_dir_cpu.json"}
+            "## ant_dir_cpu: three seeds × seven algorithms": "results/ant_dir_cpu.json",
+            "## humanoid_dir_m_cpu: three seeds × seven algorithms": "results/humanoid_dir_m_cpu.json"}
 CELL = re.compile(r"\*{0,2}([−-]?\d+\.\d+) ± (\d+\.\d+)\*{0,2}")
 SEED = re.compile(r"([−-]?\d+\.\d+); (\d+\.\d+)")
 
