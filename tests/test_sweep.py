@@ -56,7 +56,8 @@ def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, t
     run, its seconds, the sweep's own worker processes). The processes that held the running records
     (local workers, or Ray's) must die with the sweep, and no record may read `running` after. Local
     workers die with the sweep at once, so `first`'s BCQ reads `interrupted`; Ray's die when Ray sees
-    its driver gone (`exact=False`), by which time smoke's seconds-long BCQ may have ended."""
+    its driver gone (`exact=False`), by which time smoke's seconds-long BCQ may have ended and the
+    worker may have died between two stages, so that no record reads `interrupted` at all."""
     p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -79,7 +80,7 @@ def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, t
         time.sleep(0.1)
     assert holders and not any(alive(w) for w in {*workers, *holders}), "a worker outlived its killed sweep"
     statuses = {layout.record_status(r) for s in directory.glob("*.zarr") for r in Store.open(s).stages().values()}
-    assert "running" not in statuses and "interrupted" in statuses, statuses
+    assert "running" not in statuses, statuses
     bcq = layout.record_status(Store.open(directory / f"{first}.zarr").stage("bcq"))
     assert bcq == "interrupted" if exact else bcq in ("interrupted", "done"), bcq
     t0 = time.monotonic()
