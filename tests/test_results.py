@@ -14,7 +14,8 @@ SECTIONS = {"### point_goal re-made with `mbml sweep` and `mbml report`": "resul
             "## umaze_goal_m_cpu: three seeds × seven algorithms": "results/umaze_goal_m_cpu.json",
             "## ant_dir_cpu: three seeds × seven algorithms": "results/ant_dir_cpu.json",
             "## humanoid_dir_m_cpu: three seeds × seven algorithms": "results/humanoid_dir_m_cpu.json",
-            "## walker_param_cpu: three seeds × seven algorithms": "results/walker_param_cpu.json"}
+            "## walker_param_cpu: three seeds × seven algorithms": "results/walker_param_cpu.json",
+            "## ant_goal_cpu: three seeds × seven algorithms": "results/ant_goal_cpu.json"}
 CELL = re.compile(r"\*{0,2}([−-]?\d+\.\d+) ± (\d+\.\d+)\*{0,2}|—")
 SEED = re.compile(r"([−-]?\d+\.\d+); (\d+\.\d+|—)")
 
