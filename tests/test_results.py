@@ -110,6 +110,22 @@ def test_lever_table_is_the_committed_jsonl():
     assert checked == set(levers)
 
 
+
+def test_walker_teacher_table_is_the_committed_json():
+    """RESULTS.md's walker teacher levers: each checkpoint's mean fraction and tasks at 0.8 are the JSON's."""
+    text = section("### walker_param_cpu's teachers: BCQ levers on seed 0's batches")
+    checked = 0
+    for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")):
+        path = ROOT / f"results/teachers/walker_param_cpu-s0-{cells[0]}.json"
+        if not path.exists():
+            continue
+        r = json.loads(path.read_text())
+        assert (ROOT / f"results/teachers/walker_param_cpu-s0-{cells[0]}.lock.yaml").exists(), cells[0]
+        for cell, which in zip(cells[2:4], ("final", "best")):
+            assert cell == f"{r[which]['fraction_mean']:.2f}; {r[which]['tasks_at_0.8']} / 10", (cells[0], which)
+        checked += 1
+    assert checked == 5
+
 def test_summary_table_is_the_reports():
     """RESULTS.md opens with `mbml report --summary` of the committed report JSONs it names, verbatim."""
     text = section("## Summary: every distribution measured with `mbml report`")
