@@ -41,10 +41,11 @@ def main() -> None:
         model = load_bcq(ctx.store, r, which)
         rows = final_report(model, envs, ctx.store, list(range(len(params))), r.seed, args.episodes)
         ret, frac = (np.array([row[k] for row in rows]) for k in ("bcq_return", "fraction"))
+        at = int((frac >= 0.8).sum())
         print(f"{which:5s}  return {ret.mean():8.2f}  fraction mean {frac.mean():.2f}, "
-              f"tasks ≥ 0.8: {int((frac >= 0.8).sum())}/{len(frac)}  per task {np.round(frac, 2).tolist()}")
+              f"tasks ≥ 0.8: {at}/{len(frac)}  per task {np.round(frac, 2).tolist()}")
         out[which] = {"returns": ret.tolist(), "fractions": frac.tolist(), "fraction_mean": float(frac.mean()),
-                      "tasks_at_0.8": int((frac >= 0.8).sum()),
+                      "tasks_at_0.8": at,
                       "random": [row["random_return"] for row in rows],
                       "best_batch": [row["best_batch_return"] for row in rows]}
     if args.json:

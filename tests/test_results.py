@@ -39,8 +39,8 @@ def test_results_numbers_are_the_reports(title, path):
     checked = set()
     for cells in rows:
         algo = cells[0].strip()
-        if algo.endswith(" (last)") and algo[:-7] in c["algos"]:   # algo (last) | seed 0 | seed 1 | ...
-            want = [round(v, 2) for v in c["algos"][algo[:-7]]["last"]["per_seed"]]
+        if algo.endswith(" (last)") and algo.removesuffix(" (last)") in c["algos"]:   # algo (last) | seed 0 | ...
+            want = [round(v, 2) for v in c["algos"][algo.removesuffix(" (last)")]["last"]["per_seed"]]
             assert [number(cell.strip()) for cell in cells[1:]] == want, algo
             continue
         if algo not in c["algos"]:
@@ -114,7 +114,6 @@ def test_lever_table_is_the_committed_jsonl():
     assert checked == set(levers)
 
 
-
 def test_walker_teacher_table_is_the_committed_json():
     """RESULTS.md's walker teacher levers: each checkpoint's mean fraction and tasks at 0.8 are the JSON's."""
     text = section("### walker_param_cpu's teachers: BCQ levers on seed 0's batches")
@@ -129,6 +128,7 @@ def test_walker_teacher_table_is_the_committed_json():
             assert cell == f"{r[which]['fraction_mean']:.2f}; {r[which]['tasks_at_0.8']} / 10", (cells[0], which)
         checked += 1
     assert checked == 5
+
 
 def test_summary_table_is_the_reports():
     """RESULTS.md opens with `mbml report --summary` of the committed report JSONs it names, verbatim."""
