@@ -57,6 +57,10 @@ class CollectConfig:
     updates_per_step: int = doc("gradient updates per environment step", 1, **rng(0))
     log_every: int = doc("environment steps between metric rows", 1000, **rng(1))
     checkpoint_every: int = doc("environment steps between resumable checkpoints", 5000, **rng(1))
+    common_noise: bool = doc("common random numbers: every task starts from the same SAC weights and takes the same "
+                             "random draws (reset seeds, random actions, exploration and update noise, mini-batch "
+                             "rows), so tasks differ only by their rewards and neighbouring tasks tend to learn the "
+                             "same gait; a task's batch is then the same in any shard", False)
 
 
 @dataclass

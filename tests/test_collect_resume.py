@@ -201,3 +201,27 @@ def test_shards_write_only_their_tasks_and_finish_the_stage_together(tmp_path):
     store = Store.open(path)
     assert store.stage("bcq")["status"] == "done" and store.exists("metrics/bcq/eval_0-2")
     assert load_bcq(store, store.recipe).n_tasks == 3
+
+
+def test_common_noise_gives_every_task_the_same_draws_and_a_batch_independent_of_its_shard(tmp_path):
+    small = ["threads=1", "collect.steps=40", "collect.random_steps=20", "collect.checkpoint_every=20",
+             "collect.log_every=20", "collect.common_noise=true"]
+    full, shard = tmp_path / "full.zarr", tmp_path / "shard.zarr"
+    run(SMOKE, "collect", small + [f"store={full}"])
+    run(SMOKE, "collect", small + [f"store={shard}"], tasks=[2])
+    a, b = Store.open(full), Store.open(shard)
+    rows = [a.read_rows(f"data/train/{i}") for i in range(3)]
+    # the random phase: the same reset states and the same uniform actions in every task
+    for r in rows[1:]:
+        assert np.array_equal(r["act"][:20], rows[0]["act"][:20]) and np.array_equal(r["obs"][:20], rows[0]["obs"][:20])
+    assert not np.array_equal(rows[1]["rew"][:20], rows[0]["rew"][:20])            # but each task's own reward
+    assert not np.array_equal(rows[1]["act"][20:], rows[0]["act"][20:])            # and, once SAC learns, its own actions
+    # task 2 alone (a shard of one) gets the batch it gets among all three
+    alone = b.read_rows("data/train/2")
+    for name in rows[2]:
+        assert np.allclose(alone[name], rows[2][name], atol=1e-5), name
+    # the default keeps independent streams: the tasks' random actions differ
+    plain = tmp_path / "plain.zarr"
+    run(SMOKE, "collect", small[:-1] + [f"store={plain}"])
+    p = Store.open(plain)
+    assert not np.array_equal(p.read_rows("data/train/1")["act"][:20], p.read_rows("data/train/0")["act"][:20])

@@ -40,7 +40,7 @@ import torch
 
 from .. import divergence, stages
 from ..algos import sac as sac_algo
-from ..nets import device_of, seed_everything, task_state
+from ..nets import device_of, seed_everything, stack_states, task_state
 from .. import checkpoint, layout
 from .common import Reporter, derive_seed, format_returns, run_shards, shard_name
 from .online import LockstepEnvs
@@ -59,15 +59,21 @@ def collect(ctx: stages.RunContext, tasks: list[int] | None = None, loaded=None,
     return run_shards(ctx, "collect", tasks, parallel)
 
 
-def act(agent: sac_algo.SAC, obs: np.ndarray, gen: torch.Generator, random: bool) -> np.ndarray:
+def draw(fn, K: int, shape: tuple, gen: torch.Generator, common: bool) -> torch.Tensor:
+    """fn((K, *shape)) from `gen`; with common noise one fn((1, *shape)) seen by all K tasks."""
+    return fn((1 if common else K, *shape), generator=gen, device=gen.device).expand(K, *shape)
+
+
+def act(agent: sac_algo.SAC, obs: np.ndarray, gen: torch.Generator, random: bool, common: bool = False) -> np.ndarray:
     """Every task's action for its current observation (K, obs_dim): uniform in [−1, 1] in the random
     phase, else a draw from its SAC actor."""
-    device = gen.device
+    K, A = len(obs), agent.act_dim
     if random:
-        a = torch.rand((len(obs), agent.act_dim), generator=gen, device=device) * 2 - 1
+        a = draw(torch.rand, K, (A,), gen, common) * 2 - 1
     else:
         with torch.no_grad():
-            a = agent.actor(torch.as_tensor(obs, device=device).unsqueeze(1), generator=gen)[0].squeeze(1)
+            s = torch.as_tensor(obs, device=gen.device).unsqueeze(1)
+            a = agent.actor(s, draw(torch.randn, K, (1, A), gen, common))[0].squeeze(1)
     return a.cpu().numpy().astype(np.float32)
 
 
@@ -75,8 +81,11 @@ def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: Lockstep
                 acc: dict[str, torch.Tensor]) -> None:
     """`updates_per_step` SAC updates on mini-batches of every task's rows so far; the losses are
     summed into `acc` on the device (no per-step host copy)."""
+    K, B, A, common = envs.R, cfg.batch_size, agent.act_dim, cfg.common_noise
     for _ in range(cfg.updates_per_step):
-        out = sac_algo.update(agent, opt, envs.sample(cfg.batch_size, gen), cfg.gamma, cfg.tau, generator=gen)
+        batch = envs.sample(B, gen, common)
+        noise = {name: draw(torch.randn, K, (B, A), gen, common) for name in ("next", "pi")}   # sac.sample_noise's order
+        out = sac_algo.update(agent, opt, batch, cfg.gamma, cfg.tau, noise=noise)
         for name in acc:
             acc[name] += out[name].double()
 
@@ -95,18 +104,24 @@ class Collector:
         params = ctx.tasks("train")
         self.K = len(todo)
         seed = self.r.seed
+        ids = [] if self.cfg.common_noise else todo            # common noise: no stream depends on the task
         envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
         self.envs = LockstepEnvs(envs, self.cfg.steps, self.device,       # the K batches, one row per task
-                                 seed_of=lambda k, episode: derive_seed(seed, 3, todo[k], episode),
+                                 seed_of=lambda k, episode: derive_seed(seed, 3, *ids[k:k + 1], episode),
                                  paths=[layout.BATCH("train", i) for i in todo], labels=[f"collect: task {i}" for i in todo],
                                  n_info=len(ctx.dist.info_names))
         self.obs_dim = self.envs.host["obs"].shape[-1]
         self.act_dim = self.envs.host["act"].shape[-1]
 
-        seed_everything(derive_seed(seed, 1, *todo), self.r.threads)   # network initialisation
-        self.sac = sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden).to(self.device)
+        seed_everything(derive_seed(seed, 1, *ids), self.r.threads)    # network initialisation
+        if self.cfg.common_noise:                                        # one SAC's weights in every task's slice
+            one = sac_algo.SAC(1, self.obs_dim, self.act_dim, self.cfg.hidden)
+        self.sac = sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
+        if self.cfg.common_noise:
+            self.sac.load_state_dict(stack_states([task_state(one, 0)] * self.K))
+        self.sac.to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *todo))
+        self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *ids))
         self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in ("critic_loss", "actor_loss", "alpha")}
         self.acc_n = 0
 
@@ -155,7 +170,7 @@ class Collector:
 
     # ---- the loop ------------------------------------------------------------------------------
     def act(self) -> np.ndarray:
-        return act(self.sac, self.envs.obs, self.gen, random=self.t < self.cfg.random_steps)
+        return act(self.sac, self.envs.obs, self.gen, self.t < self.cfg.random_steps, self.cfg.common_noise)
 
     def log(self, rate: float) -> None:
         n = max(self.acc_n, 1)

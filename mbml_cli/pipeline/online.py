@@ -97,9 +97,11 @@ class LockstepEnvs:
         self.to_buffer(slice(t, t + 1))
         self.t += 1
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """A (R, batch_size, ·) mini-batch, uniform over each env's rows so far."""
-        idx = torch.randint(0, self.t, (self.R, batch_size), generator=generator, device=self.device)
+    def sample(self, batch_size: int, generator: torch.Generator, common: bool = False) -> dict[str, torch.Tensor]:
+        """A (R, batch_size, ·) mini-batch, uniform over each env's rows so far; `common`: the same rows
+        in every env."""
+        idx = torch.randint(0, self.t, (1 if common else self.R, batch_size), generator=generator,
+                            device=self.device).expand(self.R, batch_size)
         rows = torch.arange(self.R, device=self.device)[:, None]
         batch = {c: b[rows, idx] for c, b in self.buf.items()}
         batch["terminal"] = self.buf_terminal[rows, idx]
