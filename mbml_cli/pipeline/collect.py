@@ -81,11 +81,11 @@ def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: Lockstep
                 acc: dict[str, torch.Tensor]) -> None:
     """`updates_per_step` SAC updates on mini-batches of every task's rows so far; the losses are
     summed into `acc` on the device (no per-step host copy)."""
-    K, B, A, common = envs.R, cfg.batch_size, agent.act_dim, cfg.common_noise
+    K, B, common = envs.R, cfg.batch_size, cfg.common_noise
     for _ in range(cfg.updates_per_step):
         batch = envs.sample(B, gen, common)
-        noise = {name: draw(torch.randn, K, (B, A), gen, common) for name in ("next", "pi")}   # sac.sample_noise's order
-        out = sac_algo.update(agent, opt, batch, cfg.gamma, cfg.tau, noise=noise)
+        noise = sac_algo.sample_noise(1 if common else K, B, agent.act_dim, gen, gen.device)
+        out = sac_algo.update(agent, opt, batch, cfg.gamma, cfg.tau, noise={k: v.expand(K, -1, -1) for k, v in noise.items()})
         for name in acc:
             acc[name] += out[name].double()
 
@@ -114,10 +114,9 @@ class Collector:
         self.act_dim = self.envs.host["act"].shape[-1]
 
         seed_everything(derive_seed(seed, 1, *ids), self.r.threads)    # network initialisation
+        self.sac = sac_algo.SAC(1 if self.cfg.common_noise else self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
         if self.cfg.common_noise:                                        # one SAC's weights in every task's slice
-            one = sac_algo.SAC(1, self.obs_dim, self.act_dim, self.cfg.hidden)
-        self.sac = sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
-        if self.cfg.common_noise:
+            one, self.sac = self.sac, sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
             self.sac.load_state_dict(stack_states([task_state(one, 0)] * self.K))
         self.sac.to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
