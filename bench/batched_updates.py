@@ -24,8 +24,8 @@ import torch
 
 from mbml_cli import envs
 from mbml_cli.algos import bcq, sac
-from mbml_cli.config import BCQConfig
-from mbml_cli.recipe import load, resolve
+from mbml_cli.recipe.config import BCQConfig
+from mbml_cli.recipe.load import load, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 OBS, ACT = 17, 6          # halfcheetah_vel
@@ -92,7 +92,7 @@ def collect_rate(recipe_path: Path, K: int, steps: int, random_steps: int, log_e
     import contextlib
     import io
 
-    from mbml_cli.stages import create_run, run_stage
+    from mbml_cli.run.stages import create_run, run_stage
     recipe, _ = load(recipe_path, [f"env.n_train={K}", f"collect.steps={steps}", f"collect.random_steps={random_steps}",
                                    f"collect.log_every={log_every}", f"collect.checkpoint_every={steps}",
                                    f"threads={threads}"])

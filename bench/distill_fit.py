@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from distill_gap import task_posteriors          # bench/ is the script's folder: on sys.path
-from mbml_cli import stages
+from mbml_cli.run import stages
 from mbml_cli.api import Run, load_policy
-from mbml_cli.loaders import load_bcq
+from mbml_cli.run.loaders import load_bcq
 
 
 def main() -> None:

@@ -23,10 +23,11 @@ import json
 import numpy as np
 import torch
 
-from mbml_cli import layout, stages
-from mbml_cli.loaders import load_bcq
+from mbml_cli.core import layout
+from mbml_cli.run import stages
+from mbml_cli.run.loaders import load_bcq
 from mbml_cli.api import Run, load_policy
-from mbml_cli.rollout import run_episode
+from mbml_cli.run.rollout import run_episode
 
 ROWS = [("teacher", "teacher"), ("teacher", "distilled"), ("distilled", "teacher"), ("distilled", "distilled"),
         ("teacher", "no"), ("distilled", "no")]

@@ -5,7 +5,7 @@
    random policy to the teachers;
 2. batched K-task updates of SAC, BCQ and the MBML distillation at the paper's sizes against K
    sequential single-task updates on the same GPU (median ms per update, speed-up);
-3. `recipes/halfcheetah_vel.yaml` projected stage by stage on this GPU (`mbml_cli/preflight.py`).
+3. `recipes/halfcheetah_vel.yaml` projected stage by stage on this GPU (`mbml_cli/run/preflight.py`).
 
     python bench/gpu_check.py [--skip-smoke]
 """
@@ -25,9 +25,10 @@ import zarr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mbml_cli import layout, preflight  # noqa: E402
-from mbml_cli.recipe import load, resolve  # noqa: E402
-from mbml_cli.store import Store  # noqa: E402
+from mbml_cli.core import layout
+from mbml_cli.run import preflight  # noqa: E402
+from mbml_cli.recipe.load import load, resolve  # noqa: E402
+from mbml_cli.core.store import Store  # noqa: E402
 
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
@@ -48,7 +49,7 @@ def smoke_cuda_vs_cpu(tmp: Path) -> None:
     for device in ("cpu", "cuda"):
         store = tmp / f"{device}.zarr"
         t0 = time.time()
-        subprocess.run([sys.executable, "-m", "mbml_cli.cli", "run", str(ROOT / "recipes/smoke.yaml"), "--store",
+        subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", "run", str(ROOT / "recipes/smoke.yaml"), "--store",
                         str(store), "--set", f"device={device}"], check=True, capture_output=True, cwd=ROOT)
         runs[device] = (arrays(store), Store.open(store), time.time() - t0)
     (cpu, cpu_store, cpu_s), (gpu, gpu_store, gpu_s) = runs["cpu"], runs["cuda"]
@@ -84,7 +85,7 @@ def batched_vs_sequential() -> None:
 
 
 def project() -> None:
-    from mbml_cli.stages import pending
+    from mbml_cli.run.stages import pending
     recipe = resolve(load(ROOT / "recipes/halfcheetah_vel.yaml")[0])
     dev = torch.device("cuda")
     found = preflight.estimate(recipe, dev, pending(recipe, None))

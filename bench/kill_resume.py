@@ -29,7 +29,7 @@ from store_equal import differences  # noqa: E402
 IN_SAVE = textwrap.dedent("""
     import os, signal, sys
     import zarr
-    from mbml_cli.store import Store
+    from mbml_cli.core.store import Store
     save_at, array_at = sys.argv[1], int(sys.argv[2])     # the N-th save, or the first save to a path
     state = {"saves": 0, "arrays": 0, "inside": False}
     original_save, original_create = Store.save_weights, zarr.Group.create_array
@@ -49,13 +49,13 @@ IN_SAVE = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
         return original_create(self, *args, **kwargs)
     Store.save_weights, zarr.Group.create_array = save, create
-    from mbml_cli.cli import app
+    from mbml_cli.views.cli import app
     app(sys.argv[3:])
 """)
 
 
 def mbml(*args) -> list[str]:
-    return [sys.executable, "-m", "mbml_cli.cli", *args]
+    return [sys.executable, "-m", "mbml_cli.views.cli", *args]
 
 
 def main() -> int:

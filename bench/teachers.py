@@ -17,9 +17,10 @@ import json
 import numpy as np
 import torch
 
-from mbml_cli import layout, stages
-from mbml_cli.loaders import load_bcq
-from mbml_cli.pipeline.bcq import final_report
+from mbml_cli.core import layout
+from mbml_cli.run import stages
+from mbml_cli.run.loaders import load_bcq
+from mbml_cli.run.pipeline.bcq import final_report
 
 
 def main() -> None:

@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import envs, layout
+from . import envs
+from .core import layout
 from .algos.mbml import DistilledPolicy
-from .config import Recipe
+from .recipe.config import Recipe
 from .errors import StageError
-from .nets import device_of
-from .recipe import from_dict
-from .store import Store
-from .store_guard import loading
+from .algos.nets import device_of
+from .recipe.load import from_dict
+from .core.store import Store
+from .core.guard import loading
 
 WHICH = ("final", "best")
 

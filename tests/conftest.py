@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mbml_cli.cli import app
+from mbml_cli.views.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "recipes" / "smoke.yaml")          # the seconds-long recipe of the whole pipeline
@@ -22,7 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 
 def cli(*args, timeout=600) -> subprocess.CompletedProcess:
     """`mbml ARGS` in a child process (Ray, signals), in the repository's root."""
-    return subprocess.run([sys.executable, "-m", "mbml_cli.cli", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", *args], capture_output=True, text=True, env=ENV,
                           cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
 
 

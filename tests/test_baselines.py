@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 
 from mbml_cli import envs
 from mbml_cli.algos import batch_pearl as bp, bcq, contextual_bcq as cb, sac
-from mbml_cli.cli import app
-from mbml_cli.config import BCQConfig, DistillConfig
-from mbml_cli.data import TaskData
-from mbml_cli.rollout import make_envs, run_episode
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.recipe.config import BCQConfig, DistillConfig
+from mbml_cli.algos.data import TaskData
+from mbml_cli.run.rollout import make_envs, run_episode
+from mbml_cli.core.store import Store
 from conftest import SMOKE
 
 CFG = DistillConfig(q_hidden=[32, 32], g_hidden=[32, 32], xi_hidden=[32, 32], encoder_hidden=[32, 32],

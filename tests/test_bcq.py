@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mbml_cli.algos import bcq
-from mbml_cli.config import BCQConfig
+from mbml_cli.recipe.config import BCQConfig
 from conftest import random_batch, slice_task
-from mbml_cli.nets import stack_states, task_state
+from mbml_cli.algos.nets import stack_states, task_state
 
 K, OBS, ACT, B = 3, 4, 2, 16
 

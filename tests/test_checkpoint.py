@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import random_batch
-from mbml_cli import checkpoint
+from mbml_cli.core import checkpoint
 from mbml_cli.algos import sac
-from mbml_cli.store import Store
+from mbml_cli.core.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K, OBS, ACT = 2, 4, 2

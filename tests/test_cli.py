@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mbml_cli.cli import app
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.core.store import Store
 from conftest import ROOT, SMOKE, runner
 
 
@@ -46,7 +46,7 @@ def test_recipe_errors_exit_2_with_one_line(args, message):
 def test_foreign_store_is_one_line_error_in_a_real_process(tmp_path):
     (tmp_path / "junk.txt").write_text("x")
     for args in (["info", str(tmp_path)], ["bcq", str(tmp_path)], ["eval", str(tmp_path / "nope.zarr")]):
-        proc = subprocess.run([sys.executable, "-m", "mbml_cli.cli", *args], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", *args], capture_output=True, text=True)
         assert proc.returncode == 2, proc
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert "not an mbml store" in proc.stderr or "no such store" in proc.stderr

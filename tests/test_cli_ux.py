@@ -14,13 +14,13 @@ import torch
 import yaml
 
 from conftest import ROOT, SMOKE, runner
-from mbml_cli import layout
-from mbml_cli.cli import app
-from mbml_cli.dash import reader
-from mbml_cli.pipeline.common import RecentRate
-from mbml_cli.store import Store
+from mbml_cli.core import layout
+from mbml_cli.views.cli import app
+from mbml_cli.read import snapshot as reader
+from mbml_cli.run.progress import RecentRate
+from mbml_cli.core.store import Store
 
-CLI = [sys.executable, "-m", "mbml_cli.cli"]
+CLI = [sys.executable, "-m", "mbml_cli.views.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
@@ -173,9 +173,9 @@ def test_cuda_update_loops_make_no_host_transfer(tmp_path):
     inside the loop raises (torch.cuda.set_sync_debug_mode)."""
     from mbml_cli.algos import bcq, sac
     from mbml_cli.algos.mbml import Relabelled, Teachers
-    from mbml_cli.config import Recipe
-    from mbml_cli.data import TaskData
-    from mbml_cli.pipeline.distill import build_trainer
+    from mbml_cli.recipe.config import Recipe
+    from mbml_cli.algos.data import TaskData
+    from mbml_cli.run.pipeline.distill import build_trainer
     dev = torch.device("cuda")
     K, N, OBS, ACT = 3, 256, 4, 2
     g = torch.Generator(device=dev).manual_seed(0)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mbml_cli import envs
-from mbml_cli.loaders import load_bcq
+from mbml_cli.run.loaders import load_bcq
 from mbml_cli.errors import StageError
-from mbml_cli.stages import open_run, run_stage
-from mbml_cli.store import Store
+from mbml_cli.run.stages import open_run, run_stage
+from mbml_cli.core.store import Store
 from conftest import ROOT, SMOKE
 
 # 300 steps, checkpoints at 90, 180, 270: mid-episode (H = 20), across the random → policy switch (100)
@@ -27,7 +27,7 @@ COLUMNS = {"obs": (np.float32, (2,)), "act": (np.float32, (2,)), "rew": (np.floa
 # rows since the previous checkpoint are already flushed, so the resume must roll them back.
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from mbml_cli.store import Store
+    from mbml_cli.core.store import Store
     kill_at, seen, save = int(sys.argv[1]), [0], Store.save_weights
     def killing_save(self, path, *args, **kwargs):
         if "/checkpoint/" in path:
@@ -36,7 +36,7 @@ KILLER = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
         return save(self, path, *args, **kwargs)
     Store.save_weights = killing_save
-    from mbml_cli.cli import app
+    from mbml_cli.views.cli import app
     app(sys.argv[2:])
 """)
 

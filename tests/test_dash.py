@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from mbml_cli.dash import demo, reader
-from mbml_cli.dash.app import DashApp
-from mbml_cli.dash.widgets import (LinePlot, ReturnsTable, ScatterPlot, Series, fmt, render_plot,
-                                   sparkline)
-from mbml_cli import layout
-from mbml_cli.store import Store
+from mbml_cli.read import snapshot as reader
+from mbml_cli.views.dash import demo
+from mbml_cli.views.dash.app import DashApp
+from mbml_cli.views.dash.widgets import LinePlot, ReturnsTable, ScatterPlot, Series, fmt, render_plot, sparkline
+from mbml_cli.core import layout
+from mbml_cli.core.store import Store
 from conftest import ROOT
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -30,13 +30,13 @@ SIZE = (110, 34)
 
 # ---- the stores ----------------------------------------------------------------------------------
 def demo_store(path: Path) -> Store:
-    """A deterministic store shaped like a smoke run caught in distill (mbml_cli/dash/demo.py)."""
+    """A deterministic store shaped like a smoke run caught in distill (mbml_cli/views/dash/demo.py)."""
     return demo.build(path)
 
 
 def smoke_store(path: Path) -> Store:
     """A real `mbml run recipes/smoke.yaml` (needs every stage built)."""
-    subprocess.run([sys.executable, "-m", "mbml_cli.cli", "run", str(ROOT / "recipes/smoke.yaml"),
+    subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", "run", str(ROOT / "recipes/smoke.yaml"),
                     "--store", str(path)], cwd=ROOT, check=True, capture_output=True, timeout=600)
     return Store.open(path)
 
@@ -279,7 +279,7 @@ def test_deleted_store_shows_a_message(tmp_path):
 WRITER = textwrap.dedent("""
     # Appends the number of rows read from each stdin line to metrics/collect/sac, then says "done".
     import sys, time
-    from mbml_cli.store import Store
+    from mbml_cli.core.store import Store
     store, total, started = Store.open(sys.argv[1], mode="r+"), int(sys.argv[2]), time.time()
     i = 0
     for line in sys.stdin:

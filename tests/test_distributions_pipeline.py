@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mbml_cli.cli import app
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.core.store import Store
 from conftest import ROOT
 
 TINY = ["--set", "algos=[mbml]", "--set", "threads=1", "--set", "env.n_train=3", "--set", "env.n_test=2",

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils.env_checker import check_env
 
-from mbml_cli.config import EnvConfig
+from mbml_cli.recipe.config import EnvConfig
 from mbml_cli.envs import REGISTRY, get, of
 
 MUJOCO = ["halfcheetah_vel", "ant_dir", "ant_goal", "humanoid_dir_m", "walker_param", "umaze_goal_m"]

@@ -9,7 +9,7 @@ import torch
 
 from mbml_cli.api import Policy, Posterior
 from mbml_cli.algos.mbml import DistilledPolicy
-from mbml_cli.evaluate import run_protocol
+from mbml_cli.run.evaluate import run_protocol
 
 H = 4
 
@@ -94,7 +94,7 @@ def test_real_policy_is_deterministic_given_the_seed():
 
 
 def test_repeats_average_independent_runs():
-    from mbml_cli.evaluate import evaluate_tasks
+    from mbml_cli.run.evaluate import evaluate_tasks
     policy = RecordingPolicy()
     res = evaluate_tasks(envs(2 * 3), policy, episodes=5, skip=2, seed=0, repeats=3)
     assert res.returns.shape == (2, 5) and res.z_mean.shape == (2, 1)

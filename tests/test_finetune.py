@@ -12,11 +12,11 @@ import yaml
 
 from mbml_cli.algos import finetune as ft
 from mbml_cli.algos.mbml import DistilledPolicy
-from mbml_cli.cli import app
-from mbml_cli.stages import open_run, run_stage
+from mbml_cli.views.cli import app
+from mbml_cli.run.stages import open_run, run_stage
 from conftest import FAST, runner
 from store_equal import differences
-from mbml_cli.store import Store
+from mbml_cli.core.store import Store
 
 
 # ---- the critic initialisation ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mbml_cli.cli import app
+from mbml_cli.views.cli import app
 from trained_store import trained  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def test_fuzz_recipes_and_set(tmp_path):
         result = runner.invoke(app, ["recipe", str(path)])
         check(result, f"recipe case {case} ({body[:200]!r})")
         outcomes[result.exit_code] += 1
-    keys = [k for k, _, _ in __import__("mbml_cli.recipe", fromlist=["field_docs"]).field_docs()]
+    keys = [k for k, _, _ in __import__("mbml_cli.recipe.load", fromlist=["field_docs"]).field_docs()]
     for case in range(SET_CASES):
         sets = []
         for _ in range(rng.randint(1, 3)):

@@ -18,8 +18,9 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from mbml_cli.cli import app
-from mbml_cli.store import Store, StoreError
+from mbml_cli.views.cli import app
+from mbml_cli.core.store import Store
+from mbml_cli.errors import StoreError
 from trained_store import SMALL, trained  # noqa: F401  (a fixture)
 from store_equal import differences
 
@@ -38,7 +39,7 @@ def mbml(*args):
 
 
 def proc(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "mbml_cli.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", *map(str, args)], capture_output=True,
                           text=True, env=ENV, cwd=ROOT, timeout=timeout)
 
 
@@ -104,7 +105,7 @@ def test_wall_checks_every_write_after_open(copy, tmp_path):
 # ---- 2. one writer per store ---------------------------------------------------------------------------
 def test_two_runs_started_together_one_refused_other_equals_clean(trained, tmp_path):
     store = tmp_path / "both.zarr"
-    cmd = [sys.executable, "-m", "mbml_cli.cli", "run", SMOKE, "--store", str(store), *SMALL]
+    cmd = [sys.executable, "-m", "mbml_cli.views.cli", "run", SMOKE, "--store", str(store), *SMALL]
     runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
             for _ in range(2)]
     results = [(p.wait(300), p.stderr.read()) for p in runs]
@@ -185,7 +186,7 @@ def flip(path: Path, at: int = -7) -> None:
 
 
 def test_a_flipped_byte_in_any_weight_or_data_chunk_is_reported(copy):
-    from mbml_cli.store_guard import verify
+    from mbml_cli.core.guard import verify
     flipped = set()
     for top in ("models", "data", "relabel"):
         for chunk in chunk_files(copy, top):

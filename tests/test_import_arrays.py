@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mbml_cli.cli import app
-from mbml_cli import layout
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.core import layout
+from mbml_cli.core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "recipes" / "smoke.yaml")

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mbml_cli import envs
-from mbml_cli.cli import app
-from mbml_cli import layout
+from mbml_cli.views.cli import app
+from mbml_cli.core import layout
 from mbml_cli.datasets import action_scale, original_units
-from mbml_cli.store import Store
+from mbml_cli.core.store import Store
 
 minari = pytest.importorskip("minari")
 from minari.data_collector.episode_buffer import EpisodeBuffer  # noqa: E402

@@ -5,15 +5,15 @@ import re
 import zarr
 
 from conftest import ROOT
-from mbml_cli import layout
-from mbml_cli.store import Store
+from mbml_cli.core import layout
+from mbml_cli.core.store import Store
 
 
 def test_readme_layout_section_is_the_schema():
     readme = (ROOT / "README.md").read_text()
     section = re.search(r"<!-- layout:start -->\n(.*?)\n<!-- layout:end -->", readme, re.S)
     assert section, "README.md has no layout section"
-    assert section.group(1) == layout.markdown(), "README layout section is stale: python -m mbml_cli.layout"
+    assert section.group(1) == layout.markdown(), "README layout section is stale: python -m mbml_cli.core.layout"
 
 
 def test_paths_fields_and_matching():

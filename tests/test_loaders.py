@@ -2,12 +2,12 @@
 import pytest
 import torch
 
-from mbml_cli import layout
+from mbml_cli.core import layout
 from mbml_cli.algos import bcq
-from mbml_cli.config import BCQConfig, Recipe
-from mbml_cli.loaders import load_bcq
-from mbml_cli.nets import task_state
-from mbml_cli.store import Store
+from mbml_cli.recipe.config import BCQConfig, Recipe
+from mbml_cli.run.loaders import load_bcq
+from mbml_cli.algos.nets import task_state
+from mbml_cli.core.store import Store
 
 K, OBS, ACT = 3, 4, 2
 CFG = BCQConfig(actor_hidden=[8, 8], critic_hidden=[8, 8], vae_hidden=[8, 8], n_candidates=4)

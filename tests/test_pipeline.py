@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mbml_cli import api
-from mbml_cli.cli import app
-from mbml_cli.stages import open_run, run_stage
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.run.stages import open_run, run_stage
+from mbml_cli.core.store import Store
 from conftest import SMOKE, runner
 
 PER_RUN = ["collect", "bcq", "reward", "relabel", "distill/mbml", "distill/neither", "eval/mbml",

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mbml_cli import envs
-from mbml_cli.cli import app
-from mbml_cli.store import Store
+from mbml_cli.views.cli import app
+from mbml_cli.core.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "plugin_example"

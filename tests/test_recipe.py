@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mbml_cli import recipe as rc
-from mbml_cli.config import Recipe
+from mbml_cli.recipe import load as rc
+from mbml_cli.recipe.config import Recipe
 
 RECIPES = sorted(Path(__file__).resolve().parent.parent.joinpath("recipes").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ import torch
 
 from mbml_cli.algos.mbml import Relabelled, pick_relabelled, relabelled_pairs
 from mbml_cli.algos.reward_model import EnsembleModel, predict_chunked
-from mbml_cli.data import TaskData
-from mbml_cli.pipeline.relabel import relabel_all
+from mbml_cli.algos.data import TaskData
+from mbml_cli.run.pipeline.relabel import relabel_all
 
 K, N, OBS, ACT = 3, 30, 2, 2
 SIZES = [30, 22, 17]

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from conftest import ROOT, runner
-from mbml_cli.cli import app
-from mbml_cli.report.tables import ordering
+from mbml_cli.views.cli import app
+from mbml_cli.views.report.tables import ordering
 
 SECTIONS = {"### point_goal re-made with `mbml sweep` and `mbml report`": "results/point_goal.json",
             "### halfcheetah_vel_cpu: three fresh seeds of the committed recipe": "results/halfcheetah_vel_cpu.json",

@@ -5,7 +5,7 @@ import torch
 
 from mbml_cli.algos import sac
 from conftest import random_batch, slice_task
-from mbml_cli.nets import stack_states, task_state
+from mbml_cli.algos.nets import stack_states, task_state
 
 K, OBS, ACT, B = 3, 4, 2, 16
 

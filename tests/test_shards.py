@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from conftest import ENV, FAST, ROOT, SMOKE, alive, children, cli, runner
-from mbml_cli import layout
-from mbml_cli.cli import app
-from mbml_cli.config import Recipe
-from mbml_cli.pipeline.common import shard_groups
-from mbml_cli.preflight import estimate
-from mbml_cli.recipe import load, resolve
-from mbml_cli.store import Store
+from mbml_cli.core import layout
+from mbml_cli.views.cli import app
+from mbml_cli.recipe.config import Recipe
+from mbml_cli.run.pipeline.common import shard_groups
+from mbml_cli.run.preflight import estimate
+from mbml_cli.recipe.load import load, resolve
+from mbml_cli.core.store import Store
 from store_equal import arrays, differences
 
 SHARDS = ["--set", "shards=2", "--set", "algos=[mbml,neither]", *FAST]
@@ -146,7 +146,7 @@ def test_a_failed_shard_on_ray_fails_the_run_naming_its_log(tmp_path):
 def test_a_killed_run_resumes_its_shards_from_their_checkpoints(one_at_a_time, tmp_path):
     path = tmp_path / "killed.zarr"
     args = ["run", SMOKE, "--store", str(path), *SHARDS, "--set", "stages=[collect]", "--jobs", "2"]
-    p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.DEVNULL,
+    p = subprocess.Popen([sys.executable, "-m", "mbml_cli.views.cli", *args], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline, workers = time.monotonic() + 300, []
     while time.monotonic() < deadline and p.poll() is None:
@@ -179,7 +179,7 @@ def test_algorithms_start_longest_first_by_the_preflight(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    from mbml_cli.parallel import Units
+    from mbml_cli.run.parallel import Units
     ctx = SimpleNamespace(store=SimpleNamespace(path=str(tmp_path / "s.zarr")), recipe=SimpleNamespace(threads=1))
     started = []
     monkeypatch.setattr(Units, "run", lambda self, units, what: started.append([u.label for u in units])

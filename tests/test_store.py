@@ -9,7 +9,8 @@ import pytest
 import torch
 import zarr
 
-from mbml_cli.store import FORMAT, Store, StoreError, newest_store
+from mbml_cli.core.store import FORMAT, Store, newest_store
+from mbml_cli.errors import StoreError
 
 
 @pytest.fixture
@@ -114,7 +115,7 @@ def test_newest_store(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from mbml_cli.store import Store
+    from mbml_cli.core.store import Store
     s = Store.open(sys.argv[1], mode="r+")
     for k in range(1, 201):
         # every row k is 64 copies of k, so a torn or stale read is visible

@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 
 from conftest import ENV, FAST, ROOT, SMOKE, alive, children, cli, runner
-from mbml_cli import layout, writer
-from mbml_cli.cli import app
-from mbml_cli.pipeline.bcq import batch_progress
-from mbml_cli.pipeline.summary import summarise
-from mbml_cli.store import Store
+from mbml_cli.core import layout, writer
+from mbml_cli.views.cli import app
+from mbml_cli.run.pipeline.bcq import batch_progress
+from mbml_cli.run.pipeline.summary import summarise
+from mbml_cli.core.store import Store
 from store_equal import differences
 
 SWEEP = ["sweep", SMOKE, "--seeds", "0,1,2", "--jobs", "2", *FAST]
@@ -58,7 +58,7 @@ def killed_mid_bcq_and_run_again(args: list[str], directory: Path, first: str, t
     workers die with the sweep at once, so `first`'s BCQ reads `interrupted`; Ray's die when Ray sees
     its driver gone (`exact=False`), by which time smoke's seconds-long BCQ may have ended and the
     worker may have died between two stages, so that no record reads `interrupted` at all."""
-    p = subprocess.Popen([sys.executable, "-m", "mbml_cli.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "mbml_cli.views.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     workers = []
@@ -316,7 +316,7 @@ def test_report_figures_are_images_with_their_curves_and_cells(reported):
 
 def test_long_condition_labels_wrap_inside_the_figure():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from mbml_cli.report import figures
+    from mbml_cli.views.report import figures
     label = "umaze_goal_m_cpu algos=[mbml] distill.margin=0.5 reward.ensemble_size=1 seed=0,1,2"
     fig = figures._figure()
     ax = fig.subplots()
@@ -349,7 +349,7 @@ def test_report_of_a_missing_store_is_one_line(tmp_path):
 
 # ---- mbml dash runs/<sweep>/ ---------------------------------------------------------------------------
 def test_sweep_dashboard_lists_the_runs_and_opens_one(swept):
-    from mbml_cli.dash.sweep import SweepApp
+    from mbml_cli.views.dash.sweep import SweepApp
     directory = swept[0]
 
     async def go():
@@ -373,7 +373,7 @@ def test_live_view_on_a_terminal_draws_its_rows(smoke_run):
     path once raised before it drew anything): a unit's row goes from running to done."""
     from io import StringIO
     from rich.console import Console
-    from mbml_cli.live import LiveView, Tracked
+    from mbml_cli.run.live import LiveView, Tracked
     screen = StringIO()
     console = Console(file=screen, force_terminal=True, width=120, color_system=None)
     unit = Tracked("smoke-s0", str(smoke_run), ["collect", "bcq"])
@@ -391,8 +391,8 @@ def test_live_view_on_a_terminal_draws_its_rows(smoke_run):
 def test_report_groups_a_store_made_before_a_key_existed_with_one_made_after():
     """Conditions compare recipes as this version resolves them: a recipe without a newer key (at its
     default) is the same condition; a real difference is labelled by its dotted key, briefly."""
-    from mbml_cli.recipe import load, to_dict
-    from mbml_cli.report.gather import condition_key, label
+    from mbml_cli.recipe.load import load, to_dict
+    from mbml_cli.views.report.gather import condition_key, label
     recipe = to_dict(load(ROOT / "recipes/smoke.yaml")[0])
     older = {**recipe, "distill": {k: v for k, v in recipe["distill"].items() if k != "q_loss"}}
     assert condition_key(older) == condition_key(recipe)

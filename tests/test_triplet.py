@@ -9,8 +9,8 @@ import torch
 
 from mbml_cli.algos.mbml import (VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers, hardest_triplet_loss,
                                  step_losses, triplet_loss)
-from mbml_cli.config import DistillConfig
-from mbml_cli.data import TaskData
+from mbml_cli.recipe.config import DistillConfig
+from mbml_cli.algos.data import TaskData
 
 
 def gauss(mu, var):
@@ -196,7 +196,7 @@ def test_generator_lr_gives_g_d_and_xi_d_their_own_adam_group():
 def test_cosine_schedule_by_hand():
     """½(1 + cos(π e / E)) times each group's initial rate: 1 at epoch 0, ½ at E/2, ¼·(2 − √2) at 3E/4
     (cos(3π/4) = −√2/2); constant leaves the rates alone."""
-    from mbml_cli.pipeline.distill import schedule_lr
+    from mbml_cli.run.pipeline.distill import schedule_lr
     w = torch.nn.Parameter(torch.zeros(1))
     v = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([{"params": [w]}, {"params": [v], "lr": 1e-3}], lr=3e-4)

@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     """A store of the SMALL smoke pipeline, made by a real `mbml run` (tests copy it before changing it)."""
     if "path" not in _made:
         path = tmp_path_factory.mktemp("trained") / "ref.zarr"
-        p = subprocess.run([sys.executable, "-m", "mbml_cli.cli", "run", SMOKE, "--store", str(path), *SMALL],
+        p = subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", "run", SMOKE, "--store", str(path), *SMALL],
                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         assert p.returncode == 0, p.stderr[-3000:]
         _made["path"] = path

@@ -25,8 +25,8 @@ import copy
 import torch
 from torch import nn
 
-from ..config import BCQConfig
-from ..nets import BatchedMLP, soft_update
+from ..recipe.config import BCQConfig
+from .nets import BatchedMLP, soft_update
 from .sac import TwinQ, frozen
 
 

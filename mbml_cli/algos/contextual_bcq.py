@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import BCQConfig, DistillConfig
-from ..data import TaskData, sample_rows
+from ..recipe.config import BCQConfig, DistillConfig
+from .data import TaskData, sample_rows
 from . import bcq
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 

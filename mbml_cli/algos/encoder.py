@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nets import mlp
+from .nets import mlp
 
 MIN_VAR = 1e-7          # PEARL's floor on each factor's variance
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nets import BatchedMLP, soft_update
+from .nets import BatchedMLP, soft_update
 from .sac import SACOptimisers, TanhGaussianActor, frozen, gaussian_draws
 
 BC_ACTION_CLIP = 0.999      # |a| is clipped to this before atanh: the MBML policy's actions hit ±1 exactly

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..config import DistillConfig
-from ..data import TaskData, draw_device, gather_rows, sample_rows
-from ..nets import mlp
+from ..recipe.config import DistillConfig
+from .data import TaskData, draw_device, gather_rows, sample_rows
+from .nets import mlp
 from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
 
 

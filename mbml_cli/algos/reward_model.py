@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import RewardConfig
-from ..data import gather_rows
-from ..nets import BatchedMLP
+from ..recipe.config import RewardConfig
+from .data import gather_rows
+from .nets import BatchedMLP
 
 
 class EnsembleModel(nn.Module):

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from ..nets import BatchedMLP, soft_update
+from .nets import BatchedMLP, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .. import layout
+from ..core import layout
 from ..errors import StageError
-from ..store import Store
+from ..core.store import Store
 
 COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")
 DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
@@ -259,3 +259,12 @@ def read_batch(store: Store, i: int) -> dict[str, np.ndarray]:
     if not rows or len(rows.get("rew", [])) == 0:
         raise StageError(f"{store.path}: no data for training task {i}")
     return rows
+
+
+def episode_returns(rew: np.ndarray, ends: np.ndarray) -> list[float]:
+    """Returns of the finished episodes of one transition stream (`ends`: terminal | truncated)."""
+    out, start = [], 0
+    for e in np.flatnonzero(ends):
+        out.append(float(rew[start:e + 1].sum()))
+        start = e + 1
+    return out

@@ -9,12 +9,12 @@ import re
 
 import numpy as np
 
-from .. import envs, lock
-from ..pipeline.common import episode_returns
-from ..recipe import from_dict
-from ..store import Store
+from .. import envs
+from ..core import lock
+from ..recipe.load import from_dict
+from ..core.store import Store
 from . import minari_io
-from .batches import TASKS, action_scale, read_batch
+from .batches import TASKS, action_scale, episode_returns, read_batch
 
 
 def dataset_id(run: str, task: int) -> str:

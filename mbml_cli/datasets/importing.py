@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import envs
-from ..config import DataConfig, Recipe
+from ..recipe.config import DataConfig, Recipe
 from ..errors import StageError
-from ..recipe import build, load, parse_set, resolve, validate
+from ..recipe.load import build, load, parse_set, resolve, validate
 from . import arrays, minari_io
 from .batches import TaskBatch, attach_tasks, check_agree, write_batches
 

@@ -1,2 +1,0 @@
-"""Stage modules: each registers its stage with `mbml_cli.stages.stage`; `common.py` (seeds, shards,
-checkpoints, progress) and `online.py` (environments stepped in lockstep) hold what stages share."""

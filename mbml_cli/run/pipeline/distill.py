@@ -1,0 +1,218 @@
+"""`mbml distill --algo A`: train the distilled policy of `algos/mbml.py` (MBML or an ablation)
+from the batches, the K BCQ teachers and the relabelled transitions.
+
+Reads  the train batches, the BCQ teachers (`loaders.load_bcq`), the relabelled rewards (mbml,
+       no_triplet), the test tasks.
+Writes (`layout.py`) METRICS distill/<algo>  one row per epoch: step, epoch, loss_q, loss_g, loss_xi,
+                                             loss_triplet, kl, valid_pairs, wall
+       EVAL_HISTORY   one row per evaluation: epoch, score, returns (T, E), z_mean (T, L)
+       DISTILL        final and best: the policy (weights + the meta needed to rebuild it); with
+                      `distill.ema` its running average, which is also what is evaluated
+       DISTILL_CHECKPOINT  policy (and its average) + Adam state + RNG state + row counts (`checkpoint.py`)
+
+Exact resume: a checkpoint is written every `distill.checkpoint_every` epochs (and after the last).
+A run killed later restarts from it with the same generator state and rolls the metric and history
+tables back to the checkpoint's row counts, so the resumed run writes the same numbers as an
+uninterrupted one. Evaluations draw from their own generators, seeded by (seed, epoch).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ...algos.batch_pearl import PearlPolicy, PearlTrainer
+from ...algos.contextual_bcq import ContextualBCQPolicy, ContextualBCQTrainer
+from ...algos.mbml import VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers
+from ...core import layout
+from ...api import Policy
+from ...core.checkpoint import load_training_state, read, training_state
+from ...recipe.config import ALGO_SALTS, Recipe
+from ...algos.data import TaskData
+from ...errors import StageError
+from ..loaders import load_batches, load_bcq
+from ..progress import Reporter
+from .common import check_algo
+from ..evaluate import evaluate_tasks, make_eval_envs
+from ...algos.nets import device_of, seed_everything
+from ..stages import RunContext, stage
+
+SEED_OFFSET = 4_000
+console = Console()
+
+
+def eval_seed(seed: int, epoch: int) -> int:
+    """Same for every algorithm at the same epoch: their evaluations see the same resets."""
+    return 1_000_003 * (seed + 1) + 7919 * epoch
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+def load_teachers(ctx: RunContext, device) -> Teachers:
+    bcq = load_bcq(ctx.store, ctx.recipe, which=ctx.recipe.distill.teachers, device=device)
+    for p in bcq.parameters():
+        p.requires_grad_(False)
+    return Teachers.from_bcq(bcq)
+
+
+def ground_truth_relabel(ctx: RunContext, data: TaskData) -> Relabelled:
+    """gt_relabel: the distribution's true reward of task i on task j's transitions, all eligible."""
+    tasks = ctx.tasks("train")
+    K, N = data.n_tasks, data.obs.shape[1]
+    np_ = {f: getattr(data, f).cpu().numpy() for f in ("obs", "act", "next_obs", "info")}
+    mean = np.stack([np.asarray(ctx.dist.reward(np_["obs"], np_["act"], np_["next_obs"], np_["info"], tasks[i]),
+                                dtype=np.float32) for i in range(K)])                         # (K, K, N)
+    real = torch.arange(N)[None, None, :] < data.sizes.cpu()[None, :, None]
+    mask = real & ~torch.eye(K, dtype=torch.bool)[:, :, None]
+    return Relabelled(torch.from_numpy(mean), mask)
+
+
+def load_relabelled(ctx: RunContext, data: TaskData) -> Relabelled:
+    store = ctx.store
+    if store.stage("relabel").get("status") != "done":
+        raise StageError(f"{store.path}: stage 'relabel' must finish before this distill "
+                         f"(run `mbml relabel {store.path}`)")
+    if list(layout.read_attrs(store, layout.RELABEL_INFO()).get("sizes", [])) != data.sizes.tolist():
+        raise StageError(f"{store.path}: the relabelled rewards were made from other data; "
+                         f"run `mbml relabel {store.path} --force`")
+    nxt = store.read_array(layout.RELABEL("next_obs")) if store.exists(layout.RELABEL("next_obs")) else None
+    return Relabelled(torch.from_numpy(store.read_array(layout.RELABEL("mean"))),
+                      torch.from_numpy(store.read_array(layout.RELABEL("mask"))).bool(),
+                      None if nxt is None else torch.from_numpy(nxt))
+
+
+def data_stats(data: TaskData):
+    valid = torch.arange(data.obs.shape[1], device=data.obs.device)[None, :] < data.sizes[:, None]
+    obs, rew = data.obs[valid], data.rew[valid]
+    return obs.mean(0), obs.std(0).clamp_min(1e-3), rew.mean(), rew.std().clamp_min(1e-3)
+
+
+def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: Teachers | None):
+    """The algorithm's trainer, with the teachers and relabelled rewards it needs read from the store."""
+    rel = None
+    if algo in VARIANTS:
+        variant = VARIANTS[algo]
+        if variant.needs_relabel:
+            rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
+            rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
+                             None if rel.next_obs is None else rel.next_obs.to(device))
+        teachers = teachers or load_teachers(ctx, device)
+    return build_trainer(ctx.recipe, algo, data, device, teachers, rel)
+
+
+def build_trainer(r: Recipe, algo: str, data: TaskData, device, teachers: Teachers | None = None,
+                  rel: Relabelled | None = None):
+    """The algorithm's trainer (`step(generator) -> losses`, `modules()`, `optimisers()`, `.policy`)."""
+    cfg = r.distill
+    obs_dim, act_dim = data.obs.shape[-1], data.act.shape[-1]
+    if algo == "contextual_bcq":
+        policy = ContextualBCQPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
+                                     cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
+    elif algo == "batch_pearl":
+        policy = PearlPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden)
+    else:
+        policy = DistilledPolicy(obs_dim, act_dim, teachers.vae_latent, cfg.latent_dim, cfg.encoder_hidden,
+                                 cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
+    policy = policy.to(device)
+    policy.set_stats(*data_stats(data))
+    if algo == "contextual_bcq":
+        return ContextualBCQTrainer(policy, data, cfg, r.bcq)
+    if algo == "batch_pearl":
+        return PearlTrainer(policy, data, cfg, r.bcq.gamma, r.bcq.tau)
+    return MBMLTrainer(policy, data, teachers, rel, VARIANTS[algo], cfg)
+
+
+def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epoch: int, epochs: int) -> None:
+    """`distill.lr_schedule` at the start of `epoch`: constant leaves every rate alone; cosine sets
+    each group's rate to its initial one × ½(1 + cos(π · epoch / epochs)). A resumed run builds its
+    optimisers afresh (initial rates) and so sets the same rates."""
+    if schedule == "constant":
+        return
+    factor = 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    for opt in optimisers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
+
+# ---- the stage -------------------------------------------------------------------------------------
+@stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"),
+       check=check_algo)
+def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
+    r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
+    device = device_of(r.device)
+    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGO_SALTS[algo], r.threads, device)
+    K = len(ctx.tasks("train"))
+    data = load_batches(store, "train", list(range(K)), device=device)
+    trainer = make_trainer(ctx, algo, data, device, teachers)
+    policy = trainer.policy
+    ema = AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    acting = policy if ema is None else ema.module          # what is evaluated and saved
+
+    metrics, history = layout.METRICS("distill", algo), layout.EVAL_HISTORY(algo)
+    ck_path = layout.checkpoint("distill", algo)
+    state = ({**trainer.modules(), **({"ema": ema} if ema is not None else {})}, trainer.optimisers(), {"rng": gen})
+    start, best = 0, {"score": -np.inf, "epoch": -1}
+    found = read(ctx, ck_path)
+    if found is not None:
+        tensors, meta = found
+        load_training_state(tensors, *state, {})
+        start, best = meta["epoch"] + 1, meta["best"]
+        store.set_rows(metrics, meta["metric_rows"])
+        store.set_rows(history, meta["history_rows"])
+        console.print(f"distill/{algo}: resuming after epoch {meta['epoch'] + 1}")
+    else:
+        for path in (metrics, history):
+            store.delete(path)
+        for path in (ck_path, layout.DISTILL(algo, "final"), layout.DISTILL(algo, "best")):
+            store.delete(path)
+
+    test_tasks = ctx.tasks("test")
+    envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
+    report = Reporter(f"distill {algo}", cfg.epochs * cfg.steps_per_epoch, start * cfg.steps_per_epoch, unit="step")
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        schedule_lr(trainer.optimisers(), cfg.lr_schedule, epoch, cfg.epochs)
+        policy.train()
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(cfg.steps_per_epoch):
+            for k, v in trainer.step(gen).items():          # summed on the device: one host copy an epoch
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
+            if ema is not None:
+                ema.update_parameters(policy)
+            report.update(epoch * cfg.steps_per_epoch + i + 1)
+        total = float(sums.pop("total"))
+        if not np.isfinite(total):
+            report.close()
+            raise StageError(f"distill/{algo}: loss is {total} in epoch {epoch + 1}")
+        row = {"step": (epoch + 1) * cfg.steps_per_epoch, "epoch": epoch + 1,
+               **{k: float(v) / cfg.steps_per_epoch for k, v in sums.items()}, "wall": time.time() - t0}
+        store.log("distill", algo, row)
+
+        last = epoch + 1 == cfg.epochs
+        if envs and ((epoch + 1) % cfg.eval_every == 0 or last):      # no test envs: imported data, no env
+            acting.eval()
+            done = (epoch + 1) * cfg.steps_per_epoch
+            result = evaluate_tasks(envs, Policy(acting), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
+                                    r.eval.repeats, lambda e: report.update(done, f"evaluating: episode {e}/{r.eval.episodes}"))
+            store.append_rows(history, {"epoch": np.array([epoch + 1]), "score": np.array([result.score]),
+                                        "returns": result.returns[None].astype(np.float32),
+                                        "z_mean": result.z_mean[None].astype(np.float32)})
+            if result.score > best["score"]:
+                best = {"score": float(result.score), "epoch": epoch + 1}
+                store.save_weights(layout.DISTILL(algo, "best"), acting.state_dict(), {**acting.meta, **best, "algo": algo})
+            report.update(done, f"epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
+                                f"(best {best['score']:.2f} @ {best['epoch']}), "
+                                + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), line=True)
+        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+            store.save_weights(ck_path, training_state(*state, {}),
+                               {"epoch": epoch, "best": best, "metric_rows": store.rows(metrics),
+                                "history_rows": store.rows(history)})
+        ctx.progress((epoch + 1) / cfg.epochs)
+    report.close()
+    for env in envs:
+        env.close()
+    store.save_weights(layout.DISTILL(algo, "final"), acting.state_dict(),
+                       {**acting.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": best["epoch"]})

@@ -1,0 +1,103 @@
+"""How a worker runs one unit of work (`unit.py`): here, in a local worker process or a Ray task.
+
+    python -m mbml_cli.run.worker '{"kind": "run", ...}'      # what a local worker process runs
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from contextlib import nullcontext
+
+from .unit import Unit, output_to
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that stages record `interrupted` and exit cleanly."""
+
+
+def terminate(signum, frame):
+    """The SIGTERM handler of the CLI and of worker processes."""
+    raise Terminated("terminated (SIGTERM)")
+
+
+def execute(unit: dict | Unit, redirect: bool = True) -> int:
+    """Run one unit here; its exit code. `redirect`: send this process's output to the unit's log."""
+    unit = unit if isinstance(unit, Unit) else Unit(**unit)
+    os.makedirs(os.path.dirname(unit.log) or ".", exist_ok=True)
+    with output_to(unit.log) if redirect else nullcontext():
+        return _execute(unit)
+
+
+def _execute(unit: Unit) -> int:
+    from rich.console import Console
+
+    from ..errors import USER_ERRORS
+    from ..recipe.inputs import clean
+    console = Console(width=120)
+    try:
+        {"run": _run, "algo": _algo, "shard": _shard}[unit.kind](unit, console)
+        return 0
+    except USER_ERRORS as e:
+        console.print(f"error: {clean(e)}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt as e:
+        console.print(f"{e or 'interrupted'}: run the same command again to resume", markup=False, highlight=False)
+        return 130
+    except Exception:                           # noqa: BLE001 - a worker reports, the others go on
+        console.print(traceback.format_exc(), markup=False, highlight=False)
+        return 1
+
+
+def _run(unit: Unit, console) -> None:
+    from ..recipe.inputs import clean
+    from ..recipe.load import load, resolve
+    from .stages import create_run, release, run_pipeline
+    recipe, _ = load(unit.recipe)
+    recipe = resolve(recipe)
+    recipe.store = unit.store
+    ctx = create_run(recipe)
+    try:
+        console.print(f"run {clean(recipe.name)} → {unit.store}", markup=False, highlight=False)
+        run_pipeline(ctx, console)
+    finally:
+        release(ctx)
+
+
+def _algo(unit: Unit, console) -> None:
+    from .stages import open_run, plan, release, run_stage
+    ctx = open_run(unit.store, unit=f"algo/{unit.label}")
+    try:
+        steps = {key: (name, options) for name, key, options in plan(ctx.recipe)}
+        for key in unit.keys:
+            name, options = steps[key]
+            ran = run_stage(ctx, name, key=key, **options)
+            console.print(f"✓ {key}: {'done' if ran else 'skipped (finished, inputs unchanged)'}", markup=False,
+                          highlight=False)
+    finally:
+        release(ctx)
+
+
+def _shard(unit: Unit, console) -> None:
+    from .pipeline.common import train_unit
+    from .stages import open_run, release
+    ctx = open_run(unit.store, unit=unit.label)
+    try:
+        ctx.resume = unit.resume
+        train_unit(ctx, unit.stage, unit.tasks)
+    finally:
+        release(ctx)
+    console.print(f"✓ {unit.label}: done", markup=False, highlight=False)
+
+
+def main() -> None:
+    """A local worker process: `python -m mbml_cli.run.worker UNIT_JSON` (its output already goes to the log)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, terminate)
+    sys.exit(execute(json.loads(sys.argv[1]), redirect=False))
+
+
+if __name__ == "__main__":
+    main()

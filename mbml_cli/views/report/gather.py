@@ -1,0 +1,287 @@
+"""The numbers of a report, read from stores (only through `layout.py`), as one JSON-able dict.
+
+Stores are grouped into *conditions*: the runs of one recipe that differ only in their seed (a
+sweep's grid combination, or stores given by hand whose recipes agree apart from seed, store,
+threads and device). Per condition and algorithm, every statistic is over the seeds: `per_seed`
+(in the order of `runs`), `mean`, `std` (population, ddof 0) and `ci95` (a percentile bootstrap of the
+mean over seeds, `BOOTSTRAP` resamples from a fixed seed: the same stores give the same interval).
+A value a store lacks is null. The schema is documented in the README ("Report JSON").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core import layout
+from ...read.snapshot import _num
+from ...recipe.config import ALGOS
+from ...run.pipeline.bcq import batch_progress
+from ...run.pipeline.finetune_summary import INITS, summary_rows
+from ...run.pipeline.summary import history_scores, summarise
+from ...errors import RecipeError, StoreError
+from ...recipe.load import from_dict, to_dict
+from ...core.store import Store
+
+SCHEMA = 1
+BOOTSTRAP = 10_000
+RUNTIME_KEYS = ("seed", "store", "threads", "device")     # differ between runs of one condition
+
+
+# ---- statistics ------------------------------------------------------------------------------------
+def number(v) -> float | None:
+    """A finite float, else None (JSON has no NaN)."""
+    return _num(v)
+
+
+def stat(values: list) -> dict:
+    """per_seed, mean, std (ddof 0) and the 95% bootstrap interval of the mean, over the known values."""
+    per_seed = [number(v) for v in values]
+    known = np.array([v for v in per_seed if v is not None], dtype=np.float64)
+    if known.size == 0:
+        return {"per_seed": per_seed, "n": 0, "mean": None, "std": None, "ci95": None}
+    rng = np.random.default_rng(0)
+    means = known[rng.integers(0, known.size, (BOOTSTRAP, known.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"per_seed": per_seed, "n": int(known.size), "mean": float(known.mean()), "std": float(known.std()),
+            "ci95": [float(lo), float(hi)]}
+
+
+def band(rows: list[np.ndarray]) -> dict:
+    """Mean and std (ddof 0) of equally long rows, point by point."""
+    a = np.asarray(rows, dtype=np.float64)
+    return {"mean": [number(v) for v in a.mean(axis=0)], "std": [number(v) for v in a.std(axis=0)]}
+
+
+# ---- finding and grouping stores -------------------------------------------------------------------
+def find_stores(inputs: list[str]) -> list[tuple[str, dict]]:
+    """(store path, grid values) of every input: a store, a sweep's directory (its runs, in its
+    order) or a directory of stores."""
+    from ...run.sweep import SWEEP_FILE, from_file
+    out = []
+    for item in inputs:
+        path = Path(item)
+        if (path / SWEEP_FILE).is_file():
+            sweep = from_file(path / SWEEP_FILE)
+            for run in sweep.runs(path):
+                if Path(run.store).exists():
+                    out.append((run.store, run.values))
+        elif path.is_dir() and not (path / "zarr.json").exists():
+            stores = sorted(p for p in path.glob("*.zarr") if p.is_dir())
+            if not stores:
+                raise StoreError(f"{item}: no stores in this directory (give stores, or a sweep's directory)")
+            out += [(str(p), {}) for p in stores]
+        else:
+            Store.open(item)                           # not a store: one line naming it
+            out.append((item, {}))
+    return out
+
+
+def normalised(recipe: dict) -> dict:
+    """A store's recipe as this version resolves it, keys added since then at their defaults: a store
+    made before a key existed groups with one made after it, when the value is the default."""
+    try:
+        return to_dict(from_dict(recipe))
+    except RecipeError:
+        return recipe
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """Nested sections as dotted keys: {"distill": {"lr": 1}} → {"distill.lr": 1}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def condition_key(recipe: dict, resolved: bool = False) -> str:
+    """What runs of one condition share: the recipe (normalised unless `resolved`) less RUNTIME_KEYS."""
+    import json
+    recipe = recipe if resolved else normalised(recipe)
+    return json.dumps({k: v for k, v in recipe.items() if k not in RUNTIME_KEYS}, sort_keys=True, default=str)
+
+
+def group(found: list[tuple[str, dict]]) -> list[dict]:
+    """Conditions in the order first seen: {recipe (normalised), values, stores}."""
+    groups: dict[str, dict] = {}
+    for path, values in found:
+        store = Store.open(path)
+        recipe = normalised(store.recipe)
+        g = groups.setdefault(condition_key(recipe, resolved=True), {"recipe": recipe, "values": values, "stores": []})
+        g["stores"].append(store)
+    for g in groups.values():
+        g["stores"].sort(key=lambda s: int(s.recipe.get("seed", 0)))
+    return list(groups.values())
+
+
+def label(condition: dict, others: list[dict]) -> str:
+    """The recipe name, with the grid values (or the recipe keys, as section.key) that tell it from
+    the other conditions: at most three of them."""
+    name = str(condition["recipe"].get("name", "run"))
+    if condition["values"]:
+        return name + " " + ", ".join(f"{k}={v}" for k, v in condition["values"].items())
+    if len(others) > 1:
+        mine = flat(condition["recipe"])
+        differing = sorted({k for o in others for k, v in flat(o["recipe"]).items()
+                            if k.split(".")[0] not in RUNTIME_KEYS and v != mine.get(k)} - {"name"})
+        if differing:
+            return name + " " + ", ".join(f"{k}={mine.get(k)}" for k in differing[:3])
+    return name
+
+
+# ---- per condition -----------------------------------------------------------------------------------
+def algos_of(stores: list[Store]) -> list[str]:
+    found = []
+    for s in stores:
+        for a in list(s.recipe.get("algos") or []) + layout.children(s, layout.parent(layout.EVALUATION)):
+            if a in ALGOS and a not in found:
+                found.append(a)
+    return found
+
+
+def skip_of(store: Store) -> int:
+    return int((store.recipe.get("eval") or {}).get("skip", 2))
+
+
+def curve(stores: list[Store], algo: str) -> dict | None:
+    """Test-task score per evaluation during training: the epochs every seed evaluated, per seed and
+    mean ± std over seeds."""
+    found = [history_scores(s, algo, skip_of(s)) for s in stores]
+    found = [(e, per_task.mean(axis=1)) for e, per_task in (h for h in found if h is not None)]
+    if not found:
+        return None
+    common = sorted(set.intersection(*(set(e.tolist()) for e, _ in found)))
+    if not common:
+        return None
+    rows = [np.array([dict(zip(e.tolist(), scores))[c] for c in common]) for e, scores in found]
+    return {"epoch": [int(c) for c in common], **band(rows), "per_seed": [[number(v) for v in r] for r in rows]}
+
+
+def algorithm(stores: list[Store], algo: str) -> dict:
+    rows = [summarise(s, [algo], skip_of(s))[0] for s in stores]
+    out = {k: stat([r[k] for r in rows]) for k in ("best", "last", "eval", "probe")}
+    out["best_epoch"] = [r["best_epoch"] if r["best_epoch"] >= 0 else None for r in rows]
+    out["last_epoch"] = [r["last_epoch"] if r["last_epoch"] >= 0 else None for r in rows]
+    out["curve"] = curve(stores, algo)
+    return out
+
+
+def n_train(store: Store) -> int:
+    return int((store.recipe.get("env") or {}).get("n_train") or len(layout.read_tasks(store, "train")))
+
+
+def teachers(stores: list[Store]) -> dict | None:
+    """BCQ teachers: per seed the mean over training tasks of random, best-in-batch and BCQ returns and
+    of the fraction of the way from the first to the second that BCQ covers (`pipeline/bcq.py`)."""
+    fields = ("fraction", "random_return", "best_batch_return", "bcq_return")
+    per_seed = {f: [] for f in fields}
+    per_task = []
+    for s in stores:
+        n = n_train(s)
+        recs = [s.stage(layout.stage_key("bcq", i)) for i in range(n)]
+        per_task.append([number(r.get("fraction")) for r in recs])
+        for f in fields:
+            vals = [number(r.get(f)) for r in recs]
+            vals = [v for v in vals if v is not None]
+            per_seed[f].append(float(np.mean(vals)) if vals else None)
+    if all(v is None for v in per_seed["fraction"]):
+        return None
+    return {**{f: stat(per_seed[f]) for f in fields}, "fraction_per_task": per_task}
+
+
+def batches(stores: list[Store]) -> dict | None:
+    """Did each batch's collector learn (`pipeline/bcq.batch_progress`)? Per seed the mean over training
+    tasks of the first and last 10 % of episodes' mean return, how many tasks rose clearly, and per task."""
+    per_task, first, last, clear = [], [], [], []
+    for s in stores:
+        n = n_train(s)
+        rows = [batch_progress(s, i) if s.exists(layout.BATCH("train", i)) else None for i in range(n)]
+        known = [r for r in rows if r and r["first"] is not None]
+        per_task.append(rows)
+        first.append(float(np.mean([r["first"] for r in known])) if known else None)
+        last.append(float(np.mean([r["last"] for r in known])) if known else None)
+        clear.append(sum(r["clear"] for r in known) if known else None)
+    if all(v is None for v in first):
+        return None
+    return {"first": stat(first), "last": stat(last), "clear": stat(clear), "tasks": [len(r) for r in per_task],
+            "per_task": per_task}
+
+
+def reward_error(stores: list[Store]) -> dict | None:
+    """Held-out MSE of reward model i on task j's data (K, K): per seed the mean of the diagonal (own
+    task) and off it (other tasks), and the matrix averaged over seeds."""
+    mats = [s.read_array(layout.REWARD_ERROR("error")) for s in stores if s.exists(layout.REWARD_ERROR("error"))]
+    if not mats or len({m.shape for m in mats}) != 1:
+        return None
+    own = [float(np.nanmean(np.diag(m))) for m in mats]
+    off = ~np.eye(mats[0].shape[0], dtype=bool)
+    other = [float(np.nanmean(m[off])) if off.any() else None for m in mats]
+    return {"own": stat(own), "other": stat(other),
+            "matrix": [[number(v) for v in row] for row in np.mean(mats, axis=0)], "seeds": len(mats)}
+
+
+def finetune(stores: list[Store]) -> dict | None:
+    """Fine-tuning curves (return vs interactions), MBML init and scratch: mean ± std over every
+    fine-tuned (seed, task), on the interactions all of them evaluated; and the summaries' savings."""
+    curves = {init: [] for init in INITS}
+    savings, reached = [], {init: [] for init in INITS}
+    for s in stores:
+        for row in summary_rows(s):
+            task = row.get("task")
+            for init in INITS:
+                t = s.read_rows(layout.FINETUNE_CURVE(init, task))
+                if t:
+                    curves[init].append(dict(zip(t["interactions"].astype(int).tolist(), t["return"].tolist())))
+                reached[init].append(row.get(init))
+            savings.append(number(row.get("saving")))
+    if not curves["mbml"] or not curves["scratch"]:
+        return None
+    common = sorted(set.intersection(*(set(c) for init in INITS for c in curves[init])))
+    out = {"interactions": common, "runs": len(curves["mbml"]),
+           "saving": stat(savings), "reached": reached}
+    for init in INITS:
+        out[init] = band([[c[x] for x in common] for c in curves[init]])
+    return out
+
+
+def wall_times(stores: list[Store]) -> dict:
+    """Seconds from start to end of every stage record of the pipeline (its last attempt), per seed."""
+    from ...run.stages import plan
+    keys = []
+    for s in stores:
+        try:
+            keys += [k for _, k, _ in plan(from_dict(s.recipe)) if k not in keys]
+        except Exception:                               # noqa: BLE001 - a foreign recipe: its records as found
+            keys += [k for k in s.stages() if k not in keys]
+    out = {}
+    for key in keys:
+        values = []
+        for s in stores:
+            rec = s.stage(key)
+            start, end = number(rec.get("started")), number(rec.get("ended"))
+            values.append(end - start if start is not None and end is not None and rec.get("status") == "done" else None)
+        if any(v is not None for v in values):
+            out[key] = stat(values)
+    return out
+
+
+def condition(g: dict, all_groups: list[dict]) -> dict:
+    stores = g["stores"]
+    algos = algos_of(stores)
+    return {"label": label(g, all_groups), "name": g["recipe"].get("name"), "env": (g["recipe"].get("env") or {}).get("name"),
+            "values": g["values"],
+            "runs": [{"store": s.path, "seed": s.recipe.get("seed"), "revision": s.lock.get("revision")} for s in stores],
+            "algos": {a: algorithm(stores, a) for a in algos},
+            "batches": batches(stores), "teachers": teachers(stores), "reward_error": reward_error(stores), "finetune": finetune(stores),
+            "wall": wall_times(stores)}
+
+
+def gather(inputs: list[str]) -> dict:
+    from ... import __version__
+    from ...core import lock
+    groups = group(find_stores(inputs))
+    return {"mbml_report": SCHEMA, "mbml": __version__, "revision": lock.revision(),
+            "conditions": [condition(g, groups) for g in groups]}
