@@ -171,6 +171,31 @@ def test_finetune_command_is_the_runs_own_and_its_lock_repeats_it(smoke_run, fin
     assert again.exit_code == 0 and "✓ finetune: skipped" in again.output and "done in" not in again.output, again.output
 
 
+def test_a_changed_distillation_re_runs_finetune(finetuned, tmp_path):
+    """finetune reads distill/mbml: a changed distill section re-runs distill and then finetune
+    (the fine-tuning curves must describe the new policy), and nothing upstream."""
+    path = tmp_path / "margin.zarr"
+    shutil.copytree(finetuned[0], path)
+    out = runner.invoke(app, ["run", str(path), *FAST, "--set", "distill.margin=1.0", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert "✓ distill/mbml: done in" in out.output and "✓ finetune: done in" in out.output, out.output
+    assert "✓ collect: skipped" in out.output and "✓ bcq: skipped" in out.output, out.output
+
+
+def test_a_changed_number_of_test_tasks_re_runs_only_what_reads_them(smoke_run, tmp_path):
+    """`--set env.n_test=3` redraws the test tasks; distill, eval and probe run on them, collect,
+    bcq, reward and relabel are skipped (the training data does not change)."""
+    path = tmp_path / "three.zarr"
+    shutil.copytree(smoke_run, path)
+    out = runner.invoke(app, ["run", str(path), *FAST, "--set", "env.n_test=3", "--yes"])
+    assert out.exit_code == 0, out.output
+    for key in ("collect", "bcq", "reward", "relabel"):
+        assert f"✓ {key}: skipped" in out.output, (key, out.output)
+    assert "✓ eval/mbml: done in" in out.output and "on 3 test tasks" in out.output, out.output
+    store = Store.open(path)
+    assert store.read_array("tasks/test").shape[0] == 3
+
+
 # ---- the threshold measure -----------------------------------------------------------------------
 def test_interactions_to_threshold_with_negative_returns():
     curves = {"mbml": (np.array([10, 20, 30, 40]), np.array([-50.0, -20.0, -12.0, -10.0])),

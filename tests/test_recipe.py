@@ -37,13 +37,6 @@ def test_set_overrides_and_resolve(tmp_path):
     assert resolved.store == "runs/smoke-s4.zarr" and resolved.env.horizon == 20
 
 
-def test_section_hash_tracks_only_its_sections():
-    r, _ = rc.load(RECIPES[0].parent / "smoke.yaml")
-    r2, _ = rc.load(RECIPES[0].parent / "smoke.yaml", ["distill.margin=5"])
-    assert rc.section_hash(r, "collect") == rc.section_hash(r2, "collect")
-    assert rc.section_hash(r, "distill") != rc.section_hash(r2, "distill")
-
-
 def write(tmp_path, text, name="r.yaml"):
     p = tmp_path / name
     p.write_text(text)
@@ -70,19 +63,6 @@ def test_errors_name_file_and_key(tmp_path, text, key, fragment):
     message = str(e.value)
     assert message.startswith(str(p)) and key in message and fragment in message
     assert "\n" not in message
-
-
-def test_observation_hashes_only_when_not_full():
-    """`env.observation: full` (the default) hashes as before the key existed, so older stores resume;
-    `compact` changes every stage's inputs."""
-    r, _ = rc.load(RECIPES[0].parent / "ant_dir.yaml")
-    assert r.env.observation == "full"
-    env = {k: v for k, v in rc.to_dict(r)["env"].items() if k != "observation"}
-    before = hashlib.sha256(json.dumps({"seed": r.seed, "env": env, "bcq": rc.to_dict(r)["bcq"]},
-                                       sort_keys=True).encode()).hexdigest()[:16]
-    assert rc.section_hash(r, "bcq") == before
-    compact = dataclasses.replace(r, env=dataclasses.replace(r.env, observation="compact"))
-    assert rc.section_hash(compact, "bcq") != before
 
 
 def test_extends_chain_and_missing_parent(tmp_path):

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import layout
-from ..recipe.config import PER_ALGO, PIPELINE
+from ..errors import RecipeError
+from ..recipe import graph
 from ..core.store import Store
 
 TRAIN_STAGES = ("collect", "bcq")                # their return columns are training tasks
@@ -256,14 +257,14 @@ def _read_stages(store: Store, recipe: dict, n_train: int) -> list[StageRecord]:
 
 
 def planned_keys(recipe: dict) -> list[str]:
-    """The stage record keys a run of this (stored) recipe makes, in order."""
-    planned = []
-    for name in recipe.get("stages") or PIPELINE:
-        planned += [f"{name}/{a}" for a in recipe.get("algos") or []] if name in PER_ALGO else [name]
-    return planned
+    """The stage record keys a run of this (stored) recipe makes, in the stage graph's order."""
+    from ..recipe.load import from_dict
+    try:
+        return graph.plan(from_dict(recipe, source="the stored recipe"))
+    except (RecipeError, ValueError, TypeError):
+        return []
 
 
-@dataclass(eq=False)
 class Progress:
     """Where a run (or one unit of it) stands, from its stage records."""
     status: str = "waiting"         # waiting | running | done | failed | interrupted | partial | stopped
@@ -483,7 +484,7 @@ def _algo_of(table: Table) -> str:
 def algos(snap: Snapshot) -> list[str]:
     """The recipe's algos first, then any other found in records, eval results or tables."""
     found = list(snap.recipe.get("algos") or [])
-    extra = [s.key.partition("/")[2] for s in snap.stages if s.key.split("/")[0] in PER_ALGO]
+    extra = [s.key.partition("/")[2] for s in snap.stages if graph.split(s.key)[1]]
     extra += list(snap.evals)
     extra += [_algo_of(t) for t in snap.tables.values()
               if t.stage not in TRAIN_STAGES and t.returns()]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import graph
+
 
 def doc(text: str, default=None, **kw):
     """A dataclass field with its one-line documentation in the metadata."""
@@ -190,9 +192,6 @@ class FinetuneConfig:
 ALGO_SALTS = {"mbml": 0, "no_relabel": 3, "no_triplet": 2, "neither": 4, "gt_relabel": 1,
               "contextual_bcq": 5, "batch_pearl": 6}
 ALGOS = tuple(ALGO_SALTS)
-STAGES = ("collect", "bcq", "reward", "relabel", "distill", "eval", "probe", "finetune")
-PIPELINE = STAGES[:7]                        # what `mbml run` does unless a recipe says otherwise
-PER_ALGO = ("distill", "eval", "probe")      # run once per algorithm: records `<stage>/<algo>`
 
 
 @dataclass
@@ -204,8 +203,8 @@ class Recipe:
     device: str = doc("torch device: auto (CUDA when torch sees one, else the CPU), cpu or cuda", "auto",
                       meta={"choices": ["auto", "cpu", "cuda"]})
     threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0, 1024))
-    stages: list = doc("stages `mbml run` performs, in order", default_factory=lambda: list(PIPELINE),
-                       meta={"items": STAGES})
+    stages: list = doc("stages `mbml run` performs (in the stage graph's order; finetune by `finetune.enabled`)",
+                       default_factory=lambda: list(graph.DEFAULT), meta={"items": graph.NAMES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],
                       meta={"items": ALGOS})
     shards: int = doc("collect and bcq train the K training tasks as this many contiguous groups (np.array_split "

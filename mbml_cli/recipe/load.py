@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 import typing
@@ -225,20 +224,6 @@ def resolve(recipe: Recipe) -> Recipe:
 
 def to_dict(recipe: Recipe) -> dict:
     return dataclasses.asdict(recipe)
-
-
-def section_hash(recipe: Recipe, *sections: str) -> str:
-    """Hash of the named sections (plus seed and env, which every stage depends on)."""
-    d = to_dict(recipe)
-    env = {k: v for k, v in d["env"].items() if not (k == "observation" and v == "full")}   # full: hashes as before
-    picked = {"seed": d["seed"], "env": env, **{s: d[s] for s in sections}}
-    if "finetune" in picked:          # `enabled` puts finetune in `mbml run`'s plan; it changes no number
-        picked["finetune"] = {**picked["finetune"], "enabled": False}
-    if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
-        picked["data"] = d["data"]
-    if d["shards"] != 1 and "collect" in sections:     # collect's task groups make its data (1: hashes as before)
-        picked["shards"] = d["shards"]
-    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def field_docs(cls=Recipe, prefix: str = "") -> list[tuple[str, str, object]]:

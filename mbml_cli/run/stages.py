@@ -1,87 +1,33 @@
-"""What each stage reads and writes, its record in the store, resume, and `mbml run`'s order.
+"""Running stages: opening a run, one stage with its record, and `mbml run`'s plan in order.
 
-A stage is a function `fn(ctx: RunContext, **options)` registered with `@stage(name, sections)`
-in a module of `mbml_cli/run/pipeline/` (one module per stage, besides the shared `common` and `online`).
-`run_stage` records status, the hash of the recipe sections it used, start/end time and progress;
-a finished stage whose hash still matches is skipped, and a stage re-entered with the same hash is
-told to resume (`ctx.resume`), a changed hash starts it afresh.
+What each stage reads in the recipe, what it needs and the order are the stage graph's
+(`recipe/graph.py`). A stage is a function `fn(ctx: RunContext, **options)` registered with
+`@stage(name)` in a module of `mbml_cli/run/pipeline/` (one module per stage, besides the shared
+`common` and `online`). `run_stage` records status, the record's digest (graph.digest), start/end
+time and progress; a fresh record is skipped, one re-entered with the same digest is told to resume
+(`ctx.resume`), a changed digest starts it afresh.
 A stage may also register `check(ctx, **options)`: it runs before any record is written, so bad
 options fail with a one-line error and leave the store as it was.
 A stage run on a shard of tasks returns `{"status": "partial", "message": ...}` while other tasks
 remain; that status is recorded instead of "done" (and, like "running"/"failed", resumes). A stage
-that trains its tasks in groups (collect, bcq) registers `shard(ctx, tasks, hash)`, which trains
+that trains its tasks in groups (collect, bcq) registers `shard(ctx, tasks, digest)`, which trains
 one group: `mbml run --jobs N` runs the recipe's groups as units (`parallel.py`).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .. import envs
 from ..core import layout, lock, writer
-from ..recipe.config import PER_ALGO, Recipe
+from ..recipe import graph
+from ..recipe.config import Recipe
+from .context import REGISTRY, RESUMABLE, RunContext, _load_stages, recorded
 from ..errors import StageError, StoreError
-from ..recipe.load import (build, check_memory, from_dict, load, merge, parse_set, resolve, section_hash, to_dict,
-                           validate, yaml_hint)
+from ..recipe.load import build, check_memory, from_dict, load, merge, parse_set, resolve, to_dict, validate, yaml_hint
 from ..core.store import Store, _is_url
-
-
-@dataclass
-class RunContext:
-    store: Store
-    recipe: Recipe
-    resume: bool = False                      # same inputs as an interrupted attempt: continue it
-    unit: str | None = None                   # the writer-lock unit held (None: the whole store)
-    progress: Callable[[float], None] = lambda f: None
-
-    @property
-    def dist(self) -> envs.TaskDistribution:
-        return envs.of(self.recipe.env)
-
-    def tasks(self, split: str) -> np.ndarray:
-        return layout.read_tasks(self.store, split)
-
-
-@dataclass
-class Stage:
-    name: str
-    fn: Callable
-    sections: tuple[str, ...]       # recipe sections whose change invalidates the stage
-    needs: tuple[str, ...]          # stages that must be done first
-    check: Callable | None = None   # check(ctx, **options): raises StageError before anything is written
-    shard: Callable | None = None   # shard(ctx, tasks, hash): trains one group of tasks (collect, bcq)
-
-
-REGISTRY: dict[str, Stage] = {}
-
-
-def stage(name: str, sections: tuple[str, ...] = (), needs: tuple[str, ...] = (), check: Callable | None = None,
-          shard: Callable | None = None):
-    def register(fn):
-        REGISTRY[name] = Stage(name, fn, sections or (name,), needs, check, shard)
-        return fn
-    return register
-
-
-def registered(name: str) -> Stage:
-    """The stage `name`, its modules imported (a worker process may not have run one yet)."""
-    _load_stages()
-    return REGISTRY[name]
-
-
-def _load_stages() -> None:
-    """Import every module of `mbml_cli.run.pipeline`; each registers its stage(s). Lazy, so that
-    `mbml envs` or `mbml info` never import torch."""
-    import importlib
-    import pkgutil
-
-    from . import pipeline
-    for info in pkgutil.iter_modules(pipeline.__path__):
-        importlib.import_module(f"{pipeline.__name__}.{info.name}")
 
 
 # ---- opening a run -----------------------------------------------------------------------------
@@ -117,6 +63,11 @@ def open_run(target: str, overrides: list[str] | None = None, store_path: str | 
     unit = None if overrides else unit           # overrides rewrite the store's recipe: the whole store's lock
     take_lock(store.path, unit)
     if overrides:
+        try:
+            draw_tasks(store, recipe)
+        except BaseException:
+            writer.release(store.path, unit)
+            raise
         store.root.attrs["recipe"] = to_dict(recipe)
     return RunContext(store, recipe, unit=unit)
 
@@ -147,7 +98,7 @@ def take_lock(store_path: str, unit: str | None = None) -> None:
 
 def unit_of(name: str, options: dict) -> str | None:
     """The writer-lock unit of a stage: one algorithm's groups for distill, eval and probe (`writer.py`)."""
-    return f"algo/{options['algo']}" if name in PER_ALGO and options.get("algo") else None
+    return f"algo/{options['algo']}" if graph.GRAPH[name].per_algo and options.get("algo") else None
 
 
 def release(ctx: "RunContext | None") -> None:
@@ -174,35 +125,46 @@ def create_run(recipe: Recipe) -> RunContext:
                     Path(recipe.store).rmdir()
         raise
     ctx = RunContext(store, recipe)
-    dist = envs.of(recipe.env)
     try:
-        for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
-            if split == "train" and recipe.data.format:
-                continue                             # imported batches: the import writes their tasks
-            tasks = dist.tasks(split, n, recipe.seed)
-            if store.exists(layout.TASKS(split)) and not np.array_equal(layout.read_tasks(store, split), tasks):
-                raise StageError(f"{recipe.store}: holds tasks of another recipe (env or seed changed); "
-                                 "use a new store")
-            store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
+        draw_tasks(store, recipe)
     except BaseException:
         release(ctx)
         raise
     return ctx
 
 
+def draw_tasks(store: Store, recipe: Recipe) -> None:
+    """The recipe's training and test tasks into the store. Training tasks are the data's: other ones
+    (env or seed changed) are refused. Test tasks follow `env.n_test`: redrawn when it changed (the
+    stage graph then re-runs distill, eval and probe on them)."""
+    dist = envs.of(recipe.env)
+    for split, n in (("train", recipe.env.n_train), ("test", recipe.env.n_test)):
+        if split == "train" and recipe.data.format:
+            continue                             # imported batches: the import writes their tasks
+        tasks = dist.tasks(split, n, recipe.seed)
+        if store.exists(layout.TASKS(split)) and np.array_equal(layout.read_tasks(store, split), tasks):
+            continue
+        if split == "train" and store.exists(layout.TASKS(split)):
+            raise StageError(f"{store.path}: holds tasks of another recipe (env or seed changed); use a new store")
+        store.write_array(layout.TASKS(split), tasks, {"param": dist.task_param})
+
+
 # ---- running stages ----------------------------------------------------------------------------
 def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None = None, **options) -> bool:
-    """Run one stage with its record. Returns False when it was skipped as already done."""
+    """Run one stage with its record. Returns False when it was skipped as fresh (done, inputs unchanged)."""
     _load_stages()
     st = REGISTRY[name]
-    key = key or name
+    canonical = graph.record_key(name, options.get("algo"))       # `key` may be a side result (eval/mbml-unseen)
+    key = key or canonical
     if st.check is not None:
         st.check(ctx, **options)
-    for need in st.needs:
-        if ctx.store.stage(need).get("status") != "done":
-            raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {name!r} "
-                             f"(run `mbml {need} {ctx.store.path}`)")
-    digest = section_hash(ctx.recipe, *st.sections)
+    fresh = graph.freshness(ctx.recipe, ctx.store.stage)
+    for need in graph.needs(ctx.recipe, canonical):
+        if not fresh(need):
+            changed = " (its inputs changed since it ran)" if ctx.store.stage(need).get("status") == "done" else ""
+            raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {key!r}{changed} "
+                             f"(run `mbml run {ctx.store.path}`)")
+    digest = graph.digest(ctx.recipe, canonical)
     record = ctx.store.stage(key)
     if record.get("status") == "done" and record.get("hash") == digest and not force:
         return False
@@ -223,51 +185,28 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     return True
 
 
-RESUMABLE = ("running", "failed", "partial", "interrupted")
-
-
-def recorded(store: Store, keys: list[str], fn: Callable):
-    """fn(); when it stops early, the records `keys` say how: interrupted (Ctrl-C, or SIGTERM, which
-    cli.main turns into one) or failed."""
-    try:
-        return fn()
-    except KeyboardInterrupt as e:
-        for key in keys:
-            store.set_stage(key, status="interrupted", ended=time.time(), message=str(e) or "interrupted")
-        raise
-    except BaseException as e:
-        for key in keys:
-            store.set_stage(key, status="failed", ended=time.time(), message=str(e)[:500])
-        raise
-
-
 def plan(recipe: Recipe) -> list[tuple[str, str, dict]]:
-    """(stage, record key, options) of everything `mbml run` does, in order: distill/eval/probe once
-    per algorithm; `finetune.enabled` alone adds finetune after the rest."""
-    names = list(recipe.stages)
-    if recipe.finetune.enabled and "finetune" not in names:
-        names.append("finetune")
-    return [(name, layout.stage_key(name, algo), {"algo": algo} if algo else {})
-            for name in names if name != "finetune" or recipe.finetune.enabled
-            for algo in (recipe.algos if name in PER_ALGO else [None])]
+    """(stage, record key, options) of everything `mbml run` does, in the graph's order."""
+    out = []
+    for key in graph.plan(recipe):
+        name, algo = graph.split(key)
+        out.append((name, key, {"algo": algo} if algo else {}))
+    return out
 
 
 def pending(recipe: Recipe, store: Store | None) -> list[str]:
     """Record keys of `plan(recipe)` that a run would not skip (all of them without a store)."""
-    _load_stages()
-    keys = []
-    for name, key, _ in plan(recipe):
-        record = store.stage(key) if store is not None else {}
-        if not (record.get("status") == "done" and record.get("hash") == section_hash(recipe, *REGISTRY[name].sections)):
-            keys.append(key)
-    return keys
+    if store is None:
+        return graph.plan(recipe)
+    fresh = graph.freshness(recipe, store.stage)
+    return [key for key in graph.plan(recipe) if not fresh(key)]
 
 
 def leading_block(steps: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
     """The per-algorithm steps at the head of `steps` (distill, eval, probe of every algo)."""
     block = []
     for step in steps:
-        if step[0] not in PER_ALGO or "algo" not in step[2]:
+        if not graph.GRAPH[step[0]].per_algo or "algo" not in step[2]:
             break
         block.append(step)
     return block
@@ -301,9 +240,8 @@ def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = 
         estimates.pop(key, None)
         verb = f"done in {time.time() - start:.1f}s" if ran else "skipped (finished, inputs unchanged)"
         console.print(f"[green]✓[/green] {key}: {verb}")
-    summary = REGISTRY.get("summary")
-    if summary is not None:
-        summary.fn(ctx, console=console)
+    from .pipeline.summary import summary
+    summary(ctx, console=console)
 
 
 def device_name(recipe: Recipe) -> str:

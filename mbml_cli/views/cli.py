@@ -430,15 +430,15 @@ def envs_():
 def info(run: str = typer.Argument(..., help="store"),
          check: bool = typer.Option(False, "--check", help="read every chunk of every array and verify its checksum")):
     """Summarise a store: recipe, stages (in pipeline order) and their status, data sizes."""
-    from ..recipe.config import STAGES
     from ..core.store import Store
+    from ..recipe.graph import NAMES
     store = Store.open(run)
     r = store.recipe
     env = r.get("env") if isinstance(r.get("env"), dict) else {}
     out.print(f"[bold]{clean(r.get('name'))}[/bold]  env={clean(env.get('name'))}  seed={clean(r.get('seed'))}  "
               f"store={clean(store.path)}  revision={clean(store.lock.get('revision', '?'))}")
     table = Table("stage", "status", "progress", "tasks", "hash", "wall s")
-    names = sorted(store.stages(), key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
+    names = sorted(store.stages(), key=lambda k: (NAMES.index(k) if k in NAMES else len(NAMES), k))
     for name in names:
         subs = {k: store.stage(layout.stage_key(name, k)) for k in layout.children(store, layout.STAGE(name))}
         tasks = [v for k, v in subs.items() if k.isdigit()]             # per-task records: folded into a count

@@ -31,7 +31,7 @@ import torch
 from rich.table import Table
 
 from ...core import checkpoint, layout
-from .. import divergence, stages
+from .. import context, divergence
 from ... import envs as registry
 from ...algos import bcq as bcq_algo
 from ..loaders import load_batches
@@ -45,13 +45,13 @@ REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
 
 
-def train(ctx: stages.RunContext, todo: list[int], digest: str) -> None:
+def train(ctx: context.RunContext, todo: list[int], digest: str) -> None:
     """One group of tasks: a batched BCQ over them (here, or in a unit of `mbml run --jobs N`)."""
     BCQRun(ctx, todo, digest).run()
 
 
-@stages.stage("bcq", sections=("collect", "bcq"), needs=("collect",), shard=train)
-def bcq(ctx: stages.RunContext, tasks: list[int] | None = None, parallel=None):
+@context.stage("bcq", shard=train)
+def bcq(ctx: context.RunContext, tasks: list[int] | None = None, parallel=None):
     return run_shards(ctx, "bcq", tasks, parallel)
 
 
@@ -106,7 +106,7 @@ def batch_progress(store, task: int, share: float = 0.1) -> dict:
 class BCQRun:
     """One batched BCQ over the tasks `todo`: data, networks, evaluation envs, checkpoint."""
 
-    def __init__(self, ctx: stages.RunContext, todo: list[int], digest: str):
+    def __init__(self, ctx: context.RunContext, todo: list[int], digest: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.bcq
         self.todo, self.digest = todo, digest
         self.shard = shard_name(todo, self.r.env.n_train)

@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from .. import divergence, stages
+from .. import context, divergence
 from ...algos import sac as sac_algo
 from ...algos.nets import device_of, seed_everything, stack_states, task_state
 from ...core import checkpoint, layout
@@ -47,13 +47,13 @@ from .common import derive_seed, run_shards, shard_name
 from .online import LockstepEnvs
 
 
-def train(ctx: stages.RunContext, todo: list[int], digest: str) -> None:
+def train(ctx: context.RunContext, todo: list[int], digest: str) -> None:
     """One group of tasks: a batched SAC over them (here, or in a unit of `mbml run --jobs N`)."""
     Collector(ctx, todo, digest).run()
 
 
-@stages.stage("collect", sections=("collect",), shard=train)
-def collect(ctx: stages.RunContext, tasks: list[int] | None = None, loaded=None, parallel=None):
+@context.stage("collect", shard=train)
+def collect(ctx: context.RunContext, tasks: list[int] | None = None, loaded=None, parallel=None):
     if ctx.recipe.data.format:            # the recipe names imported batches: they take collect's place
         from ...datasets.importing import import_batches
         return import_batches(ctx, loaded)
@@ -94,7 +94,7 @@ def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: Lockstep
 class Collector:
     """One batched SAC over the tasks `todo`, their K environments, buffers and checkpoint."""
 
-    def __init__(self, ctx: stages.RunContext, todo: list[int], digest: str):
+    def __init__(self, ctx: context.RunContext, todo: list[int], digest: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.collect
         self.todo, self.digest = todo, digest
         n_train = self.r.env.n_train

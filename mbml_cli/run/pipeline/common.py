@@ -14,10 +14,10 @@ import time
 import numpy as np
 
 from ...core import layout
-from .. import stages
+from .. import context
 from ...recipe.config import ALGOS
 from ...errors import StageError
-from ...recipe.load import section_hash
+from ...recipe import graph
 
 
 # ---- seeds and returns ---------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def plan_shards(ctx, stage: str, tasks: list[int] | None) -> tuple[list[list[int
     list; its checkpoint resumes it); else the one group of the requested tasks still to do."""
     n_train = ctx.recipe.env.n_train
     requested = select_tasks(tasks, n_train)
-    digest = section_hash(ctx.recipe, *stages.registered(stage).sections)
+    digest = graph.digest(ctx.recipe, stage)
     if not ctx.resume:
         for i in requested:
             ctx.store.delete(layout.STAGE(layout.stage_key(stage, i)))
@@ -96,7 +96,7 @@ def run_shards(ctx, stage: str, tasks: list[int] | None, parallel=None):
     whole, total, before = ctx.progress, sum(map(len, groups)), 0
     for todo in groups:                 # the stage's progress: this group's share of it
         ctx.progress = lambda f, a=before / total, b=len(todo) / total: whole(a + b * f)
-        stages.registered(stage).shard(ctx, todo, digest)
+        context.registered(stage).shard(ctx, todo, digest)
         before += len(todo)
     ctx.progress = whole
     return finish_shard(ctx, stage, digest)
@@ -105,7 +105,7 @@ def run_shards(ctx, stage: str, tasks: list[int] | None, parallel=None):
 def train_unit(ctx, stage: str, tasks: list[int]) -> None:
     """One group as a unit of `mbml run --jobs N` (`units.py`): the stage's record is the parent's,
     so the group's progress, and how it stops, show in its tasks' records."""
-    digest = section_hash(ctx.recipe, *stages.registered(stage).sections)
+    digest = graph.digest(ctx.recipe, stage)
     keys = [layout.stage_key(stage, i) for i in tasks]
 
     def progress(fraction: float) -> None:
@@ -114,7 +114,7 @@ def train_unit(ctx, stage: str, tasks: list[int]) -> None:
 
     progress(0.0)
     ctx.progress = progress
-    stages.recorded(ctx.store, keys, lambda: stages.registered(stage).shard(ctx, tasks, digest))
+    context.recorded(ctx.store, keys, lambda: context.registered(stage).shard(ctx, tasks, digest))
 
 
 def finish_shard(ctx, stage: str, digest: str):

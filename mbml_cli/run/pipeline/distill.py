@@ -39,7 +39,7 @@ from ..progress import Reporter
 from .common import check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
 from ...algos.nets import device_of, seed_everything
-from ..stages import RunContext, stage
+from ..context import RunContext, stage
 
 SEED_OFFSET = 4_000
 console = Console()
@@ -138,8 +138,7 @@ def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epo
 
 
 # ---- the stage -------------------------------------------------------------------------------------
-@stage("distill", sections=("collect", "bcq", "reward", "relabel", "distill", "eval"), needs=("collect", "bcq"),
-       check=check_algo)
+@stage("distill", check=check_algo)
 def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
     device = device_of(r.device)

@@ -17,14 +17,13 @@ from ... import envs as registry
 from ...core import layout
 from ...api import Run, load_policy
 from ..evaluate import evaluate_tasks, make_eval_envs, returns_table
-from ..stages import RunContext, stage
+from ..context import RunContext, stage
 from .common import check_algo
 
 ON_DEMAND_SEED = 77_777
-SECTIONS = ("collect", "bcq", "reward", "relabel", "distill", "eval")
 
 
-@stage("eval", sections=SECTIONS, check=check_algo)
+@stage("eval", check=check_algo)
 def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
     if not registry.has_environment(ctx.dist):      # imported data without an environment

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 
 from ...core import checkpoint, layout
-from .. import stages
+from .. import context
+from ...recipe import graph
 from ... import envs as registry
 from ...algos import finetune as ft
 from ...algos.sac import SACOptimisers
@@ -65,7 +66,7 @@ SALT = 7_000                     # separates these seeds from the other stages'
 
 
 # ---- the stage -------------------------------------------------------------------------------------
-def chosen_tasks(ctx: stages.RunContext, task: int | None = None, unseen: bool = False):
+def chosen_tasks(ctx: context.RunContext, task: int | None = None, unseen: bool = False):
     """(params, names, ids, shard) of the tasks to fine-tune on; a bad choice raises StageError."""
     r = ctx.recipe
     if not registry.has_environment(ctx.dist):
@@ -84,8 +85,8 @@ def chosen_tasks(ctx: stages.RunContext, task: int | None = None, unseen: bool =
     return test[chosen], [str(i) for i in chosen], [(0, i) for i in chosen], shard
 
 
-@stages.stage("finetune", sections=("finetune",), needs=("distill/mbml",), check=chosen_tasks)
-def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = False) -> None:
+@context.stage("finetune", check=chosen_tasks)
+def finetune(ctx: context.RunContext, task: int | None = None, unseen: bool = False) -> None:
     r = ctx.recipe
     params, names, ids, shard = chosen_tasks(ctx, task, unseen)
     Finetuner(ctx, names, np.asarray(params), ids, shard).run()
@@ -95,7 +96,7 @@ def finetune(ctx: stages.RunContext, task: int | None = None, unseen: bool = Fal
 class Finetuner:
     """R = 2T runs (rows 0..T−1 MBML-initialised, T..2T−1 scratch) of T tasks, as one agent."""
 
-    def __init__(self, ctx: stages.RunContext, names: list[str], params: np.ndarray, ids: list[tuple[int, int]],
+    def __init__(self, ctx: context.RunContext, names: list[str], params: np.ndarray, ids: list[tuple[int, int]],
                  shard: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.finetune
         self.names, self.params, self.ids, self.shard = names, params, ids, shard
@@ -103,7 +104,7 @@ class Finetuner:
         self.R = R = 2 * T
         self.runs = [(INITS[k // T], names[k % T]) for k in range(R)]     # (init, task) of each row
         self.device = device_of(self.r.device)
-        self.digest = stages.section_hash(self.r, *stages.REGISTRY["finetune"].sections)
+        self.digest = graph.digest(self.r, "finetune")
         self.total = self.cfg.init_steps + self.cfg.steps
 
         self.policy = load_policy(Run(self.store), "mbml", "final", self.r.device)     # the multi-task policy

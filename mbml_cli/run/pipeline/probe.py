@@ -18,14 +18,13 @@ from ...core import layout
 from ...api import Run, load_policy
 from ..loaders import load_batches
 from ..evaluate import probe_encoder
-from ..stages import RunContext, stage
+from ..context import RunContext, stage
 from .common import check_algo
-from .evaluate import SECTIONS
 
 SEED_OFFSET = 6_000
 
 
-@stage("probe", sections=SECTIONS, check=check_algo)
+@stage("probe", check=check_algo)
 def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     r, store = ctx.recipe, ctx.store
     if not registry.has_environment(ctx.dist):

@@ -23,7 +23,7 @@ from ...algos.data import TaskData
 from ..loaders import load_batches, load_ensemble
 from ...algos.nets import device_of
 from ..progress import Reporter
-from ..stages import RunContext, stage
+from ..context import RunContext, stage
 
 
 def relabel_all(data: TaskData, model, ns_model=None, std_threshold: float = 0.05,
@@ -66,7 +66,7 @@ def eligible_table(eligible: np.ndarray, title: str) -> Table:
     return table
 
 
-@stage("relabel", sections=("collect", "reward", "relabel"), needs=("collect", "reward"))
+@stage("relabel")
 def relabel(ctx: RunContext) -> None:
     store, r = ctx.store, ctx.recipe
     K = len(ctx.tasks("train"))

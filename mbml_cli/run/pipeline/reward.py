@@ -21,7 +21,7 @@ from ...algos.data import TaskData
 from ..loaders import load_batches, save_ensemble
 from ...algos.nets import device_of, seed_everything
 from ..progress import Reporter
-from ..stages import RunContext, stage
+from ..context import RunContext, stage
 
 SEED_OFFSET = 3_000
 
@@ -64,7 +64,7 @@ def true_rewards(dist, tasks: np.ndarray, obs, act, next_obs, info) -> np.ndarra
     return np.stack([np.asarray(dist.reward(obs, act, next_obs, info, t), dtype=np.float64) for t in tasks])
 
 
-@stage("reward", sections=("collect", "reward"), needs=("collect",))
+@stage("reward")
 def reward(ctx: RunContext) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.reward, ctx.store
     device = device_of(r.device)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ...core import layout
-from ..stages import RunContext, stage
+from ..context import RunContext
 
 
 def history_scores(store, algo: str, skip: int):
@@ -42,7 +42,6 @@ def fmt(mean: float, std: float) -> str:
     return "—" if np.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
 
 
-@stage("summary")
 def summary(ctx: RunContext, console: Console | None = None) -> None:
     console = console or Console()
     rows = summarise(ctx.store, ctx.recipe.algos, ctx.recipe.eval.skip)

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from ...core import layout
-from ...recipe.config import PIPELINE
+from ...recipe.graph import DEFAULT
 from ...run.evaluate import ProtocolResult
 from ...core.store import Store
 
@@ -27,7 +27,7 @@ NOW = T0 + 240.0                # the clock for a fixed header: distill/neither 
 
 def recipe(n_train: int, n_test: int, latent: int, name: str) -> dict:
     return {"name": name, "seed": 0, "store": "", "device": "cpu", "threads": 0,
-            "stages": list(PIPELINE),
+            "stages": list(DEFAULT),
             "algos": ["mbml", "neither"],
             "env": {"name": "point_goal", "horizon": 20, "n_train": n_train, "n_test": n_test},
             "collect": {"steps": 200, "random_steps": 100, "log_every": 50},
