@@ -13,15 +13,15 @@ same algorithm's).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ..algos.registry import ALGOS
 
-if TYPE_CHECKING:
-    from .config import Recipe
+# `Recipe` in the annotations is config.Recipe; config imports this module for the stage names.
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,10 @@ def _drop(d: dict, dotted: str) -> None:
 
 def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
     """The hash of `key`'s recipe keys and of the digests of the records it needs."""
-    from .load import to_dict                      # load imports config, which imports this module
     memo = {} if _memo is None else _memo
     if key not in memo:
         node = GRAPH[split(key)[0]]
-        d = to_dict(recipe)
+        d = dataclasses.asdict(recipe)
         picked = {k: _pick(d, k) for k in node.keys}
         for k in node.ignore:
             _drop(picked, k)
