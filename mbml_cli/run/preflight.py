@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .. import envs
-from ..recipe.config import ALGOS, Recipe
+from ..recipe import graph
+from ..recipe.config import Recipe
 from ..algos.data import TaskData
 from .progress import fmt_duration
 
@@ -187,42 +188,64 @@ def _sharded(r: Recipe, key: str, seconds: float, detail: str, shard_tasks: int,
                     f"{detail}, per shard of {shard_tasks} tasks; {r.shards} shards, {at_once} at a time")
 
 
-def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1) -> Estimate | None:
-    name, _, algo = key.partition("/")
-    H, T = p.H, r.env.n_test * r.eval.repeats
-    episode = lambda n_envs, act_s: H * (n_envs * p.env_step() + act_s)          # one lockstep episode
-    if name == "collect" and r.data.format:
+def _episode(p: Probe, n_envs: int, act_s: float) -> float:
+    """Seconds of one lockstep episode of `n_envs` environments with `act_s` seconds to act per step."""
+    return p.H * (n_envs * p.env_step() + act_s)
+
+
+def _collect(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate | None:
+    if r.data.format:
         return None                                 # imported batches: reading them takes seconds
-    if name == "collect":
-        c, s = r.collect, p.shard()
-        random, learning = min(c.random_steps, c.steps), max(c.steps - c.random_steps, 0)
-        step = s.collect_step() if learning else 0.0
-        return _sharded(r, key, random * s.K * p.env_step() + learning * step,
-                        f"{random:,} random steps × {s.K} envs × {p.env_step() * 1e3:.2f} ms + "
-                        f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)", s.K, jobs)
-    if name == "bcq":
-        c, s = r.bcq, p.shard()
-        upd, act = s.bcq_update()
-        evals = (c.iterations // c.eval_every) * c.eval_episodes + 20                # + the final report
-        return _sharded(r, key, c.iterations * upd + evals * episode(s.K, act),
-                        f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes", s.K, jobs)
-    if name == "reward":
-        c = r.reward
-        return Estimate(key, c.steps * p.reward_step() * (2 if c.next_state else 1), f"{c.steps:,} steps")
-    if name == "distill" and algo in ALGOS:
-        c = r.distill
-        step, act = p.distill_step(algo)
-        evals = math.ceil(c.epochs / c.eval_every) * r.eval.episodes
-        return Estimate(key, c.epochs * c.steps_per_epoch * step + evals * episode(T, act),
-                        f"{c.epochs * c.steps_per_epoch:,} steps × {step:.3f} s + {evals} evaluation episodes")
-    if name == "eval":
-        return Estimate(key, r.eval.episodes * episode(T, 0.0), f"{r.eval.episodes} episodes × {T} tasks")
-    if name == "finetune":
-        c = r.finetune
-        R = 2 * c.n_tasks
-        return Estimate(key, (c.init_steps + c.steps) * R * p.env_step() + c.steps * p.sac_update(),
-                        f"{c.init_steps + c.steps:,} steps × {R} runs")
-    return None                                     # relabel, probe: seconds
+    c, s = r.collect, p.shard()
+    random, learning = min(c.random_steps, c.steps), max(c.steps - c.random_steps, 0)
+    step = s.collect_step() if learning else 0.0
+    return _sharded(r, key, random * s.K * p.env_step() + learning * step,
+                    f"{random:,} random steps × {s.K} envs × {p.env_step() * 1e3:.2f} ms + "
+                    f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)", s.K, jobs)
+
+
+def _bcq(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+    c, s = r.bcq, p.shard()
+    upd, act = s.bcq_update()
+    evals = (c.iterations // c.eval_every) * c.eval_episodes + 20                # + the final report
+    return _sharded(r, key, c.iterations * upd + evals * _episode(p, s.K, act),
+                    f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes", s.K, jobs)
+
+
+def _reward(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+    c = r.reward
+    return Estimate(key, c.steps * p.reward_step() * (2 if c.next_state else 1), f"{c.steps:,} steps")
+
+
+def _distill(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+    c, T = r.distill, r.env.n_test * r.eval.repeats
+    step, act = p.distill_step(key.partition("/")[2])
+    evals = math.ceil(c.epochs / c.eval_every) * r.eval.episodes
+    return Estimate(key, c.epochs * c.steps_per_epoch * step + evals * _episode(p, T, act),
+                    f"{c.epochs * c.steps_per_epoch:,} steps × {step:.3f} s + {evals} evaluation episodes")
+
+
+def _eval(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+    T = r.env.n_test * r.eval.repeats
+    return Estimate(key, r.eval.episodes * _episode(p, T, 0.0), f"{r.eval.episodes} episodes × {T} tasks")
+
+
+def _finetune(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+    c = r.finetune
+    R = 2 * c.n_tasks
+    return Estimate(key, (c.init_steps + c.steps) * R * p.env_step() + c.steps * p.sac_update(),
+                    f"{c.init_steps + c.steps:,} steps × {R} runs")
+
+
+# What is timed, per stage of the graph; relabel and probe take seconds and are not.
+ESTIMATORS = {"collect": _collect, "bcq": _bcq, "reward": _reward, "distill": _distill, "eval": _eval,
+              "finetune": _finetune}
+assert set(ESTIMATORS) <= set(graph.NAMES), "an estimator for a stage the graph does not have"
+
+
+def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1) -> Estimate | None:
+    estimator = ESTIMATORS.get(graph.split(key)[0])
+    return estimator(p, r, key, jobs) if estimator else None
 
 
 def table(estimates: list[Estimate], device: torch.device):
