@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from ..recipe.limits import auto_threads
+
 
 class BatchedLinear(nn.Module):
     def __init__(self, n: int, d_in: int, d_out: int):
@@ -73,8 +75,8 @@ def device_of(name: str) -> torch.device:
 
 
 def seed_everything(seed: int, threads: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
-    """Deterministic CPU runs: same seed → same numbers. Returns a generator on `device`."""
+    """Deterministic CPU runs: same seed → same numbers. Returns a generator on `device`. `threads`
+    0: `auto_threads()`."""
     torch.manual_seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or auto_threads())
     return torch.Generator(device=device).manual_seed(seed)

@@ -202,7 +202,8 @@ class Recipe:
     store: str = doc("experiment store path or fsspec URL; empty = runs/<name>-s<seed>.zarr", "")
     device: str = doc("torch device: auto (CUDA when torch sees one, else the CPU), cpu or cuda", "auto",
                       meta={"choices": ["auto", "cpu", "cuda"]})
-    threads: int = doc("torch CPU threads; 0 = torch's default", 0, **rng(0, 1024))
+    threads: int = doc("torch CPU threads; 0 = auto: the share of the cores a `--jobs` launcher gives, else half the "
+                       "cores (torch's default, every core, is about 10× slower on a busy 2-core machine)", 0, **rng(0, 1024))
     stages: list = doc("stages `mbml run` performs (in the stage graph's order; finetune by `finetune.enabled`)",
                        default_factory=lambda: list(graph.DEFAULT), meta={"items": graph.NAMES})
     algos: list = doc("distill algorithms to train and compare", default_factory=lambda: ["mbml", "neither"],

@@ -17,6 +17,7 @@ import torch
 
 from .. import envs
 from ..recipe import graph
+from ..recipe.limits import auto_threads
 from ..recipe.config import Recipe
 from ..algos.data import TaskData
 from .progress import fmt_duration
@@ -172,8 +173,7 @@ def estimate(recipe: Recipe, device: torch.device, keys: list[str], jobs: int = 
     """Projected wall time of each stage record `keys` ("collect", "distill/mbml", ...) of `recipe`,
     `jobs` units at a time (`mbml run --jobs`). The global torch random state is left as it was;
     threads are the recipe's."""
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
+    torch.set_num_threads(recipe.threads or auto_threads())
     with torch.random.fork_rng(devices=[]):
         p = Probe(recipe, device)
         return [e for key in keys if (e := _estimate(p, recipe, key, jobs)) is not None]

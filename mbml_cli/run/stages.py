@@ -247,7 +247,6 @@ def run_pipeline(ctx: RunContext, console, estimates: dict[str, float] | None = 
 def device_name(recipe: Recipe) -> str:
     """The torch device a recipe's stages run on, with the CPU threads."""
     from ..algos.nets import device_of
-    import torch
+    from ..recipe.limits import threads_text
     device = device_of(recipe.device)
-    threads = recipe.threads or torch.get_num_threads()
-    return f"{device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if device.type == "cpu" else "")
+    return f"{device}" + (f" ({threads_text(recipe.threads)})" if device.type == "cpu" else "")
