@@ -132,3 +132,86 @@ def test_observation_width_must_be_the_environments(collected, tmp_path):
                               "--set", "env.observation=compact"])
     assert out.exit_code == 0, out.output
     assert Store.open(store).recipe["env"]["observation"] == "compact"
+
+
+def one_line_exit_2(out, *needles):
+    assert out.exit_code == 2, out.output
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_non_finite_values_are_refused_naming_file_array_and_row(collected, tmp_path):
+    """NaN or ±inf in any float array (issue 34, item 3) is refused at import: one line naming the
+    file, the array and the first bad row of the file; no store is made."""
+    _, batches, goals = collected
+    b = {k: batches[0][k].copy() for k in ("obs", "act", "rew", "next_obs", "terminal")}
+    cases = {"rew": ("rew", 7, np.nan), "obs": ("obs", 3, np.inf), "next_obs": ("next_obs", 150, -np.inf),
+             "act": ("act", 0, np.nan), "info": ("info", 9, np.nan)}
+    store = tmp_path / "x.zarr"
+    for name, (key, row, value) in cases.items():
+        a = {**b, "info": np.zeros((len(b["rew"]), 1), np.float32)}
+        a[key] = a[key].copy()
+        a[key][row] = value
+        np.savez(tmp_path / f"{name}.npz", **a, task_params=[1.0, 0.0])
+        out = runner.invoke(app, ["import", "arrays", str(tmp_path / f"{name}.npz"), "--store", str(store)])
+        one_line_exit_2(out, f"{name}.npz: {key} has a non-finite value", f"at row {row}")
+        assert not store.exists()
+    for key, value, row in (("task_params", [1.0, np.nan], 1), ("action_low", [-1.0, -np.inf], 1),
+                            ("action_high", [np.nan, 1.0], 0)):
+        np.savez(tmp_path / f"{key}.npz", **b, **{"task_params": [1.0, 0.0], key: value})
+        out = runner.invoke(app, ["import", "arrays", str(tmp_path / f"{key}.npz"), "--store", str(store)])
+        one_line_exit_2(out, f"{key}.npz: {key} has a non-finite value", f"at row {row}")
+    task = np.repeat([0, 1], 100)                       # a file with a task column: the file's own row
+    cat = {k: np.concatenate([v[:100], v[:100]]) for k, v in b.items()}
+    cat["rew"][160] = np.nan
+    np.savez(tmp_path / "tasks.npz", **cat, task=task, task_params=goals[:2])
+    out = runner.invoke(app, ["import", "arrays", str(tmp_path / "tasks.npz"), "--store", str(store)])
+    one_line_exit_2(out, "tasks.npz: rew has a non-finite value (nan) at row 160")
+    huge = {**b, "obs": b["obs"].astype(np.float64)}     # finite in the file, ±inf in the store's float32
+    huge["obs"][5, 0] = 1e300
+    np.savez(tmp_path / "huge.npz", **huge, task_params=[1.0, 0.0])
+    out = runner.invoke(app, ["import", "arrays", str(tmp_path / "huge.npz"), "--store", str(store)])
+    one_line_exit_2(out, "huge.npz: obs has a non-finite value (inf) at row 5")
+    assert not store.exists()
+
+
+def npz_from_headers(path: Path, arrays: dict, data: bytes = b"\0" * 64) -> None:
+    """An .npz whose .npy headers declare `arrays` ({name: (shape, dtype)}) over a few bytes of data."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for name, (shape, dtype) in arrays.items():
+            head = io.BytesIO()
+            np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                        "fortran_order": False, "shape": shape})
+            z.writestr(f"{name}.npy", head.getvalue() + data)
+
+
+def test_declared_shapes_are_checked_before_loading(tmp_path, monkeypatch):
+    """A tiny .npz whose headers declare 200 million rows (issue 34, item 4) is refused from its
+    headers alone — in moments, without allocating — naming the file, the array, its declared shape
+    and the memory estimate against the machine's; so are row counts that disagree."""
+    import resource
+    import time
+    from mbml_cli import limits
+    monkeypatch.setattr(limits, "machine_memory", lambda: 16 * 2 ** 30)
+    N = 200_000_000
+    npz_from_headers(tmp_path / "lie.npz", {"obs": ((N, 17), np.float64), "act": ((N, 6), np.float32),
+                                            "rew": ((N,), np.float32), "next_obs": ((N, 17), np.float64),
+                                            "terminal": ((N,), bool)})
+    store = tmp_path / "x.zarr"
+    peak, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    out = runner.invoke(app, ["import", "arrays", str(tmp_path / "lie.npz"), "--store", str(store)])
+    assert time.monotonic() - start < 20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024      # KiB: under 200 MiB more
+    one_line_exit_2(out, "lie.npz: obs declares shape (200000000, 17) float64", "this machine has 16.0 GiB")
+    assert "GiB of memory" in out.output and not store.exists()
+
+    npz_from_headers(tmp_path / "rows.npz", {"obs": ((600, 2), np.float32), "act": ((600, 2), np.float32),
+                                             "rew": ((10_000_000,), np.float32), "next_obs": ((600, 2), np.float32),
+                                             "terminal": ((600,), bool)})
+    out = runner.invoke(app, ["import", "arrays", str(tmp_path / "rows.npz"), "--store", str(store)])
+    one_line_exit_2(out, "rows.npz: rew declares shape (10000000,), obs (600, 2): the row counts differ")
+    assert not store.exists()

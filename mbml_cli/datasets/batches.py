@@ -44,10 +44,10 @@ class TaskBatch:
 
 # ---- columns ----------------------------------------------------------------------------------------
 def make_columns(label: str, obs, act, rew, next_obs, terminal, truncated=None, info=None,
-                 n_info: int | None = None, low=None, high=None) -> dict[str, np.ndarray]:
+                 n_info=None, low=None, high=None) -> dict[str, np.ndarray]:
     """The store's columns from raw arrays: shapes checked (one line naming `label`), actions rescaled
-    to [-1, 1] from [low, high], dtypes those of `mbml collect`. `n_info`: the number of info features
-    the distribution's reward needs (None: any)."""
+    to [-1, 1] from [low, high], dtypes those of `mbml collect`, every value finite. `n_info`: the
+    info features the distribution's reward needs, a count or their names (None: any)."""
     obs, act, next_obs = (np.asarray(x) for x in (obs, act, next_obs))
     n = len(np.asarray(rew))
     for name, x, dims in (("obs", obs, 2), ("act", act, 2), ("next_obs", next_obs, 2), ("rew", rew, 1),
@@ -58,17 +58,41 @@ def make_columns(label: str, obs, act, rew, next_obs, terminal, truncated=None, 
                              + (" of vectors" if dims == 2 else ""))
     if next_obs.shape != obs.shape:
         raise StageError(f"{label}: next_obs has shape {next_obs.shape}, obs {obs.shape}")
+    count, named = wanted(n_info)
     if info is None:
-        if n_info:
-            raise StageError(f"{label}: no info features; the distribution's reward needs {n_info}")
+        if count:
+            raise StageError(f"{label}: no info features; the distribution's reward needs {named}")
         info = np.zeros((n, 0), np.float32)
-    if n_info is not None and np.asarray(info).reshape(n, -1).shape[1] != n_info:
+    if count is not None and np.asarray(info).reshape(n, -1).shape[1] != count:
         raise StageError(f"{label}: {np.asarray(info).reshape(n, -1).shape[1]} info features; "
-                         f"the distribution's reward needs {n_info}")
+                         f"the distribution's reward needs {named}")
+    check_finite(label, "act", act)                # NaN would pass rescale's bounds check
     cols = {"obs": obs, "act": rescale(label, act, low, high), "rew": rew, "next_obs": next_obs,
             "terminal": terminal, "truncated": np.zeros(n, bool) if truncated is None else truncated,
             "info": np.asarray(info).reshape(n, -1)}
-    return {k: np.asarray(cols[k]).astype(DTYPES[k], copy=False) for k in COLUMNS}
+    with np.errstate(over="ignore"):               # a float64 beyond float32 becomes ±inf: refused below
+        out = {k: np.asarray(cols[k]).astype(DTYPES[k], copy=False) for k in COLUMNS}
+    for k in COLUMNS:
+        check_finite(label, k, out[k])
+    return out
+
+
+def wanted(n_info) -> tuple[int | None, str]:
+    """(count, words) of the info features a reward needs: `n_info` is a count, their names or None."""
+    if n_info is None or isinstance(n_info, (int, np.integer)):
+        return n_info, str(n_info)
+    names = list(n_info)
+    return len(names), f"{len(names)} ([{', '.join(names)}])"
+
+
+def check_finite(label: str, name: str, x) -> None:
+    """Refuse NaN and ±inf in a float array: one line naming `label`, the array and its first bad row."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fc" or np.isfinite(x).all():
+        return
+    bad = np.argwhere(~np.isfinite(x))[0]
+    raise StageError(f"{label}: {name} has a non-finite value ({x[tuple(bad)]}) at row {bad[0] if x.ndim else 0}; "
+                     "mbml takes finite numbers only")
 
 
 def rescale(label: str, act: np.ndarray, low, high) -> np.ndarray:
@@ -114,10 +138,12 @@ def episodes(columns: dict) -> list[tuple[int, int]]:
     return [(int(s), int(e)) for s, e in zip(starts, stops) if e > s]
 
 
-def from_episodes(label: str, eps, n_info: int | None, low=None, high=None) -> dict[str, np.ndarray]:
+def from_episodes(label: str, eps, n_info, low=None, high=None) -> dict[str, np.ndarray]:
     """Columns from episodes, each a dict with observations (T+1, d), actions (T, a), rewards,
-    terminations, truncations (T,) and optionally features (T, n_info) — concatenated in order."""
+    terminations, truncations (T,) and optionally features (T, n) — concatenated in order. `n_info`:
+    as in `make_columns`."""
     parts = {k: [] for k in ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")}
+    count, named = wanted(n_info)
     for ep in eps:
         o = np.asarray(ep["observations"])
         T = len(ep["rewards"])
@@ -130,8 +156,9 @@ def from_episodes(label: str, eps, n_info: int | None, low=None, high=None) -> d
         parts["terminal"].append(np.asarray(ep["terminations"]))
         parts["truncated"].append(np.asarray(ep["truncations"]))
         feats = ep.get("features")
-        if feats is None and n_info:
-            raise StageError(f"{label}: episodes without infos['features']; the distribution's reward needs {n_info}")
+        if feats is None and count:
+            raise StageError(f"{label}: episodes without infos['features']; the distribution's reward needs {named} "
+                             "at every step (how to record them: README.md, Your own data, Recording features)")
         parts["info"].append(np.zeros((T, 0), np.float32) if feats is None else np.asarray(feats).reshape(T, -1))
     if not parts["rew"]:
         raise StageError(f"{label}: no episodes")
@@ -190,6 +217,7 @@ def attach_tasks(batches: list[TaskBatch], task_file: str | None = None) -> np.n
             rows.append(np.asarray(value, np.float64).reshape(-1))
         except (TypeError, ValueError):
             raise StageError(f"{b.label}: task parameters {value!r} are not numbers") from None
+        check_finite(b.label, f"the task parameters in {task_file}" if given is not None else "task_params", rows[-1])
         if len(rows[-1]) != len(rows[0]):
             raise StageError(f"{b.label}: {len(rows[-1])} task parameters, {batches[0].label} has {len(rows[0])}")
     return np.stack(rows)
@@ -232,6 +260,7 @@ def write_batches(store: Store, batches: list[TaskBatch], params: np.ndarray, re
     episodes, which go to `data/heldout/<i>`; the task parameters → `tasks/train` with the import's
     record (source, labels, action bounds) in its attributes. Returns the rows held out."""
     held = 0
+    store.delete(TASKS)                  # its record says the batches are complete: gone until they are
     for i, b in enumerate(batches):
         train, out = split_episodes(b.columns, holdout)
         for split, columns in (("train", train), (HELDOUT, out)):

@@ -1,6 +1,8 @@
 """`mbml export RUN --format minari [--out DIR]`: each training task's batch → one Minari dataset
 `mbml/<run>/task-<i>-v0`, its task parameters and the distribution in the metadata, and a dataset
 card (what collected it, steps, episodes, returns) as its description and under metadata `card`.
+Arrays keep the store's dtypes; where the distribution has an environment, the dataset's env spec
+builds that task's environment (`minari_io.env_spec`), so `recover_environment()` works.
 `mbml import minari mbml/<run>` reads them back to the same transitions, bit for bit.
 """
 from __future__ import annotations
@@ -56,6 +58,7 @@ def export_minari(path: str, out_dir: str | None = None) -> list[tuple[str, str,
     params = store.read_array(TASKS)
     low, high = action_scale(store)
     dist = envs.of(recipe.env)
+    has_env = envs.has_environment(dist)
     rev = lock.revision()
     out = []
     for i in range(len(params)):
@@ -66,7 +69,9 @@ def export_minari(path: str, out_dir: str | None = None) -> list[tuple[str, str,
                 "mbml": {"env": recipe.env.name, "horizon": int(recipe.env.horizon), "task_param": dist.task_param,
                          "info_names": list(dist.info_names), "run": recipe.name, "task": i, "seed": int(recipe.seed)}}
         ident = dataset_id(recipe.name, i)
+        spec = minari_io.env_spec(recipe.env.name, params[i], recipe.env.horizon, recipe.env.observation,
+                                  low, high) if has_env else None
         where = minari_io.write_dataset(ident, columns, low, high, meta, describe(recipe.name, i, params[i], c),
-                                        out_dir)
+                                        out_dir, spec)
         out.append((ident, str(where), c))
     return out

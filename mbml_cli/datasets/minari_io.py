@@ -10,7 +10,10 @@ The convention mbml reads and writes (Minari has no task field):
 - metadata `task_params`: the task parameters, a list of numbers;
 - metadata `mbml`: {env, horizon, task_param, info_names, run, task, seed}, when mbml wrote it;
 - episode infos `features` (T+1, n): the simulator features of each step (row 0: the reset), for
-  distributions whose reward needs them.
+  distributions whose reward needs them;
+- the env spec (on export, for a distribution with an environment): entry point `task_env` with
+  kwargs {env, task, horizon, observation}, so `recover_environment()` builds that task's
+  environment (mbml installed), as `mbml collect` stepped it.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def _box(label: str, space, what: str):
 
 def read_dataset(label: str, data_dir: Path, n_info_of) -> TaskBatch:
     """One dataset as a TaskBatch; `n_info_of(mbml metadata)`: the info features its distribution
-    needs (None: any)."""
+    needs, their names or count (None: any)."""
     _, MinariStorage, _ = _minari()
     raw = MinariStorage.read_raw_metadata(data_dir)
     meta = dict(raw.get("mbml") or {})
@@ -116,13 +119,14 @@ def episode_buffers(columns: dict, low, high) -> list:
     from .batches import original_units
     act = columns["act"]
     if not (np.all(np.asarray(low) == -1) and np.all(np.asarray(high) == 1)):
-        act = original_units(act, low, high).astype(np.float32)
-    n_info = columns["info"].shape[-1] if columns["info"].ndim == 2 else 0
+        act = original_units(act, low, high).astype(columns["act"].dtype)
+    info = columns["info"]
+    n_info = info.shape[-1] if info.ndim == 2 else 0
     out = []
     for s, e in episodes(columns):
         infos = None
         if n_info:
-            infos = {"features": np.concatenate([np.zeros((1, n_info), np.float32), columns["info"][s:e]])}
+            infos = {"features": np.concatenate([np.zeros((1, n_info), info.dtype), info[s:e]])}
         out.append(EpisodeBuffer(observations=np.concatenate([columns["obs"][s:e], columns["next_obs"][e - 1:e]]),
                                  actions=act[s:e], rewards=columns["rew"][s:e],
                                  terminations=columns["terminal"][s:e], truncations=columns["truncated"][s:e],
@@ -130,9 +134,33 @@ def episode_buffers(columns: dict, low, high) -> list:
     return out
 
 
+def task_env(env: str, task: list, horizon: int, observation: str = "full", action_low=None, action_high=None):
+    """Distribution `env`'s environment for `task` (the entry point of exported datasets' env spec),
+    its actions in [action_low, action_high] when the data's are (mbml's own: [-1, 1])."""
+    import gymnasium as gym
+    from .. import envs
+    made = envs.seeing(envs.get(env), observation, env).make_env(np.asarray(task, np.float64), horizon)
+    if action_low is None:
+        return made
+    dtype = made.action_space.dtype
+    return gym.wrappers.RescaleAction(made, np.asarray(action_low, dtype), np.asarray(action_high, dtype))
+
+
+def env_spec(env: str, task, horizon: int, observation: str = "full", low=None, high=None):
+    """The gymnasium EnvSpec that `recover_environment()` makes into `task_env(...)`: the task
+    parameters travel in its kwargs (no gymnasium id can carry them), and the action bounds where
+    they are not ±1."""
+    from gymnasium.envs.registration import EnvSpec
+    kwargs = {"env": env, "task": [float(x) for x in task], "horizon": int(horizon), "observation": observation}
+    if low is not None and not (np.all(np.asarray(low) == -1) and np.all(np.asarray(high) == 1)):
+        kwargs.update(action_low=[float(x) for x in low], action_high=[float(x) for x in high])
+    return EnvSpec(f"mbml/{env}-v0", entry_point=f"{__name__}:task_env", kwargs=kwargs)
+
+
 def write_dataset(dataset_id: str, columns: dict, low, high, metadata: dict, description: str,
-                  out_dir: str | None = None):
-    """One Minari dataset (HDF5) with `create_dataset_from_buffers` (no jax). Returns its directory."""
+                  out_dir: str | None = None, spec=None):
+    """One Minari dataset (HDF5) with `create_dataset_from_buffers` (no jax), its spaces of the
+    stored dtypes, `spec` (an EnvSpec, or None) its environment. Returns its directory."""
     minari, _, get_dataset_path = _minari()
     import gymnasium as gym
     previous = os.environ.get("MINARI_DATASETS_PATH")
@@ -141,13 +169,13 @@ def write_dataset(dataset_id: str, columns: dict, low, high, metadata: dict, des
     try:
         if Path(get_dataset_path(dataset_id)).exists():
             raise StageError(f"{get_dataset_path(dataset_id)}: a Minari dataset is already there; remove it or use --out")
-        obs_dim = columns["obs"].shape[-1]
-        obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-        act_space = gym.spaces.Box(np.asarray(low, np.float32), np.asarray(high, np.float32), dtype=np.float32)
+        obs, act = columns["obs"], columns["act"]
+        obs_space = gym.spaces.Box(-np.inf, np.inf, obs.shape[1:], obs.dtype)
+        act_space = gym.spaces.Box(np.asarray(low, act.dtype), np.asarray(high, act.dtype), dtype=act.dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")      # Minari warns about every optional field left empty
             dataset = minari.create_dataset_from_buffers(
-                dataset_id, episode_buffers(columns, low, high), observation_space=obs_space,
+                dataset_id, episode_buffers(columns, low, high), env=spec, observation_space=obs_space,
                 action_space=act_space, algorithm_name=metadata.get("algorithm", "unknown"), author="mbml export",
                 code_permalink=metadata.get("code", ""), description=description, data_format="hdf5")
         dataset.storage.update_metadata({k: v for k, v in metadata.items() if k not in ("algorithm", "code")})
