@@ -119,7 +119,7 @@ def test_two_runs_started_together_one_refused_other_equals_clean(trained, tmp_p
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from mbml_cli import writer
+    from mbml_cli.core import writer
     writer.acquire(sys.argv[1], command="holder")
     print("held", flush=True)
     time.sleep(120)

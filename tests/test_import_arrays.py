@@ -195,7 +195,7 @@ def test_declared_shapes_are_checked_before_loading(tmp_path, monkeypatch):
     and the memory estimate against the machine's; so are row counts that disagree."""
     import resource
     import time
-    from mbml_cli import limits
+    from mbml_cli.recipe import limits
     monkeypatch.setattr(limits, "machine_memory", lambda: 16 * 2 ** 30)
     N = 200_000_000
     npz_from_headers(tmp_path / "lie.npz", {"obs": ((N, 17), np.float64), "act": ((N, 6), np.float32),

@@ -257,7 +257,9 @@ def test_imported_store_is_self_contained(datasets_root, tmp_path):
     before = [rows(Store.open(path), k) for k in range(2)]
     datasets_root.rename(tmp_path / "moved")                   # the sources are gone
 
-    out = runner.invoke(app, ["collect", str(path), "--set", "env.n_test=3"])
+    out = runner.invoke(app, ["collect", str(path), "--set", "env.n_test=3"])      # only the test tasks change
+    assert out.exit_code == 0 and "collect: already done with these inputs" in out.output, out.output
+    out = runner.invoke(app, ["collect", str(path), "--set", "env.horizon=25"])     # an input of the import
     assert out.exit_code == 0, out.output
     assert "kept the 2 imported tasks' batches" in out.output
     store = Store.open(path)

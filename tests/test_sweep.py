@@ -166,7 +166,7 @@ def test_ray_sweep_killed_and_run_again_equals_the_runs_made_alone(alone, tmp_pa
 # ---- the writer lock's units ------------------------------------------------------------------------
 HOLD = """
 import sys, time
-from mbml_cli import writer
+from mbml_cli.core import writer
 writer.acquire(sys.argv[1], command="holder " + sys.argv[2], unit=sys.argv[2] or None)
 print("held", flush=True)
 time.sleep(120)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import limits
+from ..recipe import limits
 from ..errors import StageError
 from .batches import DTYPES, TaskBatch, bounds, check_finite, make_columns, natural_key
 
