@@ -65,7 +65,10 @@ def _stage(name: str, target: str, overrides, force: bool, key: str | None = Non
     from ..algos.nets import device_of
     from ..run.preflight import estimate
     from ..run.progress import fmt_duration
+    from ..run.pipeline.common import check_algo
     from ..run.stages import device_name, open_run, pending, release, run_stage, unit_of
+    if "algo" in options:
+        check_algo(None, **options)         # a typo is refused before the store is locked
     ctx = open_run(target, overrides, unit=unit_of(name, options))
     try:
         key = key or name
@@ -101,8 +104,9 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
     at a time."""
     from ..run.executors import check
     from ..recipe.load import check_memory, load, resolve
-    from ..run.stages import check_device, create_run, open_run, pending, release
     from ..core.store import Store
+    from ..core.writer import release as release_lock
+    from ..run.stages import check_device, create_run, open_run, pending, release, take_lock
     check(executor, address)
     if recipe.is_dir():                       # a store (e.g. made by `mbml import`): its own recipe
         ctx = open_run(str(recipe), set_, store_path=store)
@@ -128,8 +132,14 @@ def run(recipe: Path = typer.Argument(..., help="recipe YAML (or a file written 
         raise StageError(f"{r.store}: already holds the run {recipe} was locked from; to repeat it, give a new "
                          f"store: mbml run {recipe} --store runs/{r.name}-s{r.seed}-repeat.zarr")
     timed = envs.has_environment(envs.get(r.env.name))        # the estimate steps an env; none: not timed
-    estimates = preflight_check(recipe, r, pending(r, existing), yes, jobs) if timed else {}
-    ctx = create_run(r)
+    if existing is not None:
+        take_lock(r.store)                  # a second writer is refused before the pre-flight, not after
+    try:
+        estimates = preflight_check(recipe, r, pending(r, existing), yes, jobs) if timed else {}
+        ctx = create_run(r)                 # takes the lock too (re-entrant)
+    finally:
+        if existing is not None:
+            release_lock(r.store)
     try:
         run_and_report(ctx, estimates, jobs, executor, address)
     finally:
@@ -364,10 +374,13 @@ IMPORT_RECIPE = typer.Option(None, "--recipe", help="recipe for the training sta
 
 def _import(fmt: str, sources, store, tasks, env, recipe, set_) -> None:
     from ..datasets.importing import import_recipe
-    from ..run.stages import create_run, run_stage
+    from ..run.stages import create_run, release, run_stage
     r, imported = import_recipe(fmt, list(sources), tasks and str(tasks), env, recipe and str(recipe), set_, store)
     ctx = create_run(r)
-    run_stage(ctx, "collect", force=True, loaded=imported)
+    try:
+        run_stage(ctx, "collect", force=True, loaded=imported)
+    finally:
+        release(ctx)                        # a finished import leaves no pid behind in the lock file
     nxt = "bcq → reward → relabel → distill → eval" if envs.has_environment(envs.get(r.env.name)) else \
         "bcq → reward → relabel → distill (no environment: eval needs --env)"
     out.print(f"→ {ctx.store.path} (env {r.env.name}); continue with `mbml run {ctx.store.path}` ({nxt})",
