@@ -117,3 +117,26 @@ def test_readme_documents_every_recipe_key():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [key for key, _, _ in rc.field_docs() if f"`{key}`" not in readme]
     assert not missing, f"README recipe reference lacks {missing}"
+
+
+def test_retired_keys_load_at_their_value_only(tmp_path):
+    """Keys measured and removed (config.RETIRED) still load where they have the value every committed
+    result had — older lock files and stored recipes list them — and hash as they did; any other value
+    is refused, naming the key."""
+    from mbml_cli.recipe.config import RETIRED
+    base = rc.to_dict(rc.load(RECIPES[0].parent / "smoke.yaml")[0])
+    older = {**base, "distill": {**base["distill"], **RETIRED["distill"]}}
+    assert rc.from_dict(older) == rc.from_dict(base)
+    recipe = rc.from_dict(older)
+    assert all(not hasattr(recipe.distill, k) for k in RETIRED["distill"])
+    with pytest.raises(rc.RecipeError, match=r"distill\.q_loss.*retired"):
+        rc.from_dict({**base, "distill": {**base["distill"], "q_loss": "teacher"}})
+    with pytest.raises(rc.RecipeError, match=r"distill\.generator_steps.*retired"):
+        rc.from_dict({**base, "distill": {**base["distill"], "generator_steps": True}})   # True == 1, not the int 1
+    with pytest.raises(rc.RecipeError, match="unknown key"):
+        rc.from_dict({**base, "distill": {**base["distill"], "q_losss": "standardised"}})
+    # the hash a store made before the keys were retired has: sha256 of the sections with them in
+    env = {k: v for k, v in base["env"].items() if k != "observation"}          # full: not hashed
+    d = {"seed": base["seed"], "env": env, "distill": older["distill"]}
+    before = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert rc.section_hash(recipe, "distill") == before

@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 
-from .config import Recipe
+from .config import RETIRED, Recipe
 from ..errors import RecipeError
 from .inputs import InputError, load_yaml, read_text, short
 
@@ -147,6 +147,12 @@ def build(cls, data: dict, source: str, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         dotted = prefix + (str(key) if len(str(key)) <= 60 else short(str(key), 60))
+        retired = RETIRED.get(prefix.rstrip("."), {})
+        if key not in fields and key in retired:
+            if type(value) is not type(retired[key]) or value != retired[key]:
+                raise RecipeError(source, dotted, f"{short(value)}: this key was measured and retired (RESULTS.md, "
+                                                  f"\"Distillation levers\"); only {retired[key]!r} is accepted")
+            continue
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
@@ -232,6 +238,9 @@ def section_hash(recipe: Recipe, *sections: str) -> str:
     d = to_dict(recipe)
     env = {k: v for k, v in d["env"].items() if not (k == "observation" and v == "full")}   # full: hashes as before
     picked = {"seed": d["seed"], "env": env, **{s: d[s] for s in sections}}
+    for s, keys in RETIRED.items():   # retired keys at the one value they had: hashes as before
+        if s in picked:
+            picked[s] = {**keys, **picked[s]}
     if "finetune" in picked:          # `enabled` puts finetune in `mbml run`'s plan; it changes no number
         picked["finetune"] = {**picked["finetune"], "enabled": False}
     if d["data"]["format"]:        # imported batches: every stage depends on them (absent: hashes as before)
