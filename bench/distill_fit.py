@@ -40,7 +40,7 @@ def main() -> None:
     r = ctx.recipe
     policy = load_policy(Run(ctx.store), args.algo, "final")
     D = policy.module
-    T = load_bcq(ctx.store, r, r.distill.teachers)
+    T = load_bcq(ctx.store, r)
     params = ctx.tasks("train")
     K, S, n = len(params), args.states, r.bcq.n_candidates
     order = np.argsort(params[:, 0])

@@ -65,7 +65,7 @@ def main() -> None:
     r = ctx.recipe
     distilled = load_policy(Run(ctx.store), args.algo, args.which)
     D = distilled.module
-    teachers = load_bcq(ctx.store, r, r.distill.teachers)          # the checkpoints it was distilled from
+    teachers = load_bcq(ctx.store, r)                           # the final checkpoints it was distilled from
     params = ctx.tasks("train")
     K, n = len(params), r.bcq.n_candidates
     envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]

@@ -21,6 +21,7 @@ import torch
 from . import envs
 from .core import layout
 from .algos.mbml import DistilledPolicy
+from .algos.registry import ALGOS
 from .recipe.config import Recipe
 from .errors import StageError
 from .algos.nets import device_of
@@ -117,15 +118,9 @@ def open_run(path: str | Path) -> Run:
 
 
 def policy_class(meta: dict):
-    """The module class a stored policy was saved from (`meta["kind"]`; MBML and its ablations
-    have none)."""
-    if meta.get("kind") == "contextual_bcq":
-        from .algos.contextual_bcq import ContextualBCQPolicy
-        return ContextualBCQPolicy
-    if meta.get("kind") == "batch_pearl":
-        from .algos.batch_pearl import PearlPolicy
-        return PearlPolicy
-    return DistilledPolicy
+    """The module class a stored policy was saved from: a baseline's meta names its algorithm
+    (`meta["kind"]`); MBML and its ablations have none and share MBML's."""
+    return ALGOS[meta.get("kind") or "mbml"].policy_class()
 
 
 def load_policy(run: Run | str | Path, algo: str = "mbml", which: str = "final", device: str = "cpu") -> Policy:

@@ -6,6 +6,7 @@ loss and the KL term only (never from the VAE or ξ), batch PEARL's from the cri
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -15,14 +16,16 @@ from typer.testing import CliRunner
 from mbml_cli import envs
 from mbml_cli.algos import batch_pearl as bp, bcq, contextual_bcq as cb, sac
 from mbml_cli.views.cli import app
-from mbml_cli.recipe.config import BCQConfig, DistillConfig
+from mbml_cli.recipe.config import DistillConfig, Recipe
 from mbml_cli.algos.data import TaskData
 from mbml_cli.run.rollout import make_envs, run_episode
 from mbml_cli.core.store import Store
 from conftest import SMOKE
 
-CFG = DistillConfig(q_hidden=[32, 32], g_hidden=[32, 32], xi_hidden=[32, 32], encoder_hidden=[32, 32],
-                    latent_dim=3, context_size=16, batch_size=64, lr=1e-3)
+RECIPE = Recipe(distill=DistillConfig(q_hidden=[32, 32], g_hidden=[32, 32], xi_hidden=[32, 32],
+                                      encoder_hidden=[32, 32], latent_dim=3, context_size=16, batch_size=64, lr=1e-3))
+CB = cb.ContextualBCQConfig.of(RECIPE)
+PEARL = dataclasses.replace(bp.PearlConfig.of(RECIPE), gamma=0.9, tau=0.01)
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +45,14 @@ def data() -> TaskData:
 
 def contextual(data, seed=0):
     torch.manual_seed(seed)
-    policy = cb.ContextualBCQPolicy(2, 2, CFG.latent_dim, CFG.encoder_hidden, CFG.q_hidden, CFG.g_hidden,
-                                    CFG.xi_hidden)
-    return cb.ContextualBCQTrainer(policy, data, CFG, BCQConfig())
+    policy = cb.ContextualBCQPolicy(2, 2, CB.latent_dim, CB.encoder_hidden, CB.q_hidden, CB.g_hidden, CB.xi_hidden)
+    return cb.ContextualBCQTrainer(policy, data, CB)
 
 
 def pearl(data, seed=0):
     torch.manual_seed(seed)
-    policy = bp.PearlPolicy(2, 2, CFG.latent_dim, CFG.encoder_hidden, CFG.q_hidden)
-    return bp.PearlTrainer(policy, data, CFG, gamma=0.9, tau=0.01)
+    policy = bp.PearlPolicy(2, 2, PEARL.latent_dim, PEARL.encoder_hidden, PEARL.q_hidden)
+    return bp.PearlTrainer(policy, data, PEARL)
 
 
 @pytest.mark.parametrize("make, names", [(contextual, ("critic_loss", "vae_loss", "kl")),

@@ -1,7 +1,5 @@
 """Recipes: every shipped recipe parses; extends and --set merge; bad input names file and key."""
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -97,3 +95,21 @@ def test_readme_documents_every_recipe_key():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [key for key, _, _ in rc.field_docs() if f"`{key}`" not in readme]
     assert not missing, f"README recipe reference lacks {missing}"
+
+
+def test_retired_keys_load_at_their_value_only(tmp_path):
+    """Keys measured and removed (config.RETIRED) still load where they have the value every committed
+    result had — older lock files and stored recipes list them; any other value is refused, naming
+    the key."""
+    from mbml_cli.recipe.config import RETIRED
+    base = rc.to_dict(rc.load(RECIPES[0].parent / "smoke.yaml")[0])
+    older = {**base, "distill": {**base["distill"], **RETIRED["distill"]}}
+    assert rc.from_dict(older) == rc.from_dict(base)
+    recipe = rc.from_dict(older)
+    assert all(not hasattr(recipe.distill, k) for k in RETIRED["distill"])
+    with pytest.raises(rc.RecipeError, match=r"distill\.q_loss.*retired"):
+        rc.from_dict({**base, "distill": {**base["distill"], "q_loss": "teacher"}})
+    with pytest.raises(rc.RecipeError, match=r"distill\.generator_steps.*retired"):
+        rc.from_dict({**base, "distill": {**base["distill"], "generator_steps": True}})   # True == 1, not the int 1
+    with pytest.raises(rc.RecipeError, match="unknown key"):
+        rc.from_dict({**base, "distill": {**base["distill"], "q_losss": "standardised"}})

@@ -394,7 +394,7 @@ def test_report_groups_a_store_made_before_a_key_existed_with_one_made_after():
     from mbml_cli.recipe.load import load, to_dict
     from mbml_cli.views.report.gather import condition_key, label
     recipe = to_dict(load(ROOT / "recipes/smoke.yaml")[0])
-    older = {**recipe, "distill": {k: v for k, v in recipe["distill"].items() if k != "q_loss"}}
+    older = {**recipe, "distill": {k: v for k, v in recipe["distill"].items() if k != "lr_schedule"}}
     assert condition_key(older) == condition_key(recipe)
     other = {**recipe, "seed": 5, "distill": {**recipe["distill"], "lr": 0.001}}
     assert condition_key(other) != condition_key(recipe)

@@ -7,10 +7,15 @@ import math
 import pytest
 import torch
 
-from mbml_cli.algos.mbml import (VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers, hardest_triplet_loss,
-                                 step_losses, triplet_loss)
-from mbml_cli.recipe.config import DistillConfig
+import dataclasses
+
+from mbml_cli.algos.inference_loss import LOSSES, hardest_triplet_loss, triplet_loss
+from mbml_cli.algos.mbml import DistilledPolicy, MBMLConfig, MBMLTrainer, Relabelled, Teachers, step_losses
+from mbml_cli.algos.registry import SPECS
+from mbml_cli.recipe.config import DistillConfig, Recipe
 from mbml_cli.algos.data import TaskData
+
+VARIANTS = {s.name: s.variant for s in SPECS if s.variant is not None}
 
 
 def gauss(mu, var):
@@ -78,8 +83,9 @@ def tiny_setup(eligible: bool):
                         actor=lambda s, a: (a + 0.05).clamp(-1, 1), vae_latent=2 * ACT)
     mask = torch.full((K, K, N), eligible) & ~torch.eye(K, dtype=torch.bool)[:, :, None]
     rel = Relabelled(torch.randn(K, K, N, generator=g), mask)
-    cfg = DistillConfig(q_hidden=[8], g_hidden=[8], xi_hidden=[8], encoder_hidden=[8], latent_dim=3,
-                        context_size=6, relabel_context=4, batch_size=5, n_contexts=2)
+    cfg = MBMLConfig.of(Recipe(distill=DistillConfig(q_hidden=[8], g_hidden=[8], xi_hidden=[8], encoder_hidden=[8],
+                                                     latent_dim=3, context_size=6, relabel_context=4, batch_size=5,
+                                                     n_contexts=2)))
     torch.manual_seed(0)
     policy = DistilledPolicy(OBS, ACT, 2 * ACT, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
                              cfg.g_hidden, cfg.xi_hidden)
@@ -89,7 +95,7 @@ def tiny_setup(eligible: bool):
 @pytest.mark.parametrize("algo", list(VARIANTS))
 def test_step_runs_for_every_variant(algo):
     policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    out, _ = step_losses(policy, data, teachers, rel, VARIANTS[algo], cfg, torch.Generator().manual_seed(1))
+    out = step_losses(policy, data, teachers, rel, VARIANTS[algo], cfg, torch.Generator().manual_seed(1))
     assert torch.isfinite(out["total"])
     if algo in ("mbml", "gt_relabel"):
         assert float(out["valid_pairs"]) == 1.0 and out["loss_triplet"].item() > 0
@@ -101,7 +107,7 @@ def test_step_runs_for_every_variant(algo):
 
 def test_no_eligible_pairs_no_crash_no_gradient():
     policy, data, teachers, rel, cfg = tiny_setup(eligible=False)
-    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     assert out["loss_triplet"].item() == 0.0 and float(out["valid_pairs"]) == 0.0
     grads = torch.autograd.grad(out["loss_triplet"], list(policy.encoder.parameters()), allow_unused=True)
     assert all(g is None or g.abs().sum() == 0 for g in grads)
@@ -110,24 +116,13 @@ def test_no_eligible_pairs_no_crash_no_gradient():
 
 def test_stop_gradient_in_generator_and_perturbation_losses():
     policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     (out["loss_g"] + out["loss_xi"]).backward(retain_graph=True)
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in policy.encoder.parameters())   # z̄
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.g.parameters())
     policy.zero_grad()
     out["loss_q"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())  # reparam z
-
-
-def test_encoder_from_generator_lifts_the_stop_gradient():
-    """`distill.encoder_from_generator`: Eq. 4–5 reach q_φ through z̄; the values are unchanged."""
-    policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    ref, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
-    cfg.encoder_from_generator = True
-    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
-    assert out["loss_g"].item() == ref["loss_g"].item() and out["loss_xi"].item() == ref["loss_xi"].item()
-    out["loss_g"].backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.encoder.parameters())
 
 
 def test_q_d_regresses_standardised_teacher_values():
@@ -145,7 +140,7 @@ def test_q_d_regresses_standardised_teacher_values():
     torch.testing.assert_close(policy.q_value(s, a, z), raw * float(q.std()) + float(q.mean()))
 
     gen = torch.Generator().manual_seed(1)
-    out, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, gen)
+    out = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, gen)
     unscaled = DistilledPolicy(OBS, ACT, 2 * ACT, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
                                cfg.g_hidden, cfg.xi_hidden)
     unscaled.load_state_dict(policy.state_dict())
@@ -153,22 +148,15 @@ def test_q_d_regresses_standardised_teacher_values():
     with torch.no_grad():                         # the same raw network, scale 1: loss × std² apart
         unscaled.q[-1].weight.mul_(float(q.std()))
         unscaled.q[-1].bias.mul_(float(q.std())).add_(float(q.mean()))
-    ref, _ = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
+    ref = step_losses(unscaled, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
     assert out["loss_q"].item() * float(q.std()) ** 2 == pytest.approx(ref["loss_q"].item(), rel=1e-4)
 
-    cfg.q_loss = "teacher"                        # Eq. 3 in the teachers' units: the raw network's loss
-    raw, _ = step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
-    assert raw["loss_q"].item() == pytest.approx(ref["loss_q"].item(), rel=1e-4)
-    assert raw["kl"].item() == pytest.approx(out["kl"].item(), rel=1e-6)
 
-
-@pytest.mark.parametrize("generator_z", ["sample", "mean"])
-def test_generator_and_perturbation_see_the_sampled_z_or_the_posterior_mean(monkeypatch, generator_z):
-    """`distill.generator_z`: Eq. 4–5 on z ~ q_φ(c) (the paper) or on q_φ(c)'s mean; Q_D (Eq. 3) always
-    gets the sample. The sample is made 100 off its mean here, so the two are told apart."""
+def test_generator_and_perturbation_see_the_sampled_z(monkeypatch):
+    """Eq. 4–5 are on z ~ q_φ(c), the same sample as Q_D's (Eq. 3), not on q_φ(c)'s mean. The sample is
+    made 100 off its mean here, so the two are told apart."""
     import mbml_cli.algos.mbml as mbml
     policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-    cfg.generator_z = generator_z
     seen = {}
     monkeypatch.setattr(mbml, "sample_z", lambda mu, var, gen: mu + 100.0)
     for name in ("q_value", "generate", "perturb"):
@@ -177,16 +165,15 @@ def test_generator_and_perturbation_see_the_sampled_z_or_the_posterior_mean(monk
             return inner(s, a, z)
         monkeypatch.setattr(policy, name, spy)
     step_losses(policy, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
-    shift = 0.0 if generator_z == "sample" else 100.0
     for name in ("generate", "perturb"):
-        torch.testing.assert_close(seen[name] + shift, seen["q_value"])
+        torch.testing.assert_close(seen[name], seen["q_value"])
 
 
 def test_generator_lr_gives_g_d_and_xi_d_their_own_adam_group():
     from mbml_cli.algos.mbml import param_groups
     policy, _, _, _, cfg = tiny_setup(eligible=True)
     assert len(param_groups(policy, cfg)) == 1                       # 0: one rate for everything
-    cfg.generator_lr = 1e-3
+    cfg = dataclasses.replace(cfg, generator_lr=1e-3)
     rest, heads = torch.optim.Adam(param_groups(policy, cfg), lr=cfg.lr).param_groups
     assert heads["lr"] == 1e-3 and rest["lr"] == cfg.lr
     assert {id(p) for p in heads["params"]} == {id(p) for p in [*policy.g.parameters(), *policy.xi.parameters()]}
@@ -207,24 +194,15 @@ def test_cosine_schedule_by_hand():
         assert [g["lr"] for g in opt.param_groups] == pytest.approx([3e-4 * factor, 1e-3 * factor])
 
 
-def test_generator_steps_add_updates_of_g_d_and_xi_d_only():
-    """`distill.generator_steps: 3`: the joint step (Eq. 10) and then two of Eq. 4–5 alone. Q_D and
-    q_φ end exactly where one joint step puts them (Adam stepped them once), G_D and ξ_D were stepped
-    three times, and the losses returned are the joint step's."""
-    from mbml_cli.algos.mbml import train_step
-    runs = {}
-    for n in (1, 3):
-        policy, data, teachers, rel, cfg = tiny_setup(eligible=True)
-        cfg.generator_steps = n
-        opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
-        losses = train_step(policy, opt, data, teachers, rel, VARIANTS["mbml"], cfg, torch.Generator().manual_seed(1))
-        runs[n] = (policy, opt, losses)
-    (one, _, l1), (three, opt, l3) = runs[1], runs[3]
-    assert {k: v.item() for k, v in l1.items()} == {k: v.item() for k, v in l3.items()}
-    for part in ("encoder", "q"):
-        for a, b in zip(getattr(one, part).parameters(), getattr(three, part).parameters()):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
-            assert int(opt.state[b]["step"]) == 1
-    for part in ("g", "xi"):
-        assert all(int(opt.state[p]["step"]) == 3 for p in getattr(three, part).parameters())
-        assert any(not torch.equal(a, b) for a, b in zip(getattr(one, part).parameters(), getattr(three, part).parameters()))
+def test_each_variant_reads_the_relabelling_its_spec_loads():
+    """distill.py loads R̂'s relabelling where a spec needs the relabel stage, the true rewards where its
+    variant says so, and nothing else; the variant's step must read exactly that much."""
+    for s in SPECS:
+        if s.variant is None:
+            assert "bcq" not in s.needs and "relabel" not in s.needs        # the baselines read the data alone
+            continue
+        loss = LOSSES[s.variant.loss](MBMLConfig.of(Recipe()))
+        reads = s.variant.relabel_context or loss.relabelled
+        assert reads == ("relabel" in s.needs or s.variant.true_rewards), s.name
+        assert not ("relabel" in s.needs and s.variant.true_rewards), s.name
+        assert "bcq" in s.needs, s.name

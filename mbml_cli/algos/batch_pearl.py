@@ -9,13 +9,33 @@ augmented state to the actor and α detached and to the critics with its gradien
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..recipe.config import DistillConfig
+from ..recipe.config import Recipe, pick
 from .data import TaskData, sample_rows
 from . import sac
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+
+
+@dataclass(frozen=True)
+class PearlConfig:
+    """The `distill.*` keys it reads (MBML's encoder and Q_D sizes, rate and context), and BCQ's γ and τ."""
+    q_hidden: list
+    encoder_hidden: list
+    latent_dim: int
+    kl_beta: float
+    context_size: int
+    batch_size: int
+    lr: float
+    gamma: float               # bcq.gamma
+    tau: float                 # bcq.tau
+
+    @classmethod
+    def of(cls, r: Recipe) -> "PearlConfig":
+        return pick(cls, r.distill, gamma=r.bcq.gamma, tau=r.bcq.tau)
 
 
 class PearlPolicy(ContextPolicy):
@@ -40,8 +60,8 @@ class PearlPolicy(ContextPolicy):
 class PearlTrainer:
     """One PEARL step (its Alg. 1 lines 11–20, minus collection) on all K tasks' batches at once."""
 
-    def __init__(self, policy: PearlPolicy, data: TaskData, cfg: DistillConfig, gamma: float, tau: float):
-        self.policy, self.data, self.cfg, self.gamma, self.tau = policy, data, cfg, gamma, tau
+    def __init__(self, policy: PearlPolicy, data: TaskData, cfg: PearlConfig):
+        self.policy, self.data, self.cfg = policy, data, cfg
         self.opt = sac.SACOptimisers(policy.sac, cfg.lr)
         self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
 
@@ -66,8 +86,20 @@ class PearlTrainer:
               "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
         self.encoder_opt.zero_grad(set_to_none=True)
         (cfg.kl_beta * kl).backward(retain_graph=True)                                        # line 18: ∇φ β·KL
-        losses = sac.update(p.sac, self.opt, rl, self.gamma, self.tau, generator=generator)   # lines 16–20
+        losses = sac.update(p.sac, self.opt, rl, cfg.gamma, cfg.tau, generator=generator)   # lines 16–20
         self.encoder_opt.step()                                                                # ... + ∇φ L_critic
         return {"critic_loss": losses["critic_loss"].sum().detach(), "actor_loss": losses["actor_loss"].sum().detach(),
                 "alpha": losses["alpha"].sum().detach(), "q": losses["q"].sum().detach(), "kl": kl.detach(),
                 "total": (losses["critic_loss"].sum() + cfg.kl_beta * kl).detach()}
+
+
+POLICY = PearlPolicy
+
+
+def build_trainer(r: Recipe, data: TaskData, device) -> PearlTrainer:
+    """Batch PEARL from the recipe's keys (`PearlConfig`), on the K batches."""
+    cfg = PearlConfig.of(r)
+    policy = PearlPolicy(data.obs.shape[-1], data.act.shape[-1], cfg.latent_dim, cfg.encoder_hidden,
+                         cfg.q_hidden).to(device)
+    policy.set_stats(*data.stats())
+    return PearlTrainer(policy, data, cfg)

@@ -11,13 +11,35 @@ critics with its gradient, so q_φ learns from the TD loss alone (plus the KL te
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from ..recipe.config import BCQConfig, DistillConfig
+from ..recipe.config import BCQConfig, Recipe, pick
 from .data import TaskData, sample_rows
 from . import bcq
 from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+
+
+@dataclass(frozen=True)
+class ContextualBCQConfig:
+    """The `distill.*` keys it reads (MBML's network sizes, rate and context), and the `bcq` section:
+    BCQ's own constants (φ, λ, γ, τ, the VAE's KL weight, candidates)."""
+    q_hidden: list
+    g_hidden: list
+    xi_hidden: list
+    encoder_hidden: list
+    latent_dim: int
+    kl_beta: float
+    context_size: int
+    batch_size: int
+    lr: float
+    bcq: BCQConfig
+
+    @classmethod
+    def of(cls, r: Recipe) -> "ContextualBCQConfig":
+        return pick(cls, r.distill, bcq=r.bcq)
 
 
 class ContextualBCQPolicy(ContextPolicy):
@@ -48,10 +70,10 @@ class ContextualBCQPolicy(ContextPolicy):
 class ContextualBCQTrainer:
     """One training step of Contextual BCQ on all K tasks' batches at once."""
 
-    def __init__(self, policy: ContextualBCQPolicy, data: TaskData, cfg: DistillConfig, bcq_cfg: BCQConfig):
+    def __init__(self, policy: ContextualBCQPolicy, data: TaskData, cfg: ContextualBCQConfig):
         self.policy, self.data, self.cfg = policy, data, cfg
         # BCQ's own constants (λ, γ, τ, KL weight, candidates) with MBML's learning rate
-        self.bcq_cfg = BCQConfig(**{**bcq_cfg.__dict__, "phi": policy.meta["phi"], "lr": cfg.lr,
+        self.bcq_cfg = BCQConfig(**{**cfg.bcq.__dict__, "phi": policy.meta["phi"], "lr": cfg.lr,
                                     "n_candidates": policy.meta["n_candidates"]})
         self.bcq = bcq.BCQTrainer(policy.bcq, cfg.lr)
         self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
@@ -84,3 +106,15 @@ class ContextualBCQTrainer:
         return {"critic_loss": losses["critic_loss"].sum().detach(), "actor_loss": losses["actor_loss"].sum().detach(),
                 "vae_loss": losses["vae_loss"].sum().detach(), "q": losses["q"].sum().detach(), "kl": kl.detach(),
                 "total": (losses["critic_loss"].sum() + cfg.kl_beta * kl).detach()}
+
+
+POLICY = ContextualBCQPolicy
+
+
+def build_trainer(r: Recipe, data: TaskData, device) -> ContextualBCQTrainer:
+    """Contextual BCQ from the recipe's keys (`ContextualBCQConfig`), on the K batches."""
+    cfg = ContextualBCQConfig.of(r)
+    policy = ContextualBCQPolicy(data.obs.shape[-1], data.act.shape[-1], cfg.latent_dim, cfg.encoder_hidden,
+                                 cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, cfg.bcq.phi, cfg.bcq.n_candidates).to(device)
+    policy.set_stats(*data.stats())
+    return ContextualBCQTrainer(policy, data, cfg)

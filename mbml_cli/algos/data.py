@@ -57,6 +57,13 @@ class TaskData:
         """Rows idx (K, ...) of the named fields."""
         return {f: gather_rows(getattr(self, f), idx) for f in fields}
 
+    def stats(self) -> tuple[torch.Tensor, ...]:
+        """Mean and std of the states, and of the rewards, over every task's rows (stds at least 1e-3):
+        the fixed input normalisation of every distilled policy."""
+        valid = torch.arange(self.obs.shape[1], device=self.obs.device)[None, :] < self.sizes[:, None]
+        obs, rew = self.obs[valid], self.rew[valid]
+        return obs.mean(0), obs.std(0).clamp_min(1e-3), rew.mean(), rew.std().clamp_min(1e-3)
+
     def transitions(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rows idx (K, ...) of (s, a, r, s′): a context or a mini-batch."""
         return self.gather(idx, CONTEXT_FIELDS)

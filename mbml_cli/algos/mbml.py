@@ -2,11 +2,13 @@
 relabelled transitions that forces the task-inference module to read rewards (Alg. 1, Eq. 3–11).
 
 Read top to bottom:
-  1. the variants (MBML and its ablations are flags on one algorithm, Sec. 5.2),
-  2. the distilled networks Q_D, G_D, ξ_D with the encoder q_φ, and BCQ-style action selection (Fig. 3),
-  3. the losses: triplet over all ordered pairs (Eq. 8–9), hardest-pair mining (Eq. 11),
-  4. one training step: sample contexts, relabel, Eq. 3–5 and Eq. 10, all K tasks and all K(K−1)
-     pairs batched — there is no Python loop over tasks or pairs.
+  1. the recipe keys MBML reads (`MBMLConfig`); its ablations are `Variant`s of one algorithm
+     (Sec. 5.2), one per name in algos/registry.py: whether contexts mix in relabelled transitions,
+     which task-inference loss (algos/inference_loss.py: Eq. 8–9, Eq. 11 or none), which rewards;
+  2. the distilled networks Q_D, G_D, ξ_D with the encoder q_φ, and BCQ-style action selection (Fig. 3);
+  3. one training step: sample contexts, relabel, the task-inference loss, Eq. 3–5 and Eq. 10, all K
+     tasks and all K(K−1) pairs batched — there is no Python loop over tasks or pairs;
+  4. the trainer the distill stage drives, and `build_trainer`, which makes it from a recipe.
 
 Shapes: K training tasks, B (s, a) samples per task, T transitions per context, L = latent_dim.
 The teachers (the K BCQ policies) enter as `Teachers`, three batched callables on (K, B, ·).
@@ -19,31 +21,37 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..recipe.config import DistillConfig
+from ..recipe.config import Recipe, pick
 from .data import TaskData, draw_device, gather_rows, sample_rows
+from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .inference_loss import LOSSES, Contexts
 from .nets import mlp
-from .encoder import ContextPolicy, kl_diag, kl_to_prior, product_of_gaussians, sample_z
+from .registry import Variant
 
 
-# ---- 1. variants ---------------------------------------------------------------------------------
+# ---- 1. the recipe keys it reads -----------------------------------------------------------------
 @dataclass(frozen=True)
-class Variant:
-    relabel_context: bool        # mix relabelled transitions of other tasks into c_i ("full model")
-    triplet: str | None          # "relabel" (Eq. 8–9), "hardest" (Eq. 11) or None
-    ground_truth: bool = False   # relabel with the distribution's true reward instead of R̂_i
+class MBMLConfig:
+    """The `distill.*` keys MBML and its ablations read, and BCQ's φ and candidate count (Fig. 3)."""
+    q_hidden: list
+    g_hidden: list
+    xi_hidden: list
+    encoder_hidden: list
+    latent_dim: int
+    kl_beta: float             # β (Eq. 3)
+    margin: float              # m (Eq. 8, Eq. 11)
+    context_size: int          # T own transitions per context
+    relabel_context: int       # relabelled transitions added to c_i
+    batch_size: int            # B
+    n_contexts: int            # contexts per task for Eq. 11
+    lr: float
+    generator_lr: float        # G_D's and ξ_D's own Adam rate; 0: lr
+    phi: float                 # bcq.phi
+    n_candidates: int          # bcq.n_candidates
 
-    @property
-    def needs_relabel(self) -> bool:
-        return self.relabel_context or self.triplet == "relabel"
-
-
-VARIANTS = {
-    "mbml": Variant(relabel_context=True, triplet="relabel"),
-    "gt_relabel": Variant(relabel_context=True, triplet="relabel", ground_truth=True),
-    "no_triplet": Variant(relabel_context=True, triplet=None),
-    "no_relabel": Variant(relabel_context=False, triplet="hardest"),
-    "neither": Variant(relabel_context=False, triplet=None),
-}
+    @classmethod
+    def of(cls, r: Recipe) -> "MBMLConfig":
+        return pick(cls, r.distill, phi=r.bcq.phi, n_candidates=r.bcq.n_candidates)
 
 
 # ---- 2. networks -----------------------------------------------------------------------------------
@@ -53,8 +61,7 @@ class DistilledPolicy(ContextPolicy):
     States are normalised with fixed statistics of the training batches (buffers), and Q_D's output
     is scaled by fixed statistics of the teachers' Q values (`q_mean`, `q_std`): the network outputs
     standardised values, which Adam fits in far fewer steps than raw returns of magnitude ~100 (the
-    argmax of Eq. 1 is unchanged by it). Eq. 3's error is measured in std units by default, or in the
-    teachers' units (`distill.q_loss: teacher`), which keeps the paper's weights of Eq. 10's terms.
+    argmax of Eq. 1 is unchanged by it), and Eq. 3's error is measured in those std units.
     G_D ends in tanh like BCQ's decoder; ξ_D outputs a perturbation of at most φ, like BCQ's actor."""
 
     def __init__(self, obs_dim: int, act_dim: int, vae_latent: int, latent_dim: int, encoder_hidden: list,
@@ -130,34 +137,7 @@ class Relabelled:
     next_obs: torch.Tensor | None = None   # (K, K, N, obs_dim)
 
 
-# ---- 3. losses ---------------------------------------------------------------------------------------
-def triplet_loss(anchor, positive, negative, valid: torch.Tensor, margin: float) -> torch.Tensor:
-    """Eq. 8–9 over every ordered pair (i, j): [d(a, p) − d(a, n) + m]_+ with d = KL(a ‖ ·).
-
-    anchor/positive/negative are (μ, σ²) pairs of shape (K, K, L); `valid` (K, K) is False on the
-    diagonal and for pairs without eligible transitions — those are left out of the mean (no
-    gradient, no NaN); with no valid pair at all the loss is 0."""
-    d_pos = kl_diag(*anchor, *positive)                                      # d(q(c_{j→i}), q(c_i))
-    d_neg = kl_diag(*anchor, *negative)                                      # d(q(c_{j→i}), q(c_j))
-    per_pair = torch.relu(d_pos - d_neg + margin)                            # Eq. 8
-    per_pair = torch.where(valid, per_pair, torch.zeros_like(per_pair))
-    return per_pair.sum() / valid.sum().clamp_min(1)                         # Eq. 9 (mean over pairs)
-
-
-def hardest_triplet_loss(mu: torch.Tensor, var: torch.Tensor, margin: float) -> torch.Tensor:
-    """Eq. 11 (no_relabel): posteriors of n contexts per task, (K, n, L). For each task i, the
-    hardest positive is the most divergent pair of its own contexts, the hardest negative the least
-    divergent pair between one of its contexts and one of another task's."""
-    K, n, L = mu.shape
-    d = kl_diag(mu.reshape(K, n, 1, 1, L), var.reshape(K, n, 1, 1, L),
-                mu.reshape(1, 1, K, n, L), var.reshape(1, 1, K, n, L))          # (K, n, K, n)
-    same = torch.eye(K, dtype=torch.bool, device=mu.device).reshape(K, 1, K, 1).expand(K, n, K, n)
-    pos = d.masked_fill(~same, float("-inf")).amax(dim=(1, 2, 3))               # max_{n,n'} d(c_i^n, c_i^n')
-    neg = d.masked_fill(same, float("inf")).amin(dim=(1, 2, 3))                 # min_{n,n',j≠i} d(c_i^n, c_j^n')
-    return torch.relu(pos - neg + margin).mean()                                # Eq. 11
-
-
-# ---- 4. one step -------------------------------------------------------------------------------------
+# ---- 3. one step -------------------------------------------------------------------------------------
 def relabelled_pairs(rel: Relabelled, own: dict, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """c_{j→i} for every ordered pair (Eq. 7): task j's sampled transitions idx (K, T) with R̂_i's
     reward. Returns inputs (K, K, T, ·) (rows i, columns j) and the eligibility mask (K, K, T)."""
@@ -190,45 +170,28 @@ def pick_relabelled(pairs: dict, mask: torch.Tensor, n: int, generator: torch.Ge
 
 
 def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel: Relabelled | None,
-                variant: Variant, cfg: DistillConfig, generator: torch.Generator):
-    """Alg. 1, lines 2–6 for all K tasks at once → the loss terms (and 'total', Eq. 10), and the
-    posterior (μ, σ²) of q_φ(c_i), detached, (K, L) each."""
+                variant: Variant, cfg: MBMLConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Alg. 1, lines 2–6 for all K tasks at once → the loss terms (and 'total', Eq. 10)."""
     K, T, L = data.n_tasks, cfg.context_size, cfg.latent_dim
     enc = policy.encoder
-    zero = torch.zeros((), device=data.obs.device)
-    out = {"loss_triplet": zero, "valid_pairs": zero}
+    loss = LOSSES[variant.loss](cfg)
 
     # Alg. 1 line 2: context sets c_i from B_i (n of them per task for Eq. 11)
-    n_ctx = cfg.n_contexts if variant.triplet == "hardest" else 1
-    idx = sample_rows(data.sizes, (n_ctx, T), generator)                       # (K, n, T)
+    idx = sample_rows(data.sizes, (loss.n_contexts, T), generator)             # (K, n, T)
     own = data.transitions(idx)
-    own_mu, own_var = enc.factors(**own)                                       # (K, n, T, L) per-transition factors
-
-    if variant.triplet == "hardest":                                           # Eq. 11
-        post_mu, post_var = product_of_gaussians(own_mu, own_var)              # (K, n, L)
-        out["loss_triplet"] = hardest_triplet_loss(post_mu, post_var, cfg.margin)
-    own = {k: v[:, 0] for k, v in own.items()}                                 # c_i: the first context
-    own_mu, own_var, idx = own_mu[:, 0], own_var[:, 0], idx[:, 0]              # (K, T, L), (K, T)
-    ctx_mu, ctx_var, ctx_mask = own_mu, own_var, torch.ones(K, T, device=own_mu.device)
-
-    if variant.needs_relabel:
+    c = Contexts(enc, *enc.factors(**own))                                     # (K, n, T, L) per-transition factors
+    if variant.relabel_context or loss.relabelled:
         # Alg. 1 line 3: c_{j→i} for every ordered pair, and which relabelled transitions are eligible
-        pairs, elig = relabelled_pairs(rel, own, idx)                          # (K, K, T, ·), (K, K, T)
-        if variant.triplet == "relabel":                                       # Alg. 1 line 4
-            m = elig.float()
-            valid = elig.any(-1)                                               # (K, K); diagonal is never eligible
-            anchor = product_of_gaussians(*enc.factors(**pairs), m)            # q(c_{j→i})
-            positive = product_of_gaussians(own_mu.unsqueeze(1).expand(K, K, T, L),      # as many of
-                                            own_var.unsqueeze(1).expand(K, K, T, L), m)   # task i's own
-            negative = product_of_gaussians(own_mu.unsqueeze(0).expand(K, K, T, L),      # the same (s, a) with
-                                            own_var.unsqueeze(0).expand(K, K, T, L), m)   # task j's true reward
-            out["loss_triplet"] = triplet_loss(anchor, positive, negative, valid, cfg.margin)   # Eq. 8–9
-            out["valid_pairs"] = valid.float().sum() / max(K * (K - 1), 1)
-        if variant.relabel_context:                                            # c_i ∪ c̃_i (Sec. 5.2)
-            picked, pmask = pick_relabelled(pairs, elig, cfg.relabel_context, generator)
-            p_mu, p_var = enc.factors(**picked)
-            ctx_mu, ctx_var = torch.cat([own_mu, p_mu], 1), torch.cat([own_var, p_var], 1)
-            ctx_mask = torch.cat([ctx_mask, pmask.float()], 1)
+        first = {k: v[:, 0] for k, v in own.items()}                           # c_i: the first context
+        c.pairs, c.eligible = relabelled_pairs(rel, first, idx[:, 0])          # (K, K, T, ·), (K, K, T)
+    out = loss(c)                                                              # Alg. 1 line 4: Eq. 8–9 or Eq. 11
+    own_mu, own_var = c.first                                                  # (K, T, L)
+    ctx_mu, ctx_var, ctx_mask = own_mu, own_var, torch.ones(K, T, device=own_mu.device)
+    if variant.relabel_context:                                                # c_i ∪ c̃_i (Sec. 5.2)
+        picked, pmask = pick_relabelled(c.pairs, c.eligible, cfg.relabel_context, generator)
+        p_mu, p_var = enc.factors(**picked)
+        ctx_mu, ctx_var = torch.cat([own_mu, p_mu], 1), torch.cat([own_var, p_var], 1)
+        ctx_mask = torch.cat([ctx_mask, pmask.float()], 1)
 
     # Eq. 3: z_i ~ q_φ(c_i) by reparameterisation, with β·KL(q_φ(c_i) ‖ N(0, I))
     mu, var = product_of_gaussians(ctx_mu, ctx_var, ctx_mask)                  # (K, L)
@@ -239,15 +202,15 @@ def step_losses(policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel
     t = teacher_targets(data, teachers, cfg, generator)
     zq = z.unsqueeze(1).expand(K, t["s"].shape[1], L)
     err = t["q"] - policy.q_value(t["s"], t["a"], zq)
-    out["loss_q"] = ((err if cfg.q_loss == "teacher" else err / policy.q_std) ** 2).mean()            # Eq. 3
-    out["loss_g"], out["loss_xi"] = imitation_losses(policy, t, generator_z(mu, zq, cfg))              # Eq. 4–5
+    out["loss_q"] = ((err / policy.q_std) ** 2).mean()                                           # Eq. 3
+    out["loss_g"], out["loss_xi"] = imitation_losses(policy, t, zq.detach())                      # Eq. 4–5, z̄
     out["kl"] = kl
-    out["total"] = (out["loss_triplet"] + out["loss_q"] + cfg.kl_beta * kl                             # Eq. 10
+    out["total"] = (out[loss.key] + out["loss_q"] + cfg.kl_beta * kl                              # Eq. 10
                     + out["loss_g"] + out["loss_xi"])
-    return out, (mu.detach(), var.detach())
+    return out
 
 
-def teacher_targets(data: TaskData, teachers: Teachers, cfg: DistillConfig, generator: torch.Generator) -> dict:
+def teacher_targets(data: TaskData, teachers: Teachers, cfg: MBMLConfig, generator: torch.Generator) -> dict:
     """(s, a) ~ B_i (K, B, ·), ν ~ N(0, I) clipped to ±0.5, and the teachers' Q_i(s, a), G_i(s, ν) and
     ξ_i(s, G_i(s, ν)) on them."""
     batch = data.transitions(sample_rows(data.sizes, (cfg.batch_size,), generator))
@@ -259,38 +222,15 @@ def teacher_targets(data: TaskData, teachers: Teachers, cfg: DistillConfig, gene
         return {"s": s, "a": a, "nu": nu, "q": teachers.q(s, a), "g": g, "xi": teachers.actor(s, g)}
 
 
-def generator_z(mu: torch.Tensor, zq: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
-    """z̄ of Eq. 4–5: the sampled z (K, B, L), or q_φ(c)'s mean (`generator_z: mean`); a stop-gradient
-    as in the paper, unless `distill.encoder_from_generator` lets Eq. 4–5 train q_φ too."""
-    zbar = mu.unsqueeze(1).expand_as(zq) if cfg.generator_z == "mean" else zq
-    return zbar if cfg.encoder_from_generator else zbar.detach()
-
-
 def imitation_losses(policy: DistilledPolicy, t: dict, zbar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 4 (G_D onto G_i) and Eq. 5 (ξ_D onto ξ_i), squared errors summed over action dimensions."""
+    """Eq. 4 (G_D onto G_i) and Eq. 5 (ξ_D onto ξ_i), squared errors summed over action dimensions;
+    z̄ is the sampled z with its gradient stopped, as in the paper."""
     loss_g = ((t["g"] - policy.generate(t["s"], t["nu"], zbar)) ** 2).sum(-1).mean()              # Eq. 4
     loss_xi = ((t["xi"] - policy.perturb(t["s"], t["g"], zbar)) ** 2).sum(-1).mean()              # Eq. 5
     return loss_g, loss_xi
 
 
-def train_step(policy, optimizer, data, teachers, rel, variant, cfg, generator) -> dict[str, torch.Tensor]:
-    """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together. With
-    `distill.generator_steps` n > 1, n − 1 more steps of Eq. 4–5 alone follow, each on fresh (s, ν)
-    and a fresh z ~ q_φ(c_i) of this step's posterior: they move only G_D and ξ_D (z̄ is a
-    stop-gradient, and Adam skips parameters without a gradient). The losses logged are the joint step's."""
-    losses, (mu, var) = step_losses(policy, data, teachers, rel, variant, cfg, generator)
-    optimizer.zero_grad(set_to_none=True)
-    losses["total"].backward()
-    optimizer.step()
-    for _ in range(cfg.generator_steps - 1):
-        t = teacher_targets(data, teachers, cfg, generator)
-        zq = sample_z(mu, var, generator).unsqueeze(1).expand(*t["s"].shape[:2], mu.shape[-1])
-        optimizer.zero_grad(set_to_none=True)
-        sum(imitation_losses(policy, t, generator_z(mu, zq, cfg))).backward()
-        optimizer.step()
-    return {k: v.detach() for k, v in losses.items()}
-
-
+# ---- 4. the trainer ----------------------------------------------------------------------------------
 @torch.no_grad()
 def teacher_q_stats(teachers: Teachers, data: TaskData, rows: int = 10_000) -> tuple[float, float]:
     """Mean and std of Q_i(s, a) over the first `rows` transitions of every task's batch."""
@@ -299,7 +239,7 @@ def teacher_q_stats(teachers: Teachers, data: TaskData, rows: int = 10_000) -> t
     return float(q.mean()), max(float(q.std()), 1e-3)
 
 
-def param_groups(policy: DistilledPolicy, cfg: DistillConfig) -> list[dict]:
+def param_groups(policy: DistilledPolicy, cfg: MBMLConfig) -> list[dict]:
     """One Adam group, or two when G_D and ξ_D have their own learning rate (`generator_lr`)."""
     if not cfg.generator_lr or cfg.generator_lr == cfg.lr:
         return [{"params": list(policy.parameters())}]
@@ -314,7 +254,7 @@ class MBMLTrainer:
     optimisers a checkpoint holds. Q_D's output scale is set from the teachers' Q values here."""
 
     def __init__(self, policy: DistilledPolicy, data: TaskData, teachers: Teachers, rel: Relabelled | None,
-                 variant: Variant, cfg: DistillConfig):
+                 variant: Variant, cfg: MBMLConfig):
         self.policy, self.data, self.teachers, self.rel, self.variant, self.cfg = policy, data, teachers, rel, variant, cfg
         policy.set_q_stats(*teacher_q_stats(teachers, data))
         self.opt = torch.optim.Adam(param_groups(policy, cfg), lr=cfg.lr)
@@ -326,4 +266,23 @@ class MBMLTrainer:
         return {"policy": self.policy}
 
     def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return train_step(self.policy, self.opt, self.data, self.teachers, self.rel, self.variant, self.cfg, generator)
+        """Alg. 1 line 7: one Adam step on θ (Q_D, G_D, ξ_D) and φ (q_φ) together."""
+        losses = step_losses(self.policy, self.data, self.teachers, self.rel, self.variant, self.cfg, generator)
+        self.opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.opt.step()
+        return {k: v.detach() for k, v in losses.items()}
+
+
+POLICY = DistilledPolicy
+
+
+def build_trainer(r: Recipe, data: TaskData, device, variant: Variant, teachers: Teachers,
+                  rel: Relabelled | None) -> MBMLTrainer:
+    """MBML or one of its ablations, from the recipe's keys (`MBMLConfig`), on the K batches."""
+    cfg = MBMLConfig.of(r)
+    policy = DistilledPolicy(data.obs.shape[-1], data.act.shape[-1], teachers.vae_latent, cfg.latent_dim,
+                             cfg.encoder_hidden, cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, cfg.phi,
+                             cfg.n_candidates).to(device)
+    policy.set_stats(*data.stats())
+    return MBMLTrainer(policy, data, teachers, rel, variant, cfg)

@@ -5,7 +5,9 @@ these objects and reports bad input; this module only declares what a recipe may
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from ..algos.registry import NAMES
 
 from . import graph
 
@@ -105,7 +107,9 @@ class RelabelConfig:
 
 @dataclass
 class DistillConfig:
-    """MBML distillation (Alg. 1, Eq. 3-10); ablations and baselines share it."""
+    """The `distill:` section: MBML's distillation (Alg. 1, Eq. 3-10), its ablations and the baselines.
+    Each algorithm's trainer takes only the keys it reads (its config dataclass in algos/, built with
+    `pick`); the epochs, evaluation and checkpoint keys are the distill stage's own."""
     epochs: int = doc("epochs", 1000, **rng(1))
     steps_per_epoch: int = doc("gradient steps per epoch", 100, **rng(1))
     q_hidden: list = doc("Q_D widths", default_factory=lambda: [1024] * 9)
@@ -121,21 +125,10 @@ class DistillConfig:
     n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
-    generator_z: str = doc("the z that G_D and ξ_D are regressed on (Eq. 4-5): sample (z ~ q_φ(c), the paper) or "
-                           "mean (the posterior mean of q_φ(c))", "sample", meta={"choices": ["sample", "mean"]})
-    q_loss: str = doc("units of Eq. 3's squared error: standardised (by the teachers' Q std, which weighs β·KL and "
-                      "the triplet std² times more in Eq. 10) or teacher (the teachers' units, the paper's balance)",
-                      "standardised", meta={"choices": ["standardised", "teacher"]})
-    encoder_from_generator: bool = doc("let Eq. 4-5 train q_φ too (no stop-gradient on z̄; the paper stops it)",
-                                       False)
-    generator_steps: int = doc("updates of G_D and ξ_D per distillation step: the joint step of Eq. 10, then Eq. 4-5 "
-                               "alone on fresh (s, ν) (1: the paper)", 1, **rng(1, 64))
     lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "
                            "to 0 at the last epoch)", "constant", meta={"choices": ["constant", "cosine"]})
     ema: float = doc("Polyak averaging of the policy's weights, w̄ ← ema·w̄ + (1 − ema)·w after every step; the "
                      "average is what is evaluated and saved. 0: none (the paper)", 0.0, **rng(0, 0.99999))
-    teachers: str = doc("which BCQ checkpoints are distilled: final or best (at their best evaluation)", "final",
-                        meta={"choices": ["final", "best"]})
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
     checkpoint_every: int = doc("epochs between resumable checkpoints (weights, Adam and RNG state)", 10, **rng(1))
 
@@ -187,11 +180,21 @@ class FinetuneConfig:
                       3, **rng(1))
 
 
-# The distill algorithms, each with the salt of its random streams. A salt belongs to the name:
-# reordering this table changes no seed (the values are those every stored result was made with).
-ALGO_SALTS = {"mbml": 0, "no_relabel": 3, "no_triplet": 2, "neither": 4, "gt_relabel": 1,
-              "contextual_bcq": 5, "batch_pearl": 6}
-ALGOS = tuple(ALGO_SALTS)
+# Keys measured in the distillation lever rounds (RESULTS.md, "Distillation levers"), rejected and
+# removed, with the value every committed result has: a recipe, lock file or stored recipe that gives
+# one of them this value still loads (the key is dropped); any
+# other value is refused, since this version cannot repeat it (c5517c9 can).
+RETIRED = {"distill": {"generator_z": "sample", "q_loss": "standardised", "encoder_from_generator": False,
+                       "generator_steps": 1, "teachers": "final"}}
+
+
+def pick(cls, section, **others):
+    """An algorithm's config dataclass `cls` from a recipe section: each field is the section's key of
+    that name, except the fields given in `others` (keys of other sections)."""
+    return cls(**{f.name: getattr(section, f.name) for f in fields(cls) if f.name not in others}, **others)
+
+
+ALGOS = NAMES                                # the distill algorithms (algos/registry.py)
 
 
 @dataclass

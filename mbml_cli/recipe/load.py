@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 
-from .config import Recipe
+from .config import RETIRED, Recipe
 from ..errors import RecipeError
 from .inputs import InputError, load_yaml, read_text, short
 
@@ -146,6 +146,12 @@ def build(cls, data: dict, source: str, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         dotted = prefix + (str(key) if len(str(key)) <= 60 else short(str(key), 60))
+        retired = RETIRED.get(prefix.rstrip("."), {})
+        if key not in fields and key in retired:
+            if type(value) is not type(retired[key]) or value != retired[key]:
+                raise RecipeError(source, dotted, f"{short(value)}: this key was measured and retired (RESULTS.md, "
+                                                  f"\"Distillation levers\"); only {retired[key]!r} is accepted")
+            continue
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix}{near[0]}?)" if near else ""

@@ -25,13 +25,12 @@ import torch
 from rich.console import Console
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ...algos.batch_pearl import PearlPolicy, PearlTrainer
-from ...algos.contextual_bcq import ContextualBCQPolicy, ContextualBCQTrainer
-from ...algos.mbml import VARIANTS, DistilledPolicy, MBMLTrainer, Relabelled, Teachers
+from ...algos.mbml import Relabelled, Teachers
+from ...algos.registry import ALGOS
 from ...core import layout
 from ...api import Policy
 from ...core.checkpoint import load_training_state, read, training_state
-from ...recipe.config import ALGO_SALTS, Recipe
+from ...recipe.config import Recipe
 from ...algos.data import TaskData
 from ...errors import StageError
 from ..loaders import load_batches, load_bcq
@@ -52,7 +51,7 @@ def eval_seed(seed: int, epoch: int) -> int:
 
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_teachers(ctx: RunContext, device) -> Teachers:
-    bcq = load_bcq(ctx.store, ctx.recipe, which=ctx.recipe.distill.teachers, device=device)
+    bcq = load_bcq(ctx.store, ctx.recipe, device=device)
     for p in bcq.parameters():
         p.requires_grad_(False)
     return Teachers.from_bcq(bcq)
@@ -84,21 +83,17 @@ def load_relabelled(ctx: RunContext, data: TaskData) -> Relabelled:
                       None if nxt is None else torch.from_numpy(nxt))
 
 
-def data_stats(data: TaskData):
-    valid = torch.arange(data.obs.shape[1], device=data.obs.device)[None, :] < data.sizes[:, None]
-    obs, rew = data.obs[valid], data.rew[valid]
-    return obs.mean(0), obs.std(0).clamp_min(1e-3), rew.mean(), rew.std().clamp_min(1e-3)
-
-
 def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: Teachers | None):
-    """The algorithm's trainer, with the teachers and relabelled rewards it needs read from the store."""
-    rel = None
-    if algo in VARIANTS:
-        variant = VARIANTS[algo]
-        if variant.needs_relabel:
-            rel = ground_truth_relabel(ctx, data) if variant.ground_truth else load_relabelled(ctx, data)
-            rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
-                             None if rel.next_obs is None else rel.next_obs.to(device))
+    """The algorithm's trainer, with the teachers and relabelled rewards its spec says it reads."""
+    spec, rel = ALGOS[algo], None
+    if "relabel" in spec.needs:
+        rel = load_relabelled(ctx, data)
+    elif spec.variant is not None and spec.variant.true_rewards:
+        rel = ground_truth_relabel(ctx, data)
+    if rel is not None:
+        rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
+                         None if rel.next_obs is None else rel.next_obs.to(device))
+    if "bcq" in spec.needs:
         teachers = teachers or load_teachers(ctx, device)
     return build_trainer(ctx.recipe, algo, data, device, teachers, rel)
 
@@ -106,23 +101,7 @@ def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: T
 def build_trainer(r: Recipe, algo: str, data: TaskData, device, teachers: Teachers | None = None,
                   rel: Relabelled | None = None):
     """The algorithm's trainer (`step(generator) -> losses`, `modules()`, `optimisers()`, `.policy`)."""
-    cfg = r.distill
-    obs_dim, act_dim = data.obs.shape[-1], data.act.shape[-1]
-    if algo == "contextual_bcq":
-        policy = ContextualBCQPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden,
-                                     cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
-    elif algo == "batch_pearl":
-        policy = PearlPolicy(obs_dim, act_dim, cfg.latent_dim, cfg.encoder_hidden, cfg.q_hidden)
-    else:
-        policy = DistilledPolicy(obs_dim, act_dim, teachers.vae_latent, cfg.latent_dim, cfg.encoder_hidden,
-                                 cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, r.bcq.phi, r.bcq.n_candidates)
-    policy = policy.to(device)
-    policy.set_stats(*data_stats(data))
-    if algo == "contextual_bcq":
-        return ContextualBCQTrainer(policy, data, cfg, r.bcq)
-    if algo == "batch_pearl":
-        return PearlTrainer(policy, data, cfg, r.bcq.gamma, r.bcq.tau)
-    return MBMLTrainer(policy, data, teachers, rel, VARIANTS[algo], cfg)
+    return ALGOS[algo].build_trainer(r, data, device, teachers, rel)
 
 
 def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epoch: int, epochs: int) -> None:
@@ -142,7 +121,7 @@ def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epo
 def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
     device = device_of(r.device)
-    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGO_SALTS[algo], r.threads, device)
+    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGOS[algo].salt, r.threads, device)
     K = len(ctx.tasks("train"))
     data = load_batches(store, "train", list(range(K)), device=device)
     trainer = make_trainer(ctx, algo, data, device, teachers)

@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ...core import layout
-from ...recipe.config import ALGOS
+from ...algos.registry import SPECS
 from ...core.store import Store
 from .tables import ABLATIONS, COMPARISON
 
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f", "#bcbd22",
-           "#e377c2")
-COLOURS = {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(ALGOS)}       # one colour per algorithm, always
+COLOURS = {s.name: s.colour for s in SPECS}                                 # one colour per algorithm, always
 INIT_COLOURS = {"mbml": COLOURS["mbml"], "scratch": "#7f7f7f"}
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
          "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}

@@ -2,11 +2,11 @@
 in the JSON)."""
 from __future__ import annotations
 
-COMPARISON = ("mbml", "contextual_bcq", "batch_pearl")                       # the paper's Fig. 4
-ABLATIONS = ("mbml", "gt_relabel", "no_relabel", "no_triplet", "neither")     # Fig. 6: full model vs ablations
-DESCRIBED = {"gt_relabel": "gt_relabel (true rewards for relabelling)", "no_relabel": "no_relabel (hardest-pair "
-             "triplet, Eq. 11)", "no_triplet": "no_triplet (relabelled context, no triplet)",
-             "neither": "neither (no relabelling, no triplet)"}
+from ...algos.registry import SPECS, in_group
+
+COMPARISON = in_group("mbml", "baseline")          # the paper's Fig. 4: MBML against the baselines
+ABLATIONS = in_group("mbml", "ablation")           # Fig. 6: the full model against its ablations
+DESCRIBED = {s.name: f"{s.name} ({s.doc})" for s in SPECS if s.group == "ablation"}
 
 
 def pm(s: dict | None, digits: int = 2) -> str:
@@ -111,7 +111,7 @@ def wall_table(c: dict) -> str:
     return md(["stage wall time (s)"] + [f"seed {r['seed']}" for r in c["runs"]] + ["mean ± std"], rows)
 
 
-SUMMARY = ("mbml", "contextual_bcq", "batch_pearl", "neither")          # the summary table's columns
+SUMMARY = COMPARISON + ("neither",)            # the summary table's columns
 
 
 def ordering(c: dict) -> str:
