@@ -169,14 +169,22 @@ class Probe:
 
 
 # ---- the whole recipe --------------------------------------------------------------------------------
-def estimate(recipe: Recipe, device: torch.device, keys: list[str], jobs: int = 1) -> list[Estimate]:
+def estimate(recipe: Recipe, device: torch.device, keys: list[str], jobs: int = 1,
+             say: Callable[[str], None] = lambda line: None, **options) -> list[Estimate]:
     """Projected wall time of each stage record `keys` ("collect", "distill/mbml", ...) of `recipe`,
-    `jobs` units at a time (`mbml run --jobs`). The global torch random state is left as it was;
-    threads are the recipe's."""
+    `jobs` units at a time (`mbml run --jobs`); `say(line)` hears which stage is being timed (a
+    paper-scale step on a CPU can take minutes); `options` are the stage's (eval's `unseen`). The
+    global torch random state is left as it was; threads are the recipe's."""
     torch.set_num_threads(recipe.threads or auto_threads())
+    timed_keys = [key for key in keys if graph.split(key)[0] in ESTIMATORS]
+    found = []
     with torch.random.fork_rng(devices=[]):
         p = Probe(recipe, device)
-        return [e for key in keys if (e := _estimate(p, recipe, key, jobs)) is not None]
+        for i, key in enumerate(timed_keys):
+            say(f"pre-flight: timing {key} ({i + 1}/{len(timed_keys)})")
+            if (e := _estimate(p, recipe, key, jobs, **options)) is not None:
+                found.append(e)
+    return found
 
 
 def _sharded(r: Recipe, key: str, seconds: float, detail: str, shard_tasks: int, jobs: int) -> Estimate:
@@ -193,7 +201,7 @@ def _episode(p: Probe, n_envs: int, act_s: float) -> float:
     return p.H * (n_envs * p.env_step() + act_s)
 
 
-def _collect(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate | None:
+def _collect(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate | None:
     if r.data.format:
         return None                                 # imported batches: reading them takes seconds
     c, s = r.collect, p.shard()
@@ -204,7 +212,7 @@ def _collect(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate | None:
                     f"{learning:,} steps × {step:.3f} s (envs + {c.updates_per_step} update)", s.K, jobs)
 
 
-def _bcq(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+def _bcq(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
     c, s = r.bcq, p.shard()
     upd, act = s.bcq_update()
     evals = (c.iterations // c.eval_every) * c.eval_episodes + 20                # + the final report
@@ -212,12 +220,12 @@ def _bcq(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
                     f"{c.iterations:,} iterations × {upd:.3f} s + {evals} episodes", s.K, jobs)
 
 
-def _reward(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+def _reward(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
     c = r.reward
     return Estimate(key, c.steps * p.reward_step() * (2 if c.next_state else 1), f"{c.steps:,} steps")
 
 
-def _distill(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+def _distill(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
     c, T = r.distill, r.env.n_test * r.eval.repeats
     step, act = p.distill_step(key.partition("/")[2])
     evals = math.ceil(c.epochs / c.eval_every) * r.eval.episodes
@@ -225,12 +233,12 @@ def _distill(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
                     f"{c.epochs * c.steps_per_epoch:,} steps × {step:.3f} s + {evals} evaluation episodes")
 
 
-def _eval(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
-    T = r.env.n_test * r.eval.repeats
+def _eval(p: Probe, r: Recipe, key: str, jobs: int, unseen: int = 0, **_) -> Estimate:
+    T = (unseen or r.env.n_test) * r.eval.repeats
     return Estimate(key, r.eval.episodes * _episode(p, T, 0.0), f"{r.eval.episodes} episodes × {T} tasks")
 
 
-def _finetune(p: Probe, r: Recipe, key: str, jobs: int) -> Estimate:
+def _finetune(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
     c = r.finetune
     R = 2 * c.n_tasks
     return Estimate(key, (c.init_steps + c.steps) * R * p.env_step() + c.steps * p.sac_update(),
@@ -243,9 +251,9 @@ ESTIMATORS = {"collect": _collect, "bcq": _bcq, "reward": _reward, "distill": _d
 assert set(ESTIMATORS) <= set(graph.NAMES), "an estimator for a stage the graph does not have"
 
 
-def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1) -> Estimate | None:
+def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1, **options) -> Estimate | None:
     estimator = ESTIMATORS.get(graph.split(key)[0])
-    return estimator(p, r, key, jobs) if estimator else None
+    return estimator(p, r, key, jobs, **options) if estimator else None
 
 
 def table(estimates: list[Estimate], device: torch.device):

@@ -74,7 +74,8 @@ def _stage(name: str, target: str, overrides, force: bool, key: str | None = Non
         key = key or name
         line = f"▶ {key} on {device_name(ctx.recipe)}"
         if force or key in pending(ctx.recipe, ctx.store):
-            found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key])
+            found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key],
+                             **{k: v for k, v in options.items() if k == "unseen"})
             line += f": projected {fmt_duration(found[0].seconds)} ({found[0].detail})" if found else ""
         err.print(clean(line), highlight=False)
         ran = run_stage(ctx, name, force=force, key=key, **options)
@@ -176,7 +177,7 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool, jobs: int = 1) ->
         return {}
     device = device_of(r.device)
     try:
-        found = estimate(r, device, keys, jobs)
+        found = estimate(r, device, keys, jobs, say=lambda line: err.print(line, highlight=False))
     except Exception as e:                   # noqa: BLE001 - e.g. imported data without an environment
         err.print(f"pre-flight skipped: {clean(str(e) or type(e).__name__)}", highlight=False)
         return {}

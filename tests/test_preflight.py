@@ -1,0 +1,29 @@
+"""The pre-flight says what it is timing, stage by stage, before its table (a paper-scale step on a
+CPU can take minutes), and projects `eval --unseen N` on the N tasks it will run (issue 34, items 6, 7)."""
+from __future__ import annotations
+
+import re
+
+from conftest import FAST, SMOKE, cli, runner
+from mbml_cli.recipe.load import load, resolve
+from mbml_cli.views.cli import app
+
+
+def test_each_timed_stage_gets_a_line_before_the_table(tmp_path):
+    out = cli("run", SMOKE, "--store", str(tmp_path / "run.zarr"), "--set", "stages=[collect,bcq]",
+              "--set", "collect.steps=50", "--set", "collect.random_steps=50", "--set", "bcq.iterations=2",
+              "--set", "bcq.eval_every=2", "--yes")
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("pre-flight: timing ")]
+    assert [lines[i] for i in at] == ["pre-flight: timing collect (1/2)", "pre-flight: timing bcq (2/2)"], out.stderr
+    table = next(i for i, line in enumerate(lines) if "pre-flight on cpu" in line)
+    assert max(at) < table
+
+
+def test_eval_unseen_is_projected_on_its_own_tasks(smoke_run):
+    recipe = resolve(load(SMOKE)[0])
+    out = runner.invoke(app, ["eval", str(smoke_run), "--unseen", "5", *FAST])
+    assert out.exit_code == 0, out.output
+    found = re.search(r"▶ eval/mbml-unseen on .*episodes × (\d+) tasks", out.output.replace("\n", " "))
+    assert found and int(found.group(1)) == 5 * recipe.eval.repeats, out.output
