@@ -161,8 +161,10 @@ def run_and_report(ctx, estimates: dict[str, float], jobs: int = 1, executor: st
             units.close()
     algo = ctx.recipe.algos[0] if ctx.recipe.algos else "mbml"
     path = clean(ctx.store.path)
-    out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   "
-              f"[bold]mbml eval {path} --algo {algo} --unseen 10[/bold] (10 fresh tasks)   "
+    check = (f"[bold]mbml eval {path} --algo {algo} --unseen 10[/bold] (10 fresh tasks)"
+             if envs.has_environment(ctx.dist) else
+             f"[bold]mbml eval {path} --algo {algo}[/bold] (the offline check on held-out episodes)")
+    out.print(f"\nnext: [bold]mbml dash {path}[/bold] (the run's curves and embeddings)   {check}   "
               f"[bold]mbml info {path}[/bold]", highlight=False)
 
 

@@ -116,7 +116,9 @@ def reward(ctx: RunContext) -> None:
         store.write_array(layout.REWARD_ERROR("error_next_state"), err_ns,
                           {"doc": "MSE of each task's next-state ensemble on its own held-out transitions"})
     off = ~np.eye(K, dtype=bool)
-    print(f"reward models: held-out RMSE own task {np.sqrt(np.diag(err)).mean():.4f}, "
-          f"other tasks {np.sqrt(err[off]).mean() if K > 1 else float('nan'):.4f} "
-          f"(one member: {np.sqrt(np.diag(err_single)).mean():.4f} / "
-          f"{np.sqrt(err_single[off]).mean() if K > 1 else float('nan'):.4f})")
+    own = f"held-out RMSE own task {np.sqrt(np.diag(err)).mean():.4f} (one member {np.sqrt(np.diag(err_single)).mean():.4f})"
+    if K > 1 and np.isfinite(err[off]).all():
+        other = (f"other tasks {np.sqrt(err[off]).mean():.4f} (one member {np.sqrt(err_single[off]).mean():.4f})")
+    else:                                   # imported data without an environment: no true reward of task i on j's data
+        other = "other tasks: not measured (no true reward of one task on another's data without an environment)"
+    print(f"reward models: {own}, {other}")
