@@ -119,7 +119,7 @@ def test_bcq_sigkill_then_resume_gives_the_same_weights(collected, tmp_path):
     shutil.copytree(collected, broken)
     run(plain, "bcq", BCQ)
     killed(2, "bcq", str(broken), *sum((["--set", s] for s in BCQ), []))   # at the checkpoint of it 40
-    assert Store.open(broken).load_weights("models/bcq/checkpoint/all")[1]["iteration"] == 20
+    assert Store.open(broken).load_weights("models/bcq/checkpoint/all")[1]["step"] == 20
     run(broken, "bcq", BCQ)
     a, b = Store.open(plain), Store.open(broken)
     for which in ("final", "best"):

@@ -95,6 +95,11 @@ def read(ctx, path: str, **expected) -> tuple[dict, dict] | None:
     return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
 
 
+def accumulators(tensors: dict) -> dict[str, torch.Tensor]:
+    """The loss accumulators `acc/<name>` of a checkpoint's tensors (on the CPU)."""
+    return {k[len("acc/"):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("acc/")}
+
+
 def resume(ctx, path: str, state: tuple[dict, dict, dict], acc: dict, tables: dict[str, str],
            **expected) -> tuple[dict, dict] | None:
     """Restore `state` (modules, optimisers, generators) from the checkpoint at `path` and roll the
