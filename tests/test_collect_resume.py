@@ -95,7 +95,7 @@ def test_collect_sigkill_then_resume_gives_the_same_batches(collected, tmp_path)
     killed(3, "collect", SMOKE, *sum((["--set", s] for s in COLLECT + [f"store={path}"]), []))
     store = Store.open(path)
     assert store.stage("collect")["status"] == "running"
-    assert store.load_weights("models/collect/checkpoint/all")[1]["t"] == 180
+    assert store.load_weights("models/collect/checkpoint/all")[1]["step"] == 180
     assert store.rows("data/train/0") == 270               # flushed past the checkpoint, then killed
     run(SMOKE, "collect", COLLECT + [f"store={path}"])      # the same command again: resumes at 180
     a, b = Store.open(collected), Store.open(path)
