@@ -58,8 +58,10 @@ class Schedule:
 class Job:
     """A stage's part of the loop. Set `title` (progress line), `stage` (divergence messages),
     `labels` (names of the accumulators' leading axis, or None), `checkpoint` (its store path),
-    `tables` (every table it appends to) and `expected` (meta a checkpoint must match to resume)."""
+    `tables` (every table it appends to), `expected` (meta a checkpoint must match to resume) and
+    `size` (the whole run in words, e.g. "3 tasks × 200 steps", for the closing line)."""
     title: str
+    size: str = ""
     stage: str
     labels: list | None = None
     checkpoint: str
@@ -192,5 +194,5 @@ def run_loop(ctx, job: Job, schedule: Schedule) -> None:
     job.finish(t, report)
     if not schedule.keep_checkpoint:
         store.delete(job.checkpoint)
-    report.console.print(f"{job.title}: {t - start}/{total} {schedule.unit} this run, "
+    report.console.print(f"{job.title}: {job.size or f'{total} {schedule.unit}s'} ({t - start} this run) in "
                          f"{time.perf_counter() - began:.1f}s", highlight=False)

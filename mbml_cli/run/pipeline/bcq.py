@@ -117,6 +117,7 @@ class BCQRun(Job):
         self.title, self.stage, self.labels = f"bcq {self.shard}", "bcq", todo
         self.checkpoint, self.tables = layout.checkpoint("bcq", self.shard), [self.train_table, self.eval_table]
         self.expected = {"hash": digest, "tasks": todo}
+        self.size = f"{len(todo)} tasks × {self.cfg.iterations} iterations"
         self.device = device_of(self.r.device)
         self.data = load_batches(self.store, "train", todo, device=self.device)
         self.K, self.obs_dim, self.act_dim = self.data.n_tasks, self.data.obs.shape[-1], self.data.act.shape[-1]

@@ -106,6 +106,7 @@ class Collector(Job):
         self.title, self.stage, self.labels = f"collect {self.shard}", "collect", todo
         self.checkpoint, self.tables = layout.checkpoint("collect", self.shard), [self.metrics]
         self.expected = {"hash": digest, "tasks": todo}
+        self.size = f"{len(todo)} tasks × {self.cfg.steps} steps"
         self.device = device_of(self.r.device)
         params = ctx.tasks("train")
         self.K = len(todo)
