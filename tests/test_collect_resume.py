@@ -95,7 +95,7 @@ def test_collect_sigkill_then_resume_gives_the_same_batches(collected, tmp_path)
     killed(3, "collect", SMOKE, *sum((["--set", s] for s in COLLECT + [f"store={path}"]), []))
     store = Store.open(path)
     assert store.stage("collect")["status"] == "running"
-    assert store.load_weights("models/collect/checkpoint/all")[1]["t"] == 180
+    assert store.load_weights("models/collect/checkpoint/all")[1]["step"] == 180
     assert store.rows("data/train/0") == 270               # flushed past the checkpoint, then killed
     run(SMOKE, "collect", COLLECT + [f"store={path}"])      # the same command again: resumes at 180
     a, b = Store.open(collected), Store.open(path)
@@ -119,7 +119,7 @@ def test_bcq_sigkill_then_resume_gives_the_same_weights(collected, tmp_path):
     shutil.copytree(collected, broken)
     run(plain, "bcq", BCQ)
     killed(2, "bcq", str(broken), *sum((["--set", s] for s in BCQ), []))   # at the checkpoint of it 40
-    assert Store.open(broken).load_weights("models/bcq/checkpoint/all")[1]["iteration"] == 20
+    assert Store.open(broken).load_weights("models/bcq/checkpoint/all")[1]["step"] == 20
     run(broken, "bcq", BCQ)
     a, b = Store.open(plain), Store.open(broken)
     for which in ("final", "best"):

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..recipe.config import BCQConfig
+from .data import TaskData
 from .nets import BatchedMLP, soft_update
 from .sac import TwinQ, frozen
 
@@ -102,10 +103,13 @@ class BCQ(nn.Module):
 
 
 class BCQTrainer:
-    """The networks being trained, their Polyak targets (ξ′, Q′) and one Adam per part."""
+    """The networks being trained, their Polyak targets (ξ′, Q′) and one Adam per part. Given the
+    tasks' `data` and the `cfg`, `step(gen)` is one `update` on a mini-batch drawn from `gen`, its
+    noise drawn from `noise_gen` (`gen` when None)."""
 
-    def __init__(self, model: BCQ, lr: float):
-        self.model = model
+    def __init__(self, model: BCQ, lr: float, data: TaskData | None = None, cfg: BCQConfig | None = None,
+                 noise_gen: torch.Generator | None = None):
+        self.model, self.data, self.cfg, self.noise_gen = model, data, cfg, noise_gen
         self.actor_target = copy.deepcopy(model.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(model.critic).requires_grad_(False)
         self.vae_opt = torch.optim.Adam(model.vae.parameters(), lr=lr)
@@ -117,6 +121,12 @@ class BCQTrainer:
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "actor_target": self.actor_target, "critic_target": self.critic_target}
+
+    def step(self, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        cfg, batch, noise_gen = self.cfg, self.data.sample(self.cfg.batch_size, gen), self.noise_gen or gen
+        noise = sample_noise(self.model.n_tasks, cfg.batch_size, self.model.vae.latent_dim, cfg.n_candidates,
+                             noise_gen, noise_gen.device)
+        return update(self, batch, cfg, noise)
 
 
 def sample_noise(n_tasks: int, batch_size: int, latent_dim: int, n_candidates: int,

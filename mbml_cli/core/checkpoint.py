@@ -95,16 +95,6 @@ def read(ctx, path: str, **expected) -> tuple[dict, dict] | None:
     return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
 
 
-def resume(ctx, path: str, state: tuple[dict, dict, dict], acc: dict, tables: dict[str, str],
-           **expected) -> tuple[dict, dict] | None:
-    """Restore `state` (modules, optimisers, generators) from the checkpoint at `path` and roll the
-    stage's tables back to the row counts it recorded (`tables`: meta key → table path).
-    Returns (accumulators, meta), or None when there is nothing to resume."""
-    found = read(ctx, path, **expected)
-    if found is None:
-        return None
-    tensors, meta = found
-    acc = load_training_state(tensors, *state, acc)
-    for key, table in tables.items():
-        ctx.store.set_rows(table, int(meta[key]))
-    return acc, meta
+def accumulators(tensors: dict) -> dict[str, torch.Tensor]:
+    """The loss accumulators `acc/<name>` of a checkpoint's tensors (on the CPU)."""
+    return {k[len("acc/"):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("acc/")}

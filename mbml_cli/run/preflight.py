@@ -110,14 +110,13 @@ class Probe:
                             labels=[""] * self.K, n_info=len(self.dist.info_names))
         agent = sac.SAC(self.K, self.obs_dim, self.act_dim, c.hidden).to(self.device)
         opt = sac.SACOptimisers(agent, c.lr)
-        acc = {"critic_loss": torch.zeros(self.K, dtype=torch.float64, device=self.device)}
         envs.start()
         for _ in range(4):                                                  # rows to sample from
             envs.step(act(agent, envs.obs, self.gen, random=True))
 
         def step():
             envs.step(act(agent, envs.obs, self.gen, random=False))
-            sac_updates(agent, opt, envs, c, self.gen, acc)
+            sac_updates(agent, opt, envs, c, self.gen)
         try:
             return timed(step)
         finally:

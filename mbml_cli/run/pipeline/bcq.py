@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from ...core import checkpoint, layout
-from .. import context, divergence
+from ...core import layout
+from .. import context
 from ... import envs as registry
 from ...algos import bcq as bcq_algo
 from ..loaders import load_batches
 from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
+from ..loop import Job, Schedule, run_loop
 from ..progress import Reporter, format_returns
 from ...datasets.batches import episode_returns
 from .common import derive_seed, run_shards, shard_name
@@ -103,8 +104,8 @@ def batch_progress(store, task: int, share: float = 0.1) -> dict:
             "clear": bool(last.mean() - first.mean() > 2 * se)}
 
 
-class BCQRun:
-    """One batched BCQ over the tasks `todo`: data, networks, evaluation envs, checkpoint."""
+class BCQRun(Job):
+    """One batched BCQ over the tasks `todo`: data, networks, evaluation envs; trained by `run_loop`."""
 
     def __init__(self, ctx: context.RunContext, todo: list[int], digest: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.bcq
@@ -113,7 +114,10 @@ class BCQRun:
         suffix = "" if self.shard == "all" else f"_{self.shard}"
         self.train_table = layout.METRICS("bcq", f"train{suffix}")
         self.eval_table = layout.METRICS("bcq", f"eval{suffix}")
-        self.checkpoint = layout.checkpoint("bcq", self.shard)
+        self.title, self.stage, self.labels = f"bcq {self.shard}", "bcq", todo
+        self.checkpoint, self.tables = layout.checkpoint("bcq", self.shard), [self.train_table, self.eval_table]
+        self.expected = {"hash": digest, "tasks": todo}
+        self.size = f"{len(todo)} tasks × {self.cfg.iterations} iterations"
         self.device = device_of(self.r.device)
         self.data = load_batches(self.store, "train", todo, device=self.device)
         self.K, self.obs_dim, self.act_dim = self.data.n_tasks, self.data.obs.shape[-1], self.data.act.shape[-1]
@@ -123,127 +127,67 @@ class BCQRun:
 
         seed_everything(derive_seed(self.r.seed, 11, *todo), self.r.threads)   # network initialisation
         self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
-        self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr)
         self.gen_sample = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 12, *todo))
         self.gen_noise = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 13, *todo))
-        self.it = 0
+        self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr, self.data, self.cfg, self.gen_noise)
         self.best = np.full(self.K, -np.inf)
         self.last_eval = np.full(self.K, np.nan)
-        self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in LOSSES}
-        self.acc_n = 0
-        self.log_every = max(1, self.cfg.eval_every // 20)
-        self.pending: list[dict] = []     # loss rows not yet in the store (written in one append)
-        self.last_write = time.perf_counter()
+        self.started = time.time()
 
-    # ---- checkpoints ---------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        run_loop(self.ctx, self, Schedule(cfg.iterations, max(1, cfg.eval_every // 20), cfg.checkpoint_every,
+                                          cfg.eval_every, unit="it"))
+
+    # ---- hooks of the loop ---------------------------------------------------------------------
     def state(self) -> tuple[dict, dict, dict]:
-        """(modules, optimisers, generators) of the checkpoint."""
         return self.tr.modules(), self.tr.optimisers(), {"rng/sample": self.gen_sample, "rng/noise": self.gen_noise}
 
-    def save_checkpoint(self) -> None:
-        self.check_health()
-        self.write_losses()
-        tensors = checkpoint.training_state(*self.state(), self.acc)
-        meta = {"iteration": self.it, "best": self.best.tolist(), "last_eval": self.last_eval.tolist(),
-                "acc_n": self.acc_n, "tasks": self.todo, "hash": self.digest,
-                "train_rows": self.store.rows(self.train_table), "eval_rows": self.store.rows(self.eval_table)}
-        self.store.save_weights(self.checkpoint, tensors, meta)
-
-    def load_checkpoint(self) -> bool:
-        found = checkpoint.resume(self.ctx, self.checkpoint, self.state(), self.acc,
-                                  {"train_rows": self.train_table, "eval_rows": self.eval_table},
-                                  hash=self.digest, tasks=self.todo)
-        if found is None:
-            return False
-        self.acc, meta = found
-        self.acc_n = int(meta["acc_n"])
-        self.it = int(meta["iteration"])
-        self.best = np.asarray(meta["best"], np.float64)
-        self.last_eval = np.asarray(meta["last_eval"], np.float64)
-        return True
-
-    def start_fresh(self) -> None:
-        for path in (self.train_table, self.eval_table, self.checkpoint):
-            self.store.delete(path)
+    def start(self) -> None:
         for i in self.todo:
             self.store.delete(layout.BCQ("final", i))
             self.store.delete(layout.BCQ("best", i))
 
-    # ---- pieces of the loop --------------------------------------------------------------------
-    def meta(self, k: int, **extra) -> dict:
-        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": self.it, "task": self.todo[k],
-                "hash": self.digest, **extra}
+    def restore(self, tensors: dict, meta: dict) -> None:
+        self.best = np.asarray(meta["best"], np.float64)
+        self.last_eval = np.asarray(meta["last_eval"], np.float64)
 
-    def check_health(self) -> None:
-        """Stop on divergence before losses are logged or weights saved (see `divergence.py`)."""
-        n = max(self.acc_n, 1)
-        divergence.check("bcq", self.it, labels=self.todo, **{k: v / n for k, v in self.acc.items()})
+    def extras(self) -> tuple[dict, dict]:
+        return {}, {"best": self.best.tolist(), "last_eval": self.last_eval.tolist()}
 
-    def log_losses(self) -> None:
-        self.check_health()
-        n = max(self.acc_n, 1)
-        row = {"iteration": self.it}
-        for k, i in enumerate(self.todo):
-            for name, v in self.acc.items():
-                row[f"{name}_{i}"] = float(v[k]) / n
-        self.pending.append(row)
-        self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
-        self.acc_n = 0
+    def step(self, t: int) -> list[dict[str, torch.Tensor]]:
+        out = self.tr.step(self.gen_sample)
+        return [{name: out[name] for name in LOSSES}]
 
-    def write_losses(self) -> None:
-        """Append the pending loss rows at once (one zarr write per column instead of one per row)."""
-        if self.pending:
-            self.store.append_rows(self.train_table,
-                                   {k: np.asarray([r[k] for r in self.pending], np.float64) for k in self.pending[0]})
-            self.pending = []
-        self.last_write = time.perf_counter()
-
-    def evaluate_and_keep_best(self) -> None:
+    def evaluate(self, t: int, report) -> np.ndarray | None:
+        """Each task's return; task i's best weights so far kept as BCQ best/<i>."""
         if not self.envs:
-            return
-        returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, self.it))
+            return None
+        returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, t))
         self.last_eval = returns
-        row = {"iteration": self.it, "return": float(returns.mean())}
+        row = {"iteration": t, "return": float(returns.mean())}
         row.update({f"return_{i}": float(returns[k]) for k, i in enumerate(self.todo)})
         self.store.log_row(self.eval_table, row)
         for k, i in enumerate(self.todo):
             if returns[k] > self.best[k]:
                 self.best[k] = returns[k]
                 self.store.save_weights(layout.BCQ("best", i), task_state(self.model, k),
-                                        self.meta(k, **{"return": float(returns[k])}))
+                                        self.meta(k, t, **{"return": float(returns[k])}))
+        return returns
 
-    def run(self) -> None:
-        cfg = self.cfg
-        if not self.load_checkpoint():
-            self.start_fresh()
-        started, start_it, t0 = time.time(), self.it, time.perf_counter()
-        report = Reporter(f"bcq {self.shard}", cfg.iterations, self.it)
-        try:
-            while self.it < cfg.iterations:
-                batch = self.data.sample(cfg.batch_size, self.gen_sample)
-                noise = bcq_algo.sample_noise(self.K, cfg.batch_size, self.model.vae.latent_dim,
-                                              cfg.n_candidates, self.gen_noise, self.device)
-                out = bcq_algo.update(self.tr, batch, cfg, noise)
-                for name in self.acc:
-                    self.acc[name] += out[name].double()          # on the device: no per-step host copy
-                self.acc_n += 1
-                self.it += 1
-                if self.it % self.log_every == 0 or self.it == cfg.iterations:
-                    self.log_losses()
-                    if time.perf_counter() - self.last_write > 10 or self.it == cfg.iterations:
-                        self.write_losses()
-                        self.ctx.progress(self.it / cfg.iterations)
-                report.update(self.it)
-                if self.it % cfg.eval_every == 0 or self.it == cfg.iterations:
-                    self.evaluate_and_keep_best()
-                    report.update(self.it, format_returns(self.todo, self.last_eval), line=True)
-                if self.it % cfg.checkpoint_every == 0 and self.it < cfg.iterations:
-                    self.save_checkpoint()
-        finally:
-            report.close()
-        self.finish(report, started, time.perf_counter() - t0, start_it)
+    def log(self, t: int, means: dict, result, rate: float) -> tuple[dict, str | None]:
+        row = {"iteration": t}
+        for k, i in enumerate(self.todo):
+            for name, v in means.items():
+                row[f"{name}_{i}"] = float(v[k])
+        line = format_returns(self.todo, self.last_eval) if result is not None else None
+        return {self.train_table: row}, line
 
-    def finish(self, report: Reporter, started: float, elapsed: float, start_it: int) -> None:
+    def meta(self, k: int, t: int, **extra) -> dict:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "iteration": t, "task": self.todo[k],
+                "hash": self.digest, **extra}
+
+    def finish(self, t: int, report: Reporter) -> None:
         episodes = max(REPORT_EPISODES, self.cfg.eval_episodes)
         final = Reporter(f"bcq {self.shard} final report", 2 * episodes, unit="episode")
         rows = final_report(self.model, self.envs, self.store, self.todo, self.r.seed, self.cfg.eval_episodes,
@@ -252,17 +196,14 @@ class BCQRun:
         table = Table("task", "random", "best in batch", "BCQ", "fraction",
                       title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
         for k, (i, row) in enumerate(zip(self.todo, rows)):
-            self.store.save_weights(layout.BCQ("final", i), task_state(self.model, k), self.meta(k, **row))
-            self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=started,
+            self.store.save_weights(layout.BCQ("final", i), task_state(self.model, k), self.meta(k, t, **row))
+            self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=self.started,
                                  ended=time.time(), progress=1.0, shard=self.shard, **row)
             table.add_row(str(i), f"{row['random_return']:.1f}", f"{row['best_batch_return']:.1f}",
                           f"{row['bcq_return']:.1f}", f"{row['fraction']:.2f}")
-        self.store.delete(self.checkpoint)
         for env in self.envs:
             env.close()
         report.console.print(table)
-        report.console.print(f"bcq {self.shard}: {self.K} tasks × {self.cfg.iterations} iterations "
-                             f"({self.it - start_it} this run) in {elapsed:.1f}s", highlight=False)
 
 
 def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1,

@@ -41,10 +41,13 @@ import torch
 from .. import context, divergence
 from ...algos import sac as sac_algo
 from ...algos.nets import device_of, seed_everything, stack_states, task_state
-from ...core import checkpoint, layout
-from ..progress import Reporter, format_returns
+from ...core import layout
+from ..loop import Job, Schedule, run_loop
+from ..progress import format_returns
 from .common import derive_seed, run_shards, shard_name
 from .online import LockstepEnvs
+
+LOSSES = ("critic_loss", "actor_loss", "alpha")
 
 
 def train(ctx: context.RunContext, todo: list[int], digest: str) -> None:
@@ -78,21 +81,21 @@ def act(agent: sac_algo.SAC, obs: np.ndarray, gen: torch.Generator, random: bool
     return a.cpu().numpy().astype(np.float32)
 
 
-def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: LockstepEnvs, cfg, gen: torch.Generator,
-                acc: dict[str, torch.Tensor]) -> None:
-    """`updates_per_step` SAC updates on mini-batches of every task's rows so far; the losses are
-    summed into `acc` on the device (no per-step host copy)."""
+def sac_updates(agent: sac_algo.SAC, opt: sac_algo.SACOptimisers, envs: LockstepEnvs, cfg,
+                gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """`updates_per_step` SAC updates on mini-batches of every task's rows so far; their losses."""
     K, B, common = envs.R, cfg.batch_size, cfg.common_noise
+    losses = []
     for _ in range(cfg.updates_per_step):
         batch = envs.sample(B, gen, common)
         noise = sac_algo.sample_noise(1 if common else K, B, agent.act_dim, gen, gen.device)
         out = sac_algo.update(agent, opt, batch, cfg.gamma, cfg.tau, noise={k: v.expand(K, -1, -1) for k, v in noise.items()})
-        for name in acc:
-            acc[name] += out[name].double()
+        losses.append({name: out[name] for name in LOSSES})
+    return losses
 
 
-class Collector:
-    """One batched SAC over the tasks `todo`, their K environments, buffers and checkpoint."""
+class Collector(Job):
+    """One batched SAC over the tasks `todo`, their K environments and buffers; trained by `run_loop`."""
 
     def __init__(self, ctx: context.RunContext, todo: list[int], digest: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.collect
@@ -100,7 +103,10 @@ class Collector:
         n_train = self.r.env.n_train
         self.shard = shard_name(todo, n_train)
         self.metrics = layout.METRICS("collect", "train" if self.shard == "all" else f"train_{self.shard}")
-        self.checkpoint = layout.checkpoint("collect", self.shard)
+        self.title, self.stage, self.labels = f"collect {self.shard}", "collect", todo
+        self.checkpoint, self.tables = layout.checkpoint("collect", self.shard), [self.metrics]
+        self.expected = {"hash": digest, "tasks": todo}
+        self.size = f"{len(todo)} tasks × {self.cfg.steps} steps"
         self.device = device_of(self.r.device)
         params = ctx.tasks("train")
         self.K = len(todo)
@@ -122,106 +128,57 @@ class Collector:
         self.sac.to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *ids))
-        self.acc = {name: torch.zeros(self.K, dtype=torch.float64, device=self.device) for name in ("critic_loss", "actor_loss", "alpha")}
-        self.acc_n = 0
+        self.started = time.time()
 
-    @property
-    def t(self) -> int:
-        """Environment steps taken by every task (= rows per task)."""
-        return self.envs.t
+    def run(self) -> None:
+        cfg = self.cfg
+        run_loop(self.ctx, self, Schedule(cfg.steps, cfg.log_every, cfg.checkpoint_every))
 
-    # ---- checkpoints ---------------------------------------------------------------------------
+    # ---- hooks of the loop ---------------------------------------------------------------------
     def state(self) -> tuple[dict, dict, dict]:
-        """(modules, optimisers, generators) of the checkpoint."""
         return {"sac": self.sac}, dict(self.opt.items()), {"rng": self.gen}
 
-    def check_health(self) -> None:
-        """Stop on divergence before losses are logged or rows flushed (see `divergence.py`)."""
-        n = max(self.acc_n, 1)
-        divergence.check("collect", self.t, labels=self.todo, **{k: v / n for k, v in self.acc.items()})
-        new = slice(self.envs.flushed, self.t)
-        divergence.check_rows("collect", self.t, labels=self.todo,
-                              **{c: a[:, new] for c, a in self.envs.host.items() if c in ("obs", "act", "rew", "next_obs")})
-
-    def save_checkpoint(self) -> None:
-        self.check_health()
-        self.envs.flush(self.store)
-        tensors = checkpoint.training_state(*self.state(), self.acc)
-        meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "acc_n": self.acc_n, "tasks": self.todo,
-                "hash": self.digest, "metric_rows": self.store.rows(self.metrics)}
-        self.store.save_weights(self.checkpoint, tensors, meta)
-
-    def load_checkpoint(self) -> bool:
-        found = checkpoint.resume(self.ctx, self.checkpoint, self.state(), self.acc, {"metric_rows": self.metrics},
-                                  hash=self.digest, tasks=self.todo)
-        if found is None:
-            return False
-        self.acc, meta = found
-        self.acc_n = int(meta["acc_n"])
-        self.envs.load(self.store, int(meta["t"]), meta["episodes"])
-        return True
-
-    def start_fresh(self) -> None:
-        self.store.delete(self.metrics)
-        self.store.delete(self.checkpoint)
+    def start(self) -> None:
         for path in self.envs.paths:
             self.store.delete(path)
         self.envs.start()
 
-    # ---- the loop ------------------------------------------------------------------------------
-    def act(self) -> np.ndarray:
-        return act(self.sac, self.envs.obs, self.gen, self.t < self.cfg.random_steps, self.cfg.common_noise)
+    def restore(self, tensors: dict, meta: dict) -> None:
+        self.envs.load(self.store, int(meta["step"]), meta["episodes"])
 
-    def log(self, rate: float) -> None:
-        n = max(self.acc_n, 1)
+    def extras(self) -> tuple[dict, dict]:
+        self.envs.flush(self.store)
+        return {}, {"episodes": self.envs.episodes.tolist()}
+
+    def step(self, t: int) -> list[dict[str, torch.Tensor]]:
+        """Every env one step; then, past the random phase, `updates_per_step` SAC updates."""
+        self.envs.step(act(self.sac, self.envs.obs, self.gen, t < self.cfg.random_steps, self.cfg.common_noise))
+        if t + 1 < max(self.cfg.random_steps, 1):
+            return []
+        return sac_updates(self.sac, self.opt, self.envs, self.cfg, self.gen)
+
+    def check(self, t: int) -> None:
+        """The rows about to be flushed are finite."""
+        new = slice(self.envs.flushed, t)
+        divergence.check_rows("collect", t, labels=self.todo,
+                              **{c: a[:, new] for c, a in self.envs.host.items() if c in ("obs", "act", "rew", "next_obs")})
+
+    def log(self, t: int, means: dict, result, rate: float) -> tuple[dict, str]:
         recent = self.envs.mean_recent()
-        row = {"step": self.t, "env_steps_per_s": rate,
+        row = {"step": t, "env_steps_per_s": self.K * rate,
                "return": float(np.nanmean(recent)) if any(np.isfinite(recent)) else float("nan")}
         for k, i in enumerate(self.todo):
             row[f"return_{i}"] = recent[k]
-            for name, v in self.acc.items():
-                row[f"{name}_{i}"] = float(v[k]) / n if self.acc_n else float("nan")
-        self.store.log_row(self.metrics, row)
-        self.acc = {k: torch.zeros_like(v) for k, v in self.acc.items()}
-        self.acc_n = 0
-    def run(self) -> None:
-        cfg = self.cfg
-        if not self.load_checkpoint():
-            self.start_fresh()
-        self.started = time.time()
-        report = Reporter(f"collect {self.shard}", cfg.steps, self.t, unit="step")
-        start_t, start_time, last_time, last_t = self.t, time.perf_counter(), time.perf_counter(), self.t
-        try:
-            while self.t < cfg.steps:
-                self.envs.step(self.act())
-                if self.t >= max(cfg.random_steps, 1):                     # then updates_per_step per env step
-                    sac_updates(self.sac, self.opt, self.envs, cfg, self.gen, self.acc)
-                    self.acc_n += cfg.updates_per_step
-                if self.t % cfg.log_every == 0 or self.t == cfg.steps:
-                    self.check_health()
-                    now = time.perf_counter()
-                    rate = self.K * (self.t - last_t) / max(now - last_time, 1e-9)
-                    last_time, last_t = now, self.t
-                    self.log(rate)
-                    self.ctx.progress(self.t / cfg.steps)
-                    returns = format_returns(self.todo, self.envs.mean_recent())
-                    report.update(self.t, returns, line=True)
-                else:
-                    report.update(self.t)
-                if self.t % cfg.checkpoint_every == 0 and self.t < cfg.steps:
-                    self.save_checkpoint()
-            self.check_health()
-            self.envs.flush(self.store)
-        finally:
-            report.close()
+            for name in LOSSES:
+                row[f"{name}_{i}"] = float(means[name][k]) if means else float("nan")
+        return {self.metrics: row}, format_returns(self.todo, recent)
+
+    def finish(self, t: int, report) -> None:
+        self.envs.flush(self.store)
         for k, i in enumerate(self.todo):
             self.store.save_weights(layout.SAC(i), task_state(self.sac, k),
-                                    {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(cfg.hidden),
-                                     "steps": self.t, "hash": self.digest})
-            self.store.set_stage(layout.stage_key("collect", i), status="done", hash=self.digest, rows=self.t,
+                                    {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.cfg.hidden),
+                                     "steps": t, "hash": self.digest})
+            self.store.set_stage(layout.stage_key("collect", i), status="done", hash=self.digest, rows=t,
                                  started=self.started, ended=time.time(), progress=1.0, shard=self.shard)
-        self.store.delete(self.checkpoint)
         self.envs.close()
-        elapsed = time.perf_counter() - start_time
-        report.console.print(f"collect {self.shard}: {self.K} tasks × {cfg.steps} steps "
-                             f"({self.t - start_t} this run) in {elapsed:.1f}s", highlight=False)

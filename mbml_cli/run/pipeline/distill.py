@@ -18,30 +18,26 @@ uninterrupted one. Evaluations draw from their own generators, seeded by (seed, 
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
-from rich.console import Console
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ...algos.mbml import Relabelled, Teachers
 from ...algos.registry import ALGOS
 from ...core import layout
 from ...api import Policy
-from ...core.checkpoint import load_training_state, read, training_state
 from ...recipe.config import Recipe
 from ...algos.data import TaskData
 from ...errors import StageError
 from ..loaders import load_batches, load_bcq
-from ..progress import Reporter
+from ..loop import Job, Schedule, run_loop
 from .common import check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
 from ...algos.nets import device_of, seed_everything
 from ..context import RunContext, stage
 
 SEED_OFFSET = 4_000
-console = Console()
 
 
 def eval_seed(seed: int, epoch: int) -> int:
@@ -129,68 +125,65 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     ema = AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     acting = policy if ema is None else ema.module          # what is evaluated and saved
 
-    metrics, history = layout.METRICS("distill", algo), layout.EVAL_HISTORY(algo)
-    ck_path = layout.checkpoint("distill", algo)
-    state = ({**trainer.modules(), **({"ema": ema} if ema is not None else {})}, trainer.optimisers(), {"rng": gen})
-    start, best = 0, {"score": -np.inf, "epoch": -1}
-    found = read(ctx, ck_path)
-    if found is not None:
-        tensors, meta = found
-        load_training_state(tensors, *state, {})
-        start, best = meta["epoch"] + 1, meta["best"]
-        store.set_rows(metrics, meta["metric_rows"])
-        store.set_rows(history, meta["history_rows"])
-        console.print(f"distill/{algo}: resuming after epoch {meta['epoch'] + 1}")
-    else:
-        for path in (metrics, history):
-            store.delete(path)
-        for path in (ck_path, layout.DISTILL(algo, "final"), layout.DISTILL(algo, "best")):
-            store.delete(path)
-
     test_tasks = ctx.tasks("test")
     envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
-    report = Reporter(f"distill {algo}", cfg.epochs * cfg.steps_per_epoch, start * cfg.steps_per_epoch, unit="step")
-    for epoch in range(start, cfg.epochs):
-        t0 = time.time()
-        schedule_lr(trainer.optimisers(), cfg.lr_schedule, epoch, cfg.epochs)
-        policy.train()
-        sums: dict[str, torch.Tensor] = {}
-        for i in range(cfg.steps_per_epoch):
-            for k, v in trainer.step(gen).items():          # summed on the device: one host copy an epoch
-                sums[k] = sums[k] + v.double() if k in sums else v.double()
+    spe = cfg.steps_per_epoch
+
+    class Distilling(Job):
+        title, stage, size = f"distill {algo}", f"distill/{algo}", f"{cfg.epochs} epochs × {spe} steps"
+        metrics, history = layout.METRICS("distill", algo), layout.EVAL_HISTORY(algo)
+        checkpoint, tables = layout.checkpoint("distill", algo), [metrics, history]
+        best = {"score": -np.inf, "epoch": -1}
+
+        def state(self):
+            return {**trainer.modules(), **({"ema": ema} if ema is not None else {})}, trainer.optimisers(), {"rng": gen}
+
+        def start(self):
+            for which in ("final", "best"):
+                store.delete(layout.DISTILL(algo, which))
+
+        def restore(self, tensors, meta):
+            self.best = meta["best"]
+
+        def extras(self):
+            return {}, {"best": self.best}
+
+        def step(self, t):
+            epoch, i = divmod(t, spe)
+            if i == 0:
+                schedule_lr(trainer.optimisers(), cfg.lr_schedule, epoch, cfg.epochs)
+                policy.train()
+            losses = trainer.step(gen)
             if ema is not None:
                 ema.update_parameters(policy)
-            report.update(epoch * cfg.steps_per_epoch + i + 1)
-        total = float(sums.pop("total"))
-        if not np.isfinite(total):
-            report.close()
-            raise StageError(f"distill/{algo}: loss is {total} in epoch {epoch + 1}")
-        row = {"step": (epoch + 1) * cfg.steps_per_epoch, "epoch": epoch + 1,
-               **{k: float(v) / cfg.steps_per_epoch for k, v in sums.items()}, "wall": time.time() - t0}
-        store.log("distill", algo, row)
+            return [losses]
 
-        last = epoch + 1 == cfg.epochs
-        if envs and ((epoch + 1) % cfg.eval_every == 0 or last):      # no test envs: imported data, no env
+        def evaluate(self, t, report):
+            epoch = t // spe
             acting.eval()
-            done = (epoch + 1) * cfg.steps_per_epoch
-            result = evaluate_tasks(envs, Policy(acting), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch),
-                                    r.eval.repeats, lambda e: report.update(done, f"evaluating: episode {e}/{r.eval.episodes}"))
-            store.append_rows(history, {"epoch": np.array([epoch + 1]), "score": np.array([result.score]),
-                                        "returns": result.returns[None].astype(np.float32),
-                                        "z_mean": result.z_mean[None].astype(np.float32)})
-            if result.score > best["score"]:
-                best = {"score": float(result.score), "epoch": epoch + 1}
-                store.save_weights(layout.DISTILL(algo, "best"), acting.state_dict(), {**acting.meta, **best, "algo": algo})
-            report.update(done, f"epoch {epoch + 1}/{cfg.epochs}: test score {result.score:.2f} "
-                                f"(best {best['score']:.2f} @ {best['epoch']}), "
-                                + ", ".join(f"{k} {row[k]:.3g}" for k in list(sums)[:3]), line=True)
-        if (epoch + 1) % cfg.checkpoint_every == 0 or last:
-            store.save_weights(ck_path, training_state(*state, {}),
-                               {"epoch": epoch, "best": best, "metric_rows": store.rows(metrics),
-                                "history_rows": store.rows(history)})
-        ctx.progress((epoch + 1) / cfg.epochs)
-    report.close()
-    for env in envs:
-        env.close()
-    store.save_weights(layout.DISTILL(algo, "final"), acting.state_dict(),
-                       {**acting.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": best["epoch"]})
+            result = evaluate_tasks(envs, Policy(acting), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch - 1),
+                                    r.eval.repeats, lambda e: report.update(t, f"evaluating: episode {e}/{r.eval.episodes}"))
+            store.append_rows(self.history, {"epoch": np.array([epoch]), "score": np.array([result.score]),
+                                             "returns": result.returns[None].astype(np.float32),
+                                             "z_mean": result.z_mean[None].astype(np.float32)})
+            if result.score > self.best["score"]:
+                self.best = {"score": float(result.score), "epoch": epoch}
+                store.save_weights(layout.DISTILL(algo, "best"), acting.state_dict(), {**acting.meta, **self.best, "algo": algo})
+            return result
+
+        def log(self, t, means, result, rate):
+            losses = [k for k in means if k != "total"]
+            row = {"step": t, "epoch": t // spe, **{k: float(means[k]) for k in losses}, "wall": spe / rate}
+            line = None if result is None else (
+                f"epoch {t // spe}/{cfg.epochs}: test score {result.score:.2f} (best {self.best['score']:.2f} "
+                f"@ {self.best['epoch']}), " + ", ".join(f"{k} {row[k]:.3g}" for k in losses[:3]))
+            return {self.metrics: row}, line
+
+        def finish(self, t, report):
+            for env in envs:
+                env.close()
+            store.save_weights(layout.DISTILL(algo, "final"), acting.state_dict(),
+                               {**acting.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": self.best["epoch"]})
+
+    run_loop(ctx, Distilling(), Schedule(cfg.epochs * spe, spe, cfg.checkpoint_every * spe, cfg.eval_every * spe if envs else 0,
+                                         keep_checkpoint=True))

@@ -40,12 +40,10 @@ run differ.)
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from ...core import checkpoint, layout
+from ...core import layout
 from .. import context
 from ...recipe import graph
 from ... import envs as registry
@@ -55,7 +53,7 @@ from ...api import Run, load_policy
 from ...errors import StageError
 from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
-from ..progress import Reporter
+from ..loop import Job, Schedule, run_loop
 from ...datasets.batches import episode_returns
 from .common import derive_seed
 from .finetune_report import print_summary
@@ -63,6 +61,7 @@ from .finetune_summary import INITS, write_summary
 from .online import LockstepEnvs
 
 SALT = 7_000                     # separates these seeds from the other stages'
+LOSSES = ("critic_loss", "actor_loss", "alpha", "entropy", "q")
 
 
 # ---- the stage -------------------------------------------------------------------------------------
@@ -93,7 +92,7 @@ def finetune(ctx: context.RunContext, task: int | None = None, unseen: bool = Fa
     print_summary(ctx.store, r.finetune.threshold, r.finetune.smooth)
 
 
-class Finetuner:
+class Finetuner(Job):
     """R = 2T runs (rows 0..T−1 MBML-initialised, T..2T−1 scratch) of T tasks, as one agent."""
 
     def __init__(self, ctx: context.RunContext, names: list[str], params: np.ndarray, ids: list[tuple[int, int]],
@@ -132,9 +131,14 @@ class Finetuner:
 
         self.n_evals = 0
         self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
-        self.acc = {k: torch.zeros(R, dtype=torch.float64, device=self.device) for k in ("critic_loss", "actor_loss", "alpha", "entropy", "q")}
-        self.acc_n = 0
         self.bc_loss = float("nan")
+        self.title = f"finetune {shard} ({T} task{'s' if T > 1 else ''} × mbml, scratch)"
+        self.stage, self.labels, self.size = "finetune", [f"{init}/{name}" for init, name in self.runs], \
+            f"{R} runs × {self.total} interactions"
+        self.checkpoint = layout.checkpoint("finetune", shard)
+        self.tables = [table for init, name in self.runs
+                       for table in (layout.FINETUNE_CURVE(init, name), layout.METRICS("finetune", f"{init}/{name}"))]
+        self.expected = {"hash": self.digest, "names": names}
 
     # ---- environments ------------------------------------------------------------------------------
     @property
@@ -180,124 +184,80 @@ class Finetuner:
                                     self.cfg.bc_steps, self.cfg.lr, self.cfg.batch_size, self.gen)
         self.bc_loss = losses[-1] if losses else float("nan")
 
-    # ---- evaluation and logging -------------------------------------------------------------------------
-    def evaluate(self) -> np.ndarray:
-        """(R,) mean return of `eval_episodes` deterministic episodes; seeds shared by a task's two runs."""
+    # ---- hooks of the loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        run_loop(self.ctx, self, Schedule(self.total, cfg.eval_every, cfg.checkpoint_every, cfg.eval_every,
+                                          first=cfg.init_steps, checkpoint_at=(cfg.init_steps,)))
+
+    def state(self) -> tuple[dict, dict, dict]:
+        return {"agent": self.agent}, dict(self.opt.items()), {"rng": self.gen, "cpu_rng": self.cpu_gen}
+
+    def start(self) -> None:
+        for init, name in self.runs:
+            for path in (layout.FINETUNE_BATCH(init, name), layout.FINETUNE_SUMMARY(name),
+                         layout.FINETUNE_WEIGHTS(init, name)):
+                self.store.delete(path)
+        self.envs.start()
+
+    def restore(self, tensors: dict, meta: dict) -> None:
+        self.z[:] = np.array(tensors["z"])
+        self.n_evals, self.bc_loss = int(meta["n_evals"]), float(meta["bc_loss"])
+        self.envs.load(self.store, int(meta["step"]), meta["episodes"])
+
+    def extras(self) -> tuple[dict, dict]:
+        self.envs.flush(self.store)
+        return {"z": torch.from_numpy(self.z)}, {"episodes": self.envs.episodes.tolist(), "n_evals": self.n_evals,
+                                                 "bc_loss": self.bc_loss}
+
+    def step(self, t: int) -> list[dict[str, torch.Tensor]]:
+        """Every run one interaction; then the Sec. 5.3 initialisation, or one SAC update."""
+        cfg = self.cfg
+        self.envs.step(self.act(), self.episode_ended)
+        if t + 1 == cfg.init_steps:
+            self.initialise()
+        elif t + 1 > cfg.init_steps:
+            out = ft.update(self.agent, self.opt, self.sample(), self.sample(), cfg.gamma, cfg.tau,
+                            cfg.policy_noise, cfg.noise_clip, generator=self.gen)
+            return [{m: out[m] for m in LOSSES}]
+        return []
+
+    def evaluate(self, t: int, report) -> np.ndarray:
+        """(R,) mean return of `eval_episodes` deterministic episodes (seeds shared by a task's two
+        runs), appended to each run's curve."""
         totals = np.zeros(self.R)
         act = lambda obs: self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
         for e in range(self.cfg.eval_episodes):
             seeds = [derive_seed(self.r.seed, SALT + 4, *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
             totals += run_episode(self.eval_envs, act, seeds).exact_returns
         self.n_evals += 1
-        return totals / self.cfg.eval_episodes
-
-    def log(self, returns: np.ndarray) -> None:
-        n = max(self.acc_n, 1)
-        recent = self.envs.mean_recent()
+        returns = totals / self.cfg.eval_episodes
         for k, (init, name) in enumerate(self.runs):
-            self.store.append_rows(layout.FINETUNE_CURVE(init, name), {"interactions": np.array([self.t], np.int64),
-                                                            "return": np.array([returns[k]], np.float64)})
-            row = {"interactions": self.t,
-                   "train_return": recent[k],
-                   **{m: float(v[k]) / n if self.acc_n else float("nan") for m, v in self.acc.items()}}
-            self.store.log("finetune", f"{init}/{name}", row)
-        self.acc = {m: torch.zeros_like(v) for m, v in self.acc.items()}
-        self.acc_n = 0
+            self.store.append_rows(layout.FINETUNE_CURVE(init, name), {"interactions": np.array([t], np.int64),
+                                                                       "return": np.array([returns[k]], np.float64)})
+        return returns
 
-    # ---- checkpoints ------------------------------------------------------------------------------------
-    def checkpoint_path(self) -> str:
-        return layout.checkpoint("finetune", self.shard)
+    def log(self, t: int, means: dict, returns: np.ndarray, rate: float) -> tuple[dict, str]:
+        recent = self.envs.mean_recent()
+        rows = {layout.METRICS("finetune", f"{init}/{name}"):
+                {"interactions": t, "train_return": recent[k],
+                 **{m: float(means[m][k]) if means else float("nan") for m in LOSSES}}
+                for k, (init, name) in enumerate(self.runs)}
+        T = self.T
+        return rows, ("return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) +
+                      " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:]))
 
-    def tables(self, init: str, name: str) -> tuple[str, str]:
-        """The curve and metrics tables of one run (rolled back together on resume)."""
-        return layout.FINETUNE_CURVE(init, name), layout.METRICS("finetune", f"{init}/{name}")
-
-    def state(self) -> tuple[dict, dict, dict]:
-        """(modules, optimisers, generators) of the checkpoint."""
-        return {"agent": self.agent}, dict(self.opt.items()), {"rng": self.gen, "cpu_rng": self.cpu_gen}
-
-    def save_checkpoint(self) -> None:
+    def finish(self, t: int, report) -> None:
         self.envs.flush(self.store)
-        tensors = {**checkpoint.training_state(*self.state(), self.acc), "z": torch.from_numpy(self.z)}
-        rows = {f"{init}/{name}": [self.store.rows(t) for t in self.tables(init, name)] for init, name in self.runs}
-        meta = {"t": self.t, "episodes": self.envs.episodes.tolist(), "n_evals": self.n_evals, "acc_n": self.acc_n,
-                "names": self.names, "hash": self.digest, "rows": rows, "bc_loss": self.bc_loss}
-        self.store.save_weights(self.checkpoint_path(), tensors, meta)
-
-    def load_checkpoint(self) -> bool:
-        found = checkpoint.read(self.ctx, self.checkpoint_path(), hash=self.digest, names=self.names)
-        if found is None:
-            return False
-        tensors, meta = found
-        self.acc = checkpoint.load_training_state(tensors, *self.state(), self.acc)
-        self.z[:] = np.array(tensors["z"])
-        self.acc_n, self.n_evals, self.bc_loss = int(meta["acc_n"]), int(meta["n_evals"]), float(meta["bc_loss"])
-        for init, name in self.runs:
-            for table, rows in zip(self.tables(init, name), meta["rows"][f"{init}/{name}"]):
-                self.store.set_rows(table, rows)
-        self.envs.load(self.store, int(meta["t"]), meta["episodes"])
-        return True
-
-    def start_fresh(self) -> None:
-        self.store.delete(self.checkpoint_path())
-        for init, name in self.runs:
-            for path in (*self.tables(init, name), layout.FINETUNE_BATCH(init, name), layout.FINETUNE_SUMMARY(name),
-                         layout.FINETUNE_WEIGHTS(init, name)):
-                self.store.delete(path)
-        self.envs.start()
-
-    # ---- the loop ---------------------------------------------------------------------------------------
-    def run(self) -> None:
-        cfg = self.cfg
-        resumed = self.load_checkpoint()
-        if not resumed:
-            self.start_fresh()
-        started, t0 = time.time(), self.t
-        label = f"finetune {self.shard} ({self.T} task{'s' if self.T > 1 else ''} × mbml, scratch)"
-        report = Reporter(label, self.total, self.t)
-        if resumed:
-            report.console.print(f"{label}: resuming at {self.t}/{self.total} interactions")
-        report.update(self.t, "collecting with the MBML policy")
-        try:
-            while self.t < self.total:
-                self.envs.step(self.act(), self.episode_ended)
-                if self.t == cfg.init_steps:                                   # Sec. 5.3 initialisation
-                    self.initialise()
-                elif self.t > cfg.init_steps:                                  # one update per step
-                    out = ft.update(self.agent, self.opt, self.sample(), self.sample(), cfg.gamma, cfg.tau,
-                                    cfg.policy_noise, cfg.noise_clip, generator=self.gen)
-                    for m in self.acc:
-                        self.acc[m] += out[m].double()          # on the device: no per-step host copy
-                    self.acc_n += 1
-                if self.t >= cfg.init_steps and ((self.t - cfg.init_steps) % cfg.eval_every == 0 or self.t == self.total):
-                    returns = self.evaluate()
-                    self.log(returns)
-                    self.ctx.progress(self.t / self.total)
-                    T = self.T
-                    report.update(self.t, "return mbml " + " ".join(f"{v:.1f}" for v in returns[:T]) +
-                                  " | scratch " + " ".join(f"{v:.1f}" for v in returns[T:]), line=True)
-                else:
-                    report.update(self.t)
-                if (self.t % cfg.checkpoint_every == 0 or self.t == cfg.init_steps) and self.t < self.total:
-                    self.save_checkpoint()
-        finally:
-            report.close()
-        self.envs.flush(self.store)
-        self.finish(report, time.time() - started, self.t - t0)
-
-    def finish(self, report: Reporter, wall: float, steps: int) -> None:
         h, n = self.envs.host, self.cfg.init_steps
         for k, (init, name) in enumerate(self.runs):
             self.store.save_weights(layout.FINETUNE_WEIGHTS(init, name), task_state(self.agent, k),
-                                    {"init": init, "task": name, "interactions": self.t, "obs_dim": self.obs_dim,
+                                    {"init": init, "task": name, "interactions": t, "obs_dim": self.obs_dim,
                                      "act_dim": self.act_dim, "hash": self.digest})
         for k, name in enumerate(self.names):
             ends = h["terminal"][k, :n] | h["truncated"][k, :n]
             mbml_eps = episode_returns(h["rew"][k, :n], ends)
             write_summary(self.store, self.cfg, self.r.eval.skip, name, self.params[k], mbml_eps, self.bc_loss)
-        self.store.delete(self.checkpoint_path())
         self.envs.close()
         for env in self.eval_envs:
             env.close()
-        report.console.print(f"finetune {self.shard}: {self.R} runs × {self.total} interactions "
-                      f"({steps} this invocation) in {wall:.1f}s", highlight=False)
