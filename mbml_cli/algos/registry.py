@@ -30,7 +30,7 @@ class Variant:
 @dataclass(frozen=True)
 class AlgoSpec:
     name: str
-    salt: int                  # its random streams: seed + 4100 + 100 · salt (distill.py)
+    salt: int                  # its random streams: core/seeds.offset(seed, "distill", salt)
     group: str                 # "mbml", "ablation" or "baseline": where `mbml report` shows it
     needs: tuple[str, ...]     # stages it reads: "bcq" (teachers), "relabel" (R̂ on other tasks' data)
     colour: str                # its lines in `mbml report`'s figures

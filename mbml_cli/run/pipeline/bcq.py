@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from ...core import layout
+from ...core import layout, seeds
 from .. import context
 from ... import envs as registry
 from ...algos import bcq as bcq_algo
@@ -40,7 +40,7 @@ from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
 from ..progress import Reporter, format_returns
 from ...datasets.batches import episode_returns
-from .common import derive_seed, run_shards, shard_name
+from .common import run_shards, shard_name
 
 REPORT_EPISODES = 10
 LOSSES = ("vae_loss", "critic_loss", "actor_loss", "q")
@@ -60,7 +60,7 @@ def mean_returns(envs, act, episodes: int, seed: int, on_episode=None) -> np.nda
     """Mean return per env of `act` over `episodes` episodes (`on_episode(e)` after each)."""
     total = np.zeros(len(envs))
     for e in range(episodes):
-        total += run_episode(envs, act, seed=derive_seed(seed, e)).returns
+        total += run_episode(envs, act, seed=seeds.derive(seed, e)).returns
         if on_episode is not None:
             on_episode(e + 1)
     return total / episodes
@@ -105,7 +105,9 @@ def batch_progress(store, task: int, share: float = 0.1) -> dict:
 
 
 class BCQRun(Job):
-    """One batched BCQ over the tasks `todo`: data, networks, evaluation envs; trained by `run_loop`."""
+    """One batched BCQ over the tasks `todo`: data, networks, evaluation envs; trained by `run_loop`.
+    A fresh start keeps the earlier weights until new ones replace them: a forced re-run that diverges
+    leaves the last good teachers, and its failed record makes everything downstream stale."""
 
     def __init__(self, ctx: context.RunContext, todo: list[int], digest: str):
         self.ctx, self.store, self.r, self.cfg = ctx, ctx.store, ctx.recipe, ctx.recipe.bcq
@@ -125,10 +127,10 @@ class BCQRun(Job):
         self.envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo] \
             if registry.has_environment(ctx.dist) else []         # imported data without an environment
 
-        seed_everything(derive_seed(self.r.seed, 11, *todo), self.r.threads)   # network initialisation
+        seed_everything(seeds.stream(self.r.seed, "bcq/init", *todo), self.r.threads)   # network initialisation
         self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
-        self.gen_sample = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 12, *todo))
-        self.gen_noise = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, 13, *todo))
+        self.gen_sample = torch.Generator(device=self.device).manual_seed(seeds.stream(self.r.seed, "bcq/sample", *todo))
+        self.gen_noise = torch.Generator(device=self.device).manual_seed(seeds.stream(self.r.seed, "bcq/noise", *todo))
         self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr, self.data, self.cfg, self.gen_noise)
         self.best = np.full(self.K, -np.inf)
         self.last_eval = np.full(self.K, np.nan)
@@ -142,11 +144,6 @@ class BCQRun(Job):
     # ---- hooks of the loop ---------------------------------------------------------------------
     def state(self) -> tuple[dict, dict, dict]:
         return self.tr.modules(), self.tr.optimisers(), {"rng/sample": self.gen_sample, "rng/noise": self.gen_noise}
-
-    def start(self) -> None:
-        for i in self.todo:
-            self.store.delete(layout.BCQ("final", i))
-            self.store.delete(layout.BCQ("best", i))
 
     def restore(self, tensors: dict, meta: dict) -> None:
         self.best = np.asarray(meta["best"], np.float64)
@@ -163,7 +160,7 @@ class BCQRun(Job):
         """Each task's return; task i's best weights so far kept as BCQ best/<i>."""
         if not self.envs:
             return None
-        returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, derive_seed(self.r.seed, 14, t))
+        returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, seeds.stream(self.r.seed, "bcq/eval", t))
         self.last_eval = returns
         row = {"iteration": t, "return": float(returns.mean())}
         row.update({f"return_{i}": float(returns[k]) for k, i in enumerate(self.todo)})
@@ -197,6 +194,8 @@ class BCQRun(Job):
                       title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
         for k, (i, row) in enumerate(zip(self.todo, rows)):
             self.store.save_weights(layout.BCQ("final", i), task_state(self.model, k), self.meta(k, t, **row))
+            if not np.isfinite(self.best[k]):                   # never evaluated here: no best of this run
+                self.store.delete(layout.BCQ("best", i))
             self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=self.started,
                                  ended=time.time(), progress=1.0, shard=self.shard, **row)
             table.add_row(str(i), f"{row['random_return']:.1f}", f"{row['best_batch_return']:.1f}",
@@ -214,8 +213,8 @@ def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, 
     episodes = max(REPORT_EPISODES, eval_episodes) if envs else 0
     tick = on_episode or (lambda e: None)
     if envs:
-        final = evaluate(model, envs, episodes, derive_seed(seed, 15), tick)
-        rand = random_returns(envs, episodes, derive_seed(seed, 16), lambda e: tick(episodes + e))
+        final = evaluate(model, envs, episodes, seeds.stream(seed, "bcq/report"), tick)
+        rand = random_returns(envs, episodes, seeds.stream(seed, "bcq/random"), lambda e: tick(episodes + e))
     else:                                       # no environment: only the batches' own returns are known
         final = rand = np.full(len(tasks), np.nan)
     rows = []

@@ -41,10 +41,10 @@ import torch
 from .. import context, divergence
 from ...algos import sac as sac_algo
 from ...algos.nets import device_of, seed_everything, stack_states, task_state
-from ...core import layout
+from ...core import layout, seeds
 from ..loop import Job, Schedule, run_loop
 from ..progress import format_returns
-from .common import derive_seed, run_shards, shard_name
+from .common import run_shards, shard_name
 from .online import LockstepEnvs
 
 LOSSES = ("critic_loss", "actor_loss", "alpha")
@@ -114,20 +114,20 @@ class Collector(Job):
         ids = [] if self.cfg.common_noise else todo            # common noise: no stream depends on the task
         envs = [ctx.dist.make_env(params[i], self.r.env.horizon) for i in todo]
         self.envs = LockstepEnvs(envs, self.cfg.steps, self.device,       # the K batches, one row per task
-                                 seed_of=lambda k, episode: derive_seed(seed, 3, *ids[k:k + 1], episode),
+                                 seed_of=lambda k, episode: seeds.stream(seed, "collect/reset", *ids[k:k + 1], episode),
                                  paths=[layout.BATCH("train", i) for i in todo], labels=[f"collect: task {i}" for i in todo],
                                  n_info=len(ctx.dist.info_names))
         self.obs_dim = self.envs.host["obs"].shape[-1]
         self.act_dim = self.envs.host["act"].shape[-1]
 
-        seed_everything(derive_seed(seed, 1, *ids), self.r.threads)    # network initialisation
+        seed_everything(seeds.stream(seed, "collect/init", *ids), self.r.threads)    # network initialisation
         self.sac = sac_algo.SAC(1 if self.cfg.common_noise else self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
         if self.cfg.common_noise:                                        # one SAC's weights in every task's slice
             one, self.sac = self.sac, sac_algo.SAC(self.K, self.obs_dim, self.act_dim, self.cfg.hidden)
             self.sac.load_state_dict(stack_states([task_state(one, 0)] * self.K))
         self.sac.to(self.device)
         self.opt = sac_algo.SACOptimisers(self.sac, self.cfg.lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(seed, 2, *ids))
+        self.gen = torch.Generator(device=self.device).manual_seed(seeds.stream(seed, "collect/sample", *ids))
         self.started = time.time()
 
     def run(self) -> None:

@@ -1,6 +1,5 @@
 """Helpers shared by the stages that train batched agents (`collect`, `bcq`, `finetune`).
 
-- seeds: `derive_seed`;
 - shards (`--tasks 0,3,5`, or the recipe's `shards` groups): choosing the tasks still to do, training
   them in turn or as units, and the stage's record (`plan_shards`, `run_shards`, `train_unit`,
   `finish_shard`), as described in `pipeline/collect.py`;
@@ -18,12 +17,6 @@ from .. import context
 from ...recipe.config import ALGOS
 from ...errors import StageError
 from ...recipe import graph
-
-
-# ---- seeds and returns ---------------------------------------------------------------------------
-def derive_seed(*parts: int) -> int:
-    """A 32-bit seed from non-negative integers (recipe seed, purpose, task, episode, ...): independent streams."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 # ---- options -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ...algos.mbml import Relabelled, Teachers
 from ...algos.registry import ALGOS
-from ...core import layout
+from ...core import layout, seeds
 from ...api import Policy
 from ...recipe.config import Recipe
 from ...algos.data import TaskData
@@ -37,7 +37,6 @@ from ..evaluate import evaluate_tasks, make_eval_envs
 from ...algos.nets import device_of, seed_everything
 from ..context import RunContext, stage
 
-SEED_OFFSET = 4_000
 
 
 def eval_seed(seed: int, epoch: int) -> int:
@@ -117,7 +116,7 @@ def schedule_lr(optimisers: dict[str, torch.optim.Optimizer], schedule: str, epo
 def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = None) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.distill, ctx.store
     device = device_of(r.device)
-    gen = seed_everything(r.seed + SEED_OFFSET + 100 * ALGOS[algo].salt, r.threads, device)
+    gen = seed_everything(seeds.offset(r.seed, "distill", ALGOS[algo].salt), r.threads, device)
     K = len(ctx.tasks("train"))
     data = load_batches(store, "train", list(range(K)), device=device)
     trainer = make_trainer(ctx, algo, data, device, teachers)

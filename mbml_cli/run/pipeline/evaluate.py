@@ -14,13 +14,12 @@ from __future__ import annotations
 from rich.console import Console
 
 from ... import envs as registry
-from ...core import layout
+from ...core import layout, seeds
 from ...api import Run, load_policy
 from ..evaluate import evaluate_tasks, make_eval_envs, returns_table
 from ..context import RunContext, stage
 from .common import check_algo
 
-ON_DEMAND_SEED = 77_777
 
 
 @stage("eval", check=check_algo)
@@ -37,7 +36,7 @@ def evaluate(ctx: RunContext, algo: str = "mbml", unseen: int = 0, which: str = 
     else:
         tasks, name = ctx.tasks("test"), "test"
     envs = make_eval_envs(ctx.dist, tasks, r.env.horizon, r.eval.repeats)
-    result = evaluate_tasks(envs, policy, r.eval.episodes, r.eval.skip, ON_DEMAND_SEED + r.seed, r.eval.repeats)
+    result = evaluate_tasks(envs, policy, r.eval.episodes, r.eval.skip, seeds.offset(r.seed, "eval/on_demand"), r.eval.repeats)
     for env in envs:
         env.close()
     layout.write_evaluation(store, algo, name, result, tasks, which=which, epoch=policy.meta.get("epoch", -1))

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...core import layout
+from ...core import layout, seeds
 from .. import context
 from ...recipe import graph
 from ... import envs as registry
@@ -55,12 +55,10 @@ from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
 from ...datasets.batches import episode_returns
-from .common import derive_seed
 from .finetune_report import print_summary
 from .finetune_summary import INITS, write_summary
 from .online import LockstepEnvs
 
-SALT = 7_000                     # separates these seeds from the other stages'
 LOSSES = ("critic_loss", "actor_loss", "alpha", "entropy", "q")
 
 
@@ -118,7 +116,7 @@ class Finetuner(Job):
 
         # networks: same random actor for both runs of a task; critics Q_D-shaped (Sec. 5.3)
         meta = self.policy.meta
-        seed_everything(derive_seed(self.r.seed, SALT, *flat_ids), self.r.threads)
+        seed_everything(seeds.stream(self.r.seed, "finetune/init", *flat_ids), self.r.threads)
         self.agent = ft.FinetuneAgent(R, self.obs_dim, self.act_dim, meta["latent_dim"], self.cfg.hidden,
                                       meta["q_hidden"], self.cfg.alpha_init).to(self.device)
         with torch.no_grad():
@@ -126,8 +124,8 @@ class Finetuner(Job):
                 p[T:] = p[:T]
         ft.set_obs_stats(self.agent, self.policy.module.obs_mean, self.policy.module.obs_std)
         self.opt = SACOptimisers(self.agent, self.cfg.lr)
-        self.gen = torch.Generator(device=self.device).manual_seed(derive_seed(self.r.seed, SALT + 1, *flat_ids))
-        self.cpu_gen = torch.Generator().manual_seed(derive_seed(self.r.seed, SALT + 2, *flat_ids))
+        self.gen = torch.Generator(device=self.device).manual_seed(seeds.stream(self.r.seed, "finetune/sample", *flat_ids))
+        self.cpu_gen = torch.Generator().manual_seed(seeds.stream(self.r.seed, "finetune/host", *flat_ids))
 
         self.n_evals = 0
         self.z = np.zeros((T, meta["latent_dim"]), np.float32)     # the MBML runs' current z (init phase)
@@ -147,7 +145,7 @@ class Finetuner(Job):
         return self.envs.t
 
     def reset_seed(self, k: int, episode: int) -> int:
-        return derive_seed(self.r.seed, SALT + 3, *self.ids[k % self.T], episode)
+        return seeds.stream(self.r.seed, "finetune/reset", *self.ids[k % self.T], episode)
 
     def context(self, k: int, stop: int) -> dict[str, np.ndarray]:
         return {f: self.envs.host[f][k, :stop] for f in ("obs", "act", "rew", "next_obs")}
@@ -228,7 +226,7 @@ class Finetuner(Job):
         totals = np.zeros(self.R)
         act = lambda obs: self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
         for e in range(self.cfg.eval_episodes):
-            seeds = [derive_seed(self.r.seed, SALT + 4, *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
+            seeds = [seeds.stream(self.r.seed, "finetune/eval", *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
             totals += run_episode(self.eval_envs, act, seeds).exact_returns
         self.n_evals += 1
         returns = totals / self.cfg.eval_episodes

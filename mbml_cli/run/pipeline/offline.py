@@ -20,11 +20,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ...api import Run, load_policy
-from ...core import layout
+from ...core import layout, seeds
 from ..loaders import load_batches
 from ...datasets.batches import HELDOUT
 
-SEED_OFFSET = 8_000
 ROWS = 1000
 
 
@@ -35,7 +34,7 @@ def offline_check(ctx, algo: str, which: str = "final") -> dict:
     data = load_batches(store, "train", list(range(K)))
     in_sample = not all(store.rows(layout.HELDOUT_BATCH(i)) for i in range(K))
     rows = data if in_sample else load_batches(store, HELDOUT, list(range(K)))
-    gen = torch.Generator().manual_seed(r.seed + SEED_OFFSET)
+    gen = torch.Generator().manual_seed(seeds.offset(r.seed, "offline"))
     draw = lambda d, n: (torch.rand(K, n, generator=gen) * d.sizes[:, None]).long()
     c = {k: v.numpy() for k, v in data.gather(draw(data, r.distill.context_size)).items()}
     z = policy.infer(c["obs"], c["act"], c["rew"], c["next_obs"]).mean                 # (K, L)

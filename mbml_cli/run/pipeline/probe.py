@@ -14,14 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ... import envs as registry
-from ...core import layout
+from ...core import layout, seeds
 from ...api import Run, load_policy
 from ..loaders import load_batches
 from ..evaluate import probe_encoder
 from ..context import RunContext, stage
 from .common import check_algo
 
-SEED_OFFSET = 6_000
 
 
 @stage("probe", check=check_algo)
@@ -38,7 +37,7 @@ def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
     policy = load_policy(Run(store), algo, which, "cpu")
     tasks = ctx.tasks("train")
     data = load_batches(store, "train", list(range(len(tasks))))
-    gen = torch.Generator().manual_seed(r.seed + SEED_OFFSET)
+    gen = torch.Generator().manual_seed(seeds.offset(r.seed, "probe"))
     res = probe_encoder(policy.module.encoder, data, tasks, ctx.dist, r.distill.context_size,
                         r.eval.probe_draws, gen)
     path = layout.PROBE(algo)

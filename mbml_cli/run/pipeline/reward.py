@@ -16,14 +16,13 @@ import torch
 from ... import envs as registry
 from ...algos.reward_model import EnsembleModel, make_split, predict_chunked, train_ensemble, member_zero
 from .. import divergence
-from ...core import layout
+from ...core import layout, seeds
 from ...algos.data import TaskData
 from ..loaders import load_batches, save_ensemble
 from ...algos.nets import device_of, seed_everything
 from ..progress import Reporter
 from ..context import RunContext, stage
 
-SEED_OFFSET = 3_000
 
 
 def valid_rows(data: TaskData) -> torch.Tensor:
@@ -68,7 +67,7 @@ def true_rewards(dist, tasks: np.ndarray, obs, act, next_obs, info) -> np.ndarra
 def reward(ctx: RunContext) -> None:
     r, cfg, store = ctx.recipe, ctx.recipe.reward, ctx.store
     device = device_of(r.device)
-    gen = seed_everything(r.seed + SEED_OFFSET, r.threads, device)
+    gen = seed_everything(seeds.offset(r.seed, "reward"), r.threads, device)
     tasks = ctx.tasks("train")
     K = len(tasks)
     data = load_batches(store, "train", list(range(K)), device=device)
