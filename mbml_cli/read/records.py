@@ -79,7 +79,7 @@ def statuses(recipe: dict, records: dict[str, dict]) -> dict[str, str]:
     try:
         by_graph = graph.status(r, records) if r is not None else {}
         planned = graph.plan(r) if r is not None else []
-    except (ValueError, KeyError):
+    except Exception:                               # noqa: BLE001 - a graph it cannot judge: the records' own
         by_graph, planned = {}, []
     keys = planned + sorted(k for k in records if k not in planned)
     return {k: by_graph.get(k, "done") if own.get(k) == "done" else own.get(k, "pending") for k in keys}
