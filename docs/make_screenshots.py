@@ -19,8 +19,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))            # run from a checkout without installing
 
-from mbml_cli.dash import demo                   # noqa: E402
-from mbml_cli.dash.app import PANELS, DashApp    # noqa: E402
+from mbml_cli.views.dash import demo                   # noqa: E402
+from mbml_cli.views.dash.app import PANELS, DashApp    # noqa: E402
 
 
 async def shoot(store: str, out: Path, size: tuple[int, int], clock) -> list[Path]:

@@ -25,7 +25,9 @@ from .algos.registry import ALGOS
 from .recipe.config import Recipe
 from .errors import StageError
 from .algos.nets import device_of
-from .recipe.load import from_dict
+from .read.records import StageRecord, stage_records
+from .read.scores import summarise
+from .recipe.load import from_dict, to_dict
 from .core.store import Store
 from .core.guard import loading
 
@@ -104,6 +106,15 @@ class Run:
 
     def metrics(self, stage: str, name: str) -> dict[str, np.ndarray]:
         return self.store.metrics(stage, name)
+
+    def stages(self) -> list[StageRecord]:
+        """Every stage record with its status as `mbml info` shows it (`read/records.py`), judged against
+        this run's recipe (`stale`: done, but its inputs differ from `self.recipe`'s)."""
+        return stage_records(self.store, to_dict(self.recipe))
+
+    def scores(self, algos: list[str] | None = None) -> list[dict]:
+        """Per algorithm, the test-task scores `mbml run` prints at the end (`read/scores.summarise`)."""
+        return summarise(self.store, list(self.recipe.algos if algos is None else algos), self.recipe.eval.skip)
 
     def history(self, algo: str = "mbml") -> dict[str, np.ndarray]:
         """Evaluations during training: epoch, score, returns (T, episodes), z_mean (T, latent)."""

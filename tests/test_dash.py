@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from mbml_cli.read import snapshot as reader
+from mbml_cli.read import records, snapshot as reader
+from mbml_cli.read.embedding import embedding
+from mbml_cli.read.tables import TRAIN_STAGES, plot_series
 from mbml_cli.views.dash import demo
 from mbml_cli.views.dash.app import DashApp
 from mbml_cli.views.dash.widgets import LinePlot, ReturnsTable, ScatterPlot, Series, fmt, render_plot, sparkline
@@ -96,23 +98,23 @@ def test_reader_reads_what_the_stages_write(run_path):
         f"{s}/{n}": store.rows(f"metrics/{s}/{n}")
         for s in store.root["metrics"].group_keys() for n in store.root[f"metrics/{s}"].group_keys()}
     for key, table in snap.tables.items():
-        if table.stage in reader.TRAIN_STAGES and table.returns():
+        if table.stage in TRAIN_STAGES and table.returns():
             assert list(table.returns()) == [str(i) for i in range(n_train)], key
-        for name, plot in reader.plot_series(table).items():       # per-task columns: one plot
+        for name, plot in plot_series(table).items():       # per-task columns: one plot
             assert plot.tasks in (0, n_train) and len(plot.x) == len(plot.y) <= table.n, (key, name)
     # per-task records are counted, not listed
     keys = [s.key for s in snap.stages]
     assert not any(k.split("/")[-1].isdigit() for k in keys)
     running = [k for k, rec in store.stages().items() if rec.get("status") == "running"]
-    assert (reader.current_stage(snap) is None) == (not running and all(s.status != "running" for s in snap.stages))
+    assert (records.current_stage(snap.stages) is None) == (not running and all(s.status != "running" for s in snap.stages))
 
 
 def test_eta_and_stale():
     """ETA = (updated − started)(1 − p)/p − (now − updated); silence for long is flagged."""
-    rec = reader.StageRecord("bcq", "running", progress=0.25, started=100.0, updated=130.0)
-    assert reader.eta(rec, now=140.0) == pytest.approx(30 * 3 - 10)
-    assert reader.stale(rec, now=140.0) is None and reader.stale(rec, now=130.0 + 3600) == 3600
-    assert reader.eta(reader.StageRecord("bcq", "done", progress=1.0, started=1.0), now=2.0) is None
+    rec = records.StageRecord("bcq", "running", progress=0.25, started=100.0, updated=130.0)
+    assert records.eta(rec, now=140.0) == pytest.approx(30 * 3 - 10)
+    assert records.silent(rec, now=140.0) is None and records.silent(rec, now=130.0 + 3600) == 3600
+    assert records.eta(records.StageRecord("bcq", "done", progress=1.0, started=1.0), now=2.0) is None
 
 
 def test_reader_eval_scores_and_embedding(run_path):
@@ -132,7 +134,7 @@ def test_reader_eval_scores_and_embedding(run_path):
                                        rtol=1e-6)
         else:
             z = z[-1]
-        emb = reader.embedding(res.z_mean)
+        emb = embedding(res.z_mean)
         assert emb.points.shape == (int(np.prod(z.shape[:-1])), 2)
         assert sorted(set(emb.labels.tolist())) == list(range(z.shape[0]))
 
@@ -157,7 +159,7 @@ def test_reader_reads_the_schema_and_notes_what_it_cannot(tmp_path):
     np.testing.assert_allclose(a.scores, a.history[-1])
     assert snap.evals["b"].probe == 0.25 and snap.evals["b"].scores is None
     assert "expected (task, episode)" in snap.evals["c"].note
-    assert reader.embedding(snap.evals["c"].z_mean).points.shape == (6, 2)
+    assert embedding(snap.evals["c"].z_mean).points.shape == (6, 2)
     sources, rows = reader.test_returns(snap, "a")
     assert sources == ["distill/a_eval", layout.EVAL_HISTORY("a")] and [r.task for r in rows] == ["0", "1", "2"]
     assert list(rows[0].cells["distill/a_eval"][1]) == [1.0]         # NaN rows left out
@@ -201,7 +203,7 @@ def test_panels_show_the_store(run_path):
                 assert key in tables
             shown = reader.default_table(snap)
             plots = list(app.query(LinePlot))
-            assert [p.title for p in plots] == list(reader.plot_series(snap.tables[shown]))
+            assert [p.title for p in plots] == list(plot_series(snap.tables[shown]))
             metric = snap.tables[shown].metric_names()[0]
             assert next(p for p in plots if p.title == metric).point_count == store.rows(f"metrics/{shown}")
             # `t` steps through the tables

@@ -22,8 +22,8 @@ from PIL import Image
 from conftest import ENV, FAST, ROOT, SMOKE, alive, children, cli, runner
 from mbml_cli.core import layout, writer
 from mbml_cli.views.cli import app
-from mbml_cli.run.pipeline.bcq import batch_progress
-from mbml_cli.run.pipeline.summary import summarise
+from mbml_cli.read.batches import batch_progress
+from mbml_cli.read.scores import summarise
 from mbml_cli.core.store import Store
 from store_equal import differences
 

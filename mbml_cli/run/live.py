@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..read import snapshot as reader
+from ..read import records
 from ..recipe.inputs import clean
 from .progress import fmt_duration
 
@@ -43,7 +43,7 @@ class Tracked:
         from ..core.store import Store
         try:
             self.opened = self.opened or Store.open(self.store)
-            found = reader.progress(self.opened, self.keys, weights)
+            found = records.progress(self.opened, self.keys, weights)
         except Exception:                   # noqa: BLE001 - not made yet, or caught mid-write: next time
             return
         self.stage, self.progress = found.stage, found.fraction

@@ -264,7 +264,7 @@ def log_of(directory: Path, label: str) -> Path:
 
 def final_table(sweep: Sweep, runs: list[SweepRun], status: dict[str, str], directory: Path) -> Table:
     """Per run: its status and each algorithm's best test-task score (mean over tasks)."""
-    from .pipeline.summary import summarise
+    from ..read.scores import summarise
     from ..core.store import Store
     algos = list(sweep.recipe.get("algos") or [])
     table = Table("run", "seed", *sweep.grid, "status", *algos,

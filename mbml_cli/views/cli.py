@@ -445,32 +445,27 @@ def envs_():
 @user_errors
 def info(run: str = typer.Argument(..., help="store"),
          check: bool = typer.Option(False, "--check", help="read every chunk of every array and verify its checksum")):
-    """Summarise a store: recipe, stages (in pipeline order) and their status, data sizes."""
+    """Summarise a store: recipe, stages (in pipeline order) and their status (`stale`: done, but its
+    inputs changed since), data sizes."""
     from ..core.store import Store
-    from ..recipe.graph import NAMES
+    from ..read.records import stage_records
+    from ..read.values import num
     store = Store.open(run)
     r = store.recipe
     env = r.get("env") if isinstance(r.get("env"), dict) else {}
     out.print(f"[bold]{clean(r.get('name'))}[/bold]  env={clean(env.get('name'))}  seed={clean(r.get('seed'))}  "
               f"store={clean(store.path)}  revision={clean(store.lock.get('revision', '?'))}")
     table = Table("stage", "status", "progress", "tasks", "hash", "wall s")
-    names = sorted(store.stages(), key=lambda k: (NAMES.index(k) if k in NAMES else len(NAMES), k))
-    for name in names:
-        subs = {k: store.stage(layout.stage_key(name, k)) for k in layout.children(store, layout.STAGE(name))}
-        tasks = [v for k, v in subs.items() if k.isdigit()]             # per-task records: folded into a count
-        rows = [(name, store.stage(name))] * bool(store.stage(name).get("status")) + \
-            [(layout.stage_key(name, k), v) for k, v in sorted(subs.items()) if not k.isdigit()]
-        for key, rec in rows:
-            ended, started, progress = (_number(rec.get(k)) for k in ("ended", "started", "progress"))
-            done = f"{sum(layout.record_status(t) == 'done' for t in tasks)}/{len(tasks)}" if tasks and key == name else ""
-            table.add_row(clean(key), clean(layout.record_status(rec)), f"{100 * (progress or 0):.0f}%", done,
-                          clean(rec.get("hash", "")), f"{ended - (started or 0):.1f}" if ended else "")
+    for rec in stage_records(store):
+        table.add_row(clean(rec.key), clean(rec.status), f"{100 * rec.progress:.0f}%",
+                      f"{rec.tasks_done}/{rec.tasks_seen}" if rec.tasks_seen else "", clean(rec.hash),
+                      f"{rec.ended - (rec.started or 0):.1f}" if rec.ended else "")
     out.print(table)
     data = Table("split", "tasks", "transitions")
     for split in ("train", "test"):
         groups = layout.children(store, layout.parent(layout.BATCH, split))
         if groups:
-            data.add_row(split, str(len(groups)), str(sum(_number(store.rows(layout.BATCH(split, g))) or 0
+            data.add_row(split, str(len(groups)), str(sum(num(store.rows(layout.BATCH(split, g))) or 0
                                                           for g in groups)))
     out.print(data)
     if check:
@@ -481,15 +476,6 @@ def info(run: str = typer.Argument(..., help="store"),
         if bad:
             raise StageError(f"{run}: {len(bad)} of {checked} arrays damaged (first: {bad[0][0]})")
         out.print(f"checked {checked} arrays: every chunk's checksum matches")
-
-
-def _number(value) -> float | None:
-    """A number from a store record, or None (records from elsewhere may hold anything)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return value if value == value and abs(value) < 1e18 else None
 
 
 @app.command()

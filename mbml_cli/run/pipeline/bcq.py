@@ -39,7 +39,7 @@ from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
 from ..progress import Reporter, format_returns
-from ...datasets.batches import episode_returns
+from ...read.batches import best_batch_return
 from .common import run_shards, shard_name
 
 REPORT_EPISODES = 10
@@ -76,32 +76,6 @@ def random_returns(envs, episodes: int, seed: int, on_episode=None) -> np.ndarra
     rng = np.random.default_rng(seed)
     act_dim = envs[0].action_space.shape[0]
     return mean_returns(envs, lambda obs: rng.uniform(-1, 1, (len(obs), act_dim)), episodes, seed, on_episode)
-
-
-def batch_returns(store, task: int) -> list[float]:
-    """The returns of the finished episodes of task `task`'s batch, in the order they were collected."""
-    rows = store.read_rows(layout.BATCH("train", task), columns=("rew", "terminal", "truncated"))
-    return episode_returns(rows["rew"].astype(np.float64), rows["terminal"] | rows["truncated"])
-
-
-def best_batch_return(store, task: int) -> float:
-    """The best finished episode's return in task `task`'s batch."""
-    returns = batch_returns(store, task)
-    return max(returns) if returns else float("nan")
-
-
-def batch_progress(store, task: int, share: float = 0.1) -> dict:
-    """Did the batch's collector learn? The mean return of the first and of the last `share` of the
-    finished episodes of task `task`'s batch (at least two each), the standard error of their
-    difference, and `clear`: the last above the first by more than twice that error."""
-    returns = np.asarray(batch_returns(store, task))
-    m = max(2, int(round(share * len(returns))))
-    if len(returns) < 2 * m:
-        return {"first": None, "last": None, "se": None, "episodes": len(returns), "clear": False}
-    first, last = returns[:m], returns[-m:]
-    se = float(np.sqrt(first.var(ddof=1) / m + last.var(ddof=1) / m))
-    return {"first": float(first.mean()), "last": float(last.mean()), "se": se, "episodes": len(returns),
-            "clear": bool(last.mean() - first.mean() > 2 * se)}
 
 
 class BCQRun(Job):

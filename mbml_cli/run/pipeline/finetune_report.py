@@ -1,11 +1,11 @@
 """The fine-tuning table `mbml finetune` and `mbml run` print: per task, the interactions each
-initialisation needs to reach the threshold, the saving and the returns (`finetune_summary.py`)."""
+initialisation needs to reach the threshold, the saving and the returns (`read/finetune.py`)."""
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from .finetune_summary import summary_rows
+from ...read.finetune import summary_rows
 
 console = Console()
 

@@ -7,9 +7,8 @@ import numpy as np
 
 from ...core import layout
 from ...algos import finetune as ft
+from ...read.finetune import INITS, curve
 from ...recipe.config import FinetuneConfig
-
-INITS = ("mbml", "scratch")
 
 
 def write_summary(store, cfg: FinetuneConfig, skip: int, name: str, param: np.ndarray,
@@ -18,7 +17,7 @@ def write_summary(store, cfg: FinetuneConfig, skip: int, name: str, param: np.nd
     left out of its mean, as in the evaluation protocol)."""
     curves = {}
     for init in INITS:
-        rows = store.read_rows(layout.FINETUNE_CURVE(init, name))
+        rows = curve(store, init, name)
         curves[init] = (rows["interactions"], rows["return"])
     total = cfg.init_steps + cfg.steps
     res = ft.interactions_to_threshold(curves, cfg.threshold, cfg.smooth)
@@ -35,10 +34,3 @@ def write_summary(store, cfg: FinetuneConfig, skip: int, name: str, param: np.nd
              **{f"{init}_final": float(curves[init][1][-1]) for init in INITS}}
     layout.write_attrs(store, layout.FINETUNE_SUMMARY(name), attrs)
     return attrs
-
-
-def summary_rows(store) -> list[dict]:
-    """Every fine-tuned task's summary, test tasks in index order, then the others (`unseen`)."""
-    names = layout.children(store, layout.parent(layout.FINETUNE_SUMMARY))
-    names.sort(key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
-    return [layout.read_attrs(store, layout.FINETUNE_SUMMARY(k)) for k in names]

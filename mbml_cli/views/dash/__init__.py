@@ -1,2 +1,2 @@
-"""`mbml dash`: a read-only Textual dashboard over an experiment store (app.py), its widgets
-(widgets.py) and the store reader they share (reader.py, no UI)."""
+"""`mbml dash`: a read-only Textual dashboard over an experiment store (app.py) and its widgets
+(widgets.py); they read the store through `mbml_cli.read` (no UI there)."""

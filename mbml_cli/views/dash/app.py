@@ -1,7 +1,7 @@
 """`mbml dash`: a read-only Textual dashboard of one experiment store, live while a run writes it.
 
 A timer starts a thread worker every `interval` seconds; the worker reopens the store and reads a
-`Snapshot` (reader.py) and posts it back; the app hands it to the three panels. Reading never
+`Snapshot` (read/snapshot.py) and posts it back; the app hands it to the three panels. Reading never
 blocks the interface, and a store that is empty, half-written or deleted shows a message.
 """
 from __future__ import annotations
@@ -18,6 +18,8 @@ from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from ...read import snapshot as reader
+from ...read.embedding import embedding
+from ...read.tables import plot_series
 from ...read.snapshot import Snapshot
 from .widgets import (PALETTE, LinePlot, ReturnsTable, RunHeader, ScatterPlot, Series, fmt, task_color, task_symbol,
                       test_rows, train_rows)
@@ -59,7 +61,7 @@ class LossesPanel(Horizontal):
             return
         msg.display, title.display = False, True
         table = snap.tables[key]
-        series = reader.plot_series(table)
+        series = plot_series(table)
         grouped = any(p.tasks for p in series.values())
         title.update(Text.assemble((key, "bold"), (
             f"  {table.n} rows, x = {table.x_name}" + ("  ·  per-task columns: mean, dim min/max" if grouped else "")
@@ -157,7 +159,7 @@ class EmbeddingsPanel(Vertical):
         title, msg = self.query_one("#emb-title", Static), self.query_one("#emb-msg", Static)
         scatter, legend = self.query_one(ScatterPlot), self.query_one("#legend", Static)
         res = snap.evals.get(algo) if algo else None
-        emb = reader.embedding(res.z_mean) if res is not None and res.z_mean is not None else None
+        emb = embedding(res.z_mean) if res is not None and res.z_mean is not None else None
         head = Text.assemble(("Task embeddings · ", "bold"), (algo or "no algo yet", "bold cyan"))
         if emb is None:
             title.update(head)

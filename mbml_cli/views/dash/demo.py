@@ -3,7 +3,7 @@ and screenshots — and to try `mbml dash` without training anything:
 
     python -m mbml_cli.views.dash.demo runs/demo.zarr && mbml dash runs/demo.zarr
 
-It writes what the stages write (the layout in reader.py's docstring, as pipeline/collect.py,
+It writes what the stages write (the layout in the docstrings of mbml_cli/read/, as pipeline/collect.py,
 bcq.py, reward.py, distill.py and evaluate.py do): stage records with per-task records, metrics
 tables with per-task columns (`critic_loss_<i>`, `return_<i>`), `eval/mbml/history` (a row table
 of evaluations during training) and `eval/mbml/test`, task parameters. The run is caught with
@@ -17,7 +17,9 @@ import sys
 import numpy as np
 
 from ...core import layout
+from ...recipe import graph
 from ...recipe.graph import DEFAULT
+from ...recipe.load import from_dict
 from ...run.evaluate import ProtocolResult
 from ...core.store import Store
 
@@ -114,13 +116,16 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
 
     done = [("collect", 0, 60), ("bcq", 60, 100), ("reward", 100, 110), ("relabel", 110, 112),
             (layout.stage_key("distill", "mbml"), 112, 190), (layout.stage_key("eval", "mbml"), 190, 200)]
-    for key, start, end in done:
-        store.set_stage(key, status="done", hash="demo", started=T0 + start, ended=T0 + end,
+    r = from_dict(store.recipe)
+    for key, start, end in done:                    # today's digests: the records read done, not stale
+        digest = graph.digest(r, key)
+        store.set_stage(key, status="done", hash=digest, started=T0 + start, ended=T0 + end,
                         updated=T0 + end, progress=1.0, message="")
         if key in ("collect", "bcq"):
             for i in range(n_train):
-                store.set_stage(layout.stage_key(key, i), status="done", hash="demo", started=T0 + start, ended=T0 + end)
-    store.set_stage(layout.stage_key("distill", "neither"), status="running", hash="demo", started=T0 + 200, ended=None,
+                store.set_stage(layout.stage_key(key, i), status="done", hash=digest, started=T0 + start, ended=T0 + end)
+    store.set_stage(layout.stage_key("distill", "neither"), status="running", hash=graph.digest(r, "distill/neither"),
+                    started=T0 + 200, ended=None,
                     updated=T0 + 230, progress=0.5, message="")
     return store
 

@@ -2,7 +2,7 @@
 polled like the run dashboard (a thread reads the stores, nothing is written). Enter on a row opens
 that run's usual dashboard (`app.py`); `q` there comes back to the sweep.
 
-Progress is `reader.progress` over the stage records a run of the store's recipe makes; the ETA of a
+Progress is `read.records.progress` over the stage records a run of the store's recipe makes; the ETA of a
 running run is the time since its first stage started, scaled by the progress still to make.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
 from ...core.store import Store
-from ...read import snapshot as reader
+from ...read import records
 from .app import PollingApp
 from .widgets import duration
 
@@ -48,7 +48,7 @@ def read_rows(directory: Path, opened: dict[str, Store], now: float) -> tuple[st
         try:
             store = opened.get(run.store) or Store.open(run.store)
             opened[run.store] = store
-            found = reader.progress(store, reader.planned_keys(store.recipe))
+            found = records.progress(store, records.planned_keys(store.recipe))
         except Exception:                           # noqa: BLE001 - not made yet, or caught mid-write
             rows.append(row)
             continue

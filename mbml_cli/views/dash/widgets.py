@@ -15,15 +15,16 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from ...core import layout
-from ...read import snapshot as reader
-from ...read.snapshot import Snapshot
+from ...read import records
+from ...read.snapshot import ReturnRow, Snapshot
 
 # Distinct on dark and light backgrounds; task i gets PALETTE[i % len] and the symbol SYMBOLS[i].
 PALETTE = ("#5fafff", "#ff8700", "#5fd75f", "#ff5f5f", "#af87ff",
            "#d7af5f", "#ff87d7", "#5fd7d7", "#d7d75f", "#bcbcbc")
 SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STATUS = {"done": ("✓", "green"), "running": ("●", "yellow"), "failed": ("✗", "red"),
-          "partial": ("◐", "yellow"), "interrupted": ("‖", "yellow"), "pending": ("·", "dim")}
+          "partial": ("◐", "yellow"), "interrupted": ("‖", "yellow"), "pending": ("·", "dim"),
+          "stale": ("↻", "cyan")}
 
 
 def task_color(i: int) -> str:
@@ -347,14 +348,14 @@ class ReturnsTable(DataTable):
         self.add_rows(rows)
 
 
-def train_rows(sources: list[str], rows: list[reader.ReturnRow]) -> tuple[list[str], list[list]]:
+def train_rows(sources: list[str], rows: list[ReturnRow]) -> tuple[list[str], list[list]]:
     columns = ["task", "param"] + [f"{s} return" for s in sources]
     body = [[Text(r.task, f"bold {task_color(int(r.task))}" if r.task.isdigit() else "bold"), r.param]
             + [return_cell(*r.cells[s]) for s in sources] for r in rows]
     return columns, body
 
 
-def test_rows(algo: str, sources: list[str], rows: list[reader.ReturnRow]) -> tuple[list[str], list[list]]:
+def test_rows(algo: str, sources: list[str], rows: list[ReturnRow]) -> tuple[list[str], list[list]]:
     """Test tasks of one algo: per source the latest and trend, the best seen, the eval score
     with a bar; then the mean over tasks."""
     columns = ["task", "param"] + [f"{s} return" for s in sources] + ["best", f"{layout.stage_key('eval', algo)} score", ""]
@@ -423,14 +424,14 @@ def render_header(snap: Snapshot, now: float, interval: float, width: int = 120)
     if snap.error:
         lines.append(Text(f"cannot read the store: {snap.error} (retrying every {interval:g}s)", "bold red"))
     line = Text()
-    active = reader.current_stage(snap)
+    active = records.current_stage(snap.stages)
     if active is not None:
         line.append("now ", "dim")
         line.append(active.key, "bold yellow")
         line.append(f"  {bar(active.progress, 0, 1, 20)}▏{100 * active.progress:3.0f}%", "yellow")
         line.append(f"  elapsed {duration(now - active.started) if active.started else '—'}")
-        line.append(f"  ETA {duration(reader.eta(active, now))}")
-        quiet = reader.stale(active, now)
+        line.append(f"  ETA {duration(records.eta(active, now))}")
+        quiet = records.silent(active, now)
         if quiet:
             line.append(f"  no progress for {duration(quiet)}: stopped?", "bold red")
     elif snap.stages and all(s.status == "done" for s in snap.stages):

@@ -1,6 +1,6 @@
 """`mbml report`: stores → the paper's tables and figures, and the same numbers as JSON.
 
-`gather.py` reads the numbers (only through `layout.py`), `tables.py` writes Markdown from them and
+`gather.py` gathers the numbers (read through `mbml_cli.read`), `tables.py` writes Markdown from them and
 `figures.py` the PNGs; the JSON is what `gather` returns (schema: README, "Report JSON").
 """
 from __future__ import annotations

@@ -127,7 +127,7 @@ def finetune_curves(c: dict, path: Path) -> Path | None:
 
 def embeddings(c: dict, path: Path) -> Path | None:
     """Per algorithm, the first seed's posterior means of z on the test tasks (eval's z_points), PCA to 2-D."""
-    from ...read.snapshot import embedding
+    from ...read.embedding import embedding
     store = Store.open(c["runs"][0]["store"])
     found = {}
     for a in c["algos"]:

@@ -1,4 +1,4 @@
-"""The numbers of a report, read from stores (only through `layout.py`), as one JSON-able dict.
+"""The numbers of a report, read from stores (through `mbml_cli.read` and `layout.py`), as one JSON-able dict.
 
 Stores are grouped into *conditions*: the runs of one recipe that differ only in their seed (a
 sweep's grid combination, or stores given by hand whose recipes agree apart from seed, store,
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ...core import layout
-from ...read.snapshot import _num
+from ...read import finetune as ft
+from ...read.batches import batch_progress, teacher_report
+from ...read.scores import history_scores, summarise
+from ...read.values import num
+from ...recipe import graph
 from ...recipe.config import ALGOS
-from ...run.pipeline.bcq import batch_progress
-from ...run.pipeline.finetune_summary import INITS, summary_rows
-from ...run.pipeline.summary import history_scores, summarise
 from ...errors import RecipeError, StoreError
 from ...recipe.load import from_dict, to_dict
 from ...core.store import Store
@@ -31,7 +32,7 @@ RUNTIME_KEYS = ("seed", "store", "threads", "device")     # differ between runs 
 # ---- statistics ------------------------------------------------------------------------------------
 def number(v) -> float | None:
     """A finite float, else None (JSON has no NaN)."""
-    return _num(v)
+    return num(v)
 
 
 def stat(values: list) -> dict:
@@ -175,13 +176,12 @@ def n_train(store: Store) -> int:
 
 def teachers(stores: list[Store]) -> dict | None:
     """BCQ teachers: per seed the mean over training tasks of random, best-in-batch and BCQ returns and
-    of the fraction of the way from the first to the second that BCQ covers (`pipeline/bcq.py`)."""
+    of the fraction of the way from the first to the second that BCQ covers (`read/batches.py`)."""
     fields = ("fraction", "random_return", "best_batch_return", "bcq_return")
     per_seed = {f: [] for f in fields}
     per_task = []
     for s in stores:
-        n = n_train(s)
-        recs = [s.stage(layout.stage_key("bcq", i)) for i in range(n)]
+        recs = teacher_report(s, n_train(s))
         per_task.append([number(r.get("fraction")) for r in recs])
         for f in fields:
             vals = [number(r.get(f)) for r in recs]
@@ -193,7 +193,7 @@ def teachers(stores: list[Store]) -> dict | None:
 
 
 def batches(stores: list[Store]) -> dict | None:
-    """Did each batch's collector learn (`pipeline/bcq.batch_progress`)? Per seed the mean over training
+    """Did each batch's collector learn (`read/batches.batch_progress`)? Per seed the mean over training
     tasks of the first and last 10 % of episodes' mean return, how many tasks rose clearly, and per task."""
     per_task, first, last, clear = [], [], [], []
     for s in stores:
@@ -226,34 +226,33 @@ def reward_error(stores: list[Store]) -> dict | None:
 def finetune(stores: list[Store]) -> dict | None:
     """Fine-tuning curves (return vs interactions), MBML init and scratch: mean ± std over every
     fine-tuned (seed, task), on the interactions all of them evaluated; and the summaries' savings."""
-    curves = {init: [] for init in INITS}
-    savings, reached = [], {init: [] for init in INITS}
+    curves = {init: [] for init in ft.INITS}
+    savings, reached = [], {init: [] for init in ft.INITS}
     for s in stores:
-        for row in summary_rows(s):
+        for row in ft.summary_rows(s):
             task = row.get("task")
-            for init in INITS:
-                t = s.read_rows(layout.FINETUNE_CURVE(init, task))
+            for init in ft.INITS:
+                t = ft.curve(s, init, task)
                 if t:
                     curves[init].append(dict(zip(t["interactions"].astype(int).tolist(), t["return"].tolist())))
                 reached[init].append(row.get(init))
             savings.append(number(row.get("saving")))
     if not curves["mbml"] or not curves["scratch"]:
         return None
-    common = sorted(set.intersection(*(set(c) for init in INITS for c in curves[init])))
+    common = sorted(set.intersection(*(set(c) for init in ft.INITS for c in curves[init])))
     out = {"interactions": common, "runs": len(curves["mbml"]),
            "saving": stat(savings), "reached": reached}
-    for init in INITS:
+    for init in ft.INITS:
         out[init] = band([[c[x] for x in common] for c in curves[init]])
     return out
 
 
 def wall_times(stores: list[Store]) -> dict:
     """Seconds from start to end of every stage record of the pipeline (its last attempt), per seed."""
-    from ...run.stages import plan
     keys = []
     for s in stores:
         try:
-            keys += [k for _, k, _ in plan(from_dict(s.recipe)) if k not in keys]
+            keys += [k for k in graph.plan(from_dict(s.recipe)) if k not in keys]
         except Exception:                               # noqa: BLE001 - a foreign recipe: its records as found
             keys += [k for k in s.stages() if k not in keys]
     out = {}
