@@ -78,19 +78,34 @@ def test_a_change_to_each_key_stales_exactly_what_is_downstream(recipe, key):
     after = {k: graph.digest(other, k) for k in keys if k in graph.plan(other)}
     assert {k for k in after if after[k] != before[k]} == expected(key), key
     # the same through records: every record done with the old digests, then read with the new recipe
-    records = {k: {"status": "done", "hash": h} for k, h in before.items()}
+    records = done_records(recipe)
     stale = {k for k, s in graph.status(other, records).items() if s == "stale"}
     assert stale == {k for k in expected(key) if k in after}, key
 
 
+def done_records(recipe) -> dict[str, dict]:
+    """Every planned record done with today's digest, each having read the current run of its needs."""
+    return {k: {"status": "done", "hash": graph.digest(recipe, k), "run": f"run-{k}",
+                "inputs": {need: f"run-{need}" for need in graph.needs(recipe, k)}} for k in graph.plan(recipe)}
+
+
 def test_a_record_that_is_not_done_stales_what_reads_it(recipe):
-    records = {k: {"status": "done", "hash": graph.digest(recipe, k)} for k in graph.plan(recipe)}
+    records = done_records(recipe)
     assert set(graph.status(recipe, records).values()) == {"done"}
     records["bcq"] = {**records["bcq"], "status": "failed"}          # a forced re-run that diverged
     status = graph.status(recipe, records)
     assert status["bcq"] == "failed"
     assert {k for k, s in status.items() if s == "stale"} == {"finetune"} | per_algo(TEACHERS)
     assert graph.downstream(recipe, "bcq") == [k for k in graph.plan(recipe) if k in {"finetune"} | per_algo(TEACHERS)]
+
+
+def test_a_re_run_upstream_stales_what_read_the_earlier_run(recipe):
+    """`--force` with the same recipe: the digest is today's, but the records downstream read the
+    earlier run (code, or a failure, may have changed what it wrote)."""
+    records = done_records(recipe)
+    records["relabel"] = {**records["relabel"], "run": "run-relabel-again"}
+    stale = {k for k, s in graph.status(recipe, records).items() if s == "stale"}
+    assert stale == {"finetune"} | per_algo(RELABELLED)
 
 
 def test_the_plan_is_topological_and_in_the_declared_order(recipe):

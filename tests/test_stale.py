@@ -34,6 +34,5 @@ def test_a_diverged_forced_bcq_keeps_its_teachers_and_stales_what_reads_them(smo
     assert all(status[k] == "stale" for k in graph.downstream(recipe, "bcq")), status
     again = runner.invoke(app, ["run", str(path), *FAST, "--set", "bcq.lr=0.001", "--yes"])
     assert again.exit_code == 0, again.output
-    print(again.output)
     assert "✓ bcq: done in" in again.output and "✓ distill/mbml: done in" in again.output
     assert "✓ reward: skipped" in again.output and "✓ relabel: skipped" in again.output

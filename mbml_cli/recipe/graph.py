@@ -3,9 +3,11 @@ runs once per algorithm, and whether `mbml run` includes it by default. Torch-fr
 
 A record's digest hashes its own keys of the recipe and the digests of the records it needs (as
 Snakemake and DVC hash a rule's inputs), so a change anywhere upstream changes every digest
-downstream by itself. A record is *fresh* when it is done, its stored digest is today's, and every
-record it needs is fresh; anything else that has run is *stale*. `mbml run` skips fresh records and
-re-runs the rest in the graph's topological order.
+downstream by itself. Each finished record also gets a `run` token, and a record keeps the tokens of
+the records it read (`inputs`): a stage re-run upstream (`--force`, or after a failure) makes what
+read the earlier run stale too. A record is *fresh* when it is done, its stored digest is today's,
+it read the current run of every record it needs, and those are fresh; anything else that has run is
+*stale*. `mbml run` skips fresh records and re-runs the rest in the graph's topological order.
 
 Record keys: `collect`, `bcq`, ... for stages that run once; `distill/<algo>`, `eval/<algo>`,
 `probe/<algo>` for stages that run once per algorithm (a need named without an algorithm is the
@@ -130,8 +132,10 @@ def freshness(recipe: Recipe, record: Callable[[str], dict]) -> Callable[[str], 
     def fresh(key: str) -> bool:
         if key not in memo:
             rec = record(key) or {}
+            read = rec.get("inputs") if isinstance(rec.get("inputs"), dict) else {}
             memo[key] = (rec.get("status") == "done" and rec.get("hash") == digest(recipe, key, digests)
-                         and all(fresh(need) for need in needs(recipe, key)))
+                         and all(fresh(need) and read.get(need) == (record(need) or {}).get("run")
+                                 for need in needs(recipe, key)))
         return memo[key]
     return fresh
 

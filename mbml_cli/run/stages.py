@@ -16,6 +16,7 @@ one group: `mbml run --jobs N` runs the recipe's groups as units (`parallel.py`)
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +166,13 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
             raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {key!r}{changed} "
                              f"(run `mbml run {ctx.store.path}`)")
     digest = graph.digest(ctx.recipe, canonical)
+    inputs = {need: ctx.store.stage(need).get("run") for need in graph.needs(ctx.recipe, canonical)}
     record = ctx.store.stage(key)
-    if record.get("status") == "done" and record.get("hash") == digest and not force:
+    same = record.get("hash") == digest and record.get("inputs") == inputs    # what it read is still current
+    if record.get("status") == "done" and same and not force:
         return False
-    ctx.resume = record.get("hash") == digest and record.get("status") in RESUMABLE
-    ctx.store.set_stage(key, status="running", hash=digest, started=time.time(), ended=None,
+    ctx.resume = same and record.get("status") in RESUMABLE
+    ctx.store.set_stage(key, status="running", hash=digest, inputs=inputs, run=None, started=time.time(), ended=None,
                         progress=float(record.get("progress") or 0.0) if ctx.resume else 0.0, message="",
                         **layout.holder())
 
@@ -181,7 +184,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     if isinstance(result, dict) and result.get("status") == "partial":
         ctx.store.set_stage(key, status="partial", ended=time.time(), message=str(result.get("message", "")))
         return True
-    ctx.store.set_stage(key, status="done", ended=time.time(), progress=1.0)
+    ctx.store.set_stage(key, status="done", ended=time.time(), progress=1.0, run=uuid.uuid4().hex[:12])
     return True
 
 

@@ -226,8 +226,8 @@ class Finetuner(Job):
         totals = np.zeros(self.R)
         act = lambda obs: self.agent.act(torch.as_tensor(obs, device=self.device), deterministic=True).cpu().numpy()
         for e in range(self.cfg.eval_episodes):
-            seeds = [seeds.stream(self.r.seed, "finetune/eval", *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
-            totals += run_episode(self.eval_envs, act, seeds).exact_returns
+            resets = [seeds.stream(self.r.seed, "finetune/eval", *self.ids[k % self.T], self.n_evals, e) for k in range(self.R)]
+            totals += run_episode(self.eval_envs, act, resets).exact_returns
         self.n_evals += 1
         returns = totals / self.cfg.eval_episodes
         for k, (init, name) in enumerate(self.runs):

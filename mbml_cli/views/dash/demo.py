@@ -120,7 +120,8 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     for key, start, end in done:                    # today's digests: the records read done, not stale
         digest = graph.digest(r, key)
         store.set_stage(key, status="done", hash=digest, started=T0 + start, ended=T0 + end,
-                        updated=T0 + end, progress=1.0, message="")
+                        updated=T0 + end, progress=1.0, message="", run=f"demo-{key}",
+                        inputs={need: f"demo-{need}" for need in graph.needs(r, key)})
         if key in ("collect", "bcq"):
             for i in range(n_train):
                 store.set_stage(layout.stage_key(key, i), status="done", hash=digest, started=T0 + start, ended=T0 + end)
