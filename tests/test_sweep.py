@@ -126,7 +126,7 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     assert "1 of 2 runs did not finish: smoke-stages=collect+distill-s0 (failed, log " in out.output
     assert Store.open(tmp_path / "g" / "smoke-stages=collect-s0.zarr").stage("collect")["status"] == "done"
     log = (tmp_path / "g" / "logs" / "smoke-stages=collect+distill-s0.log").read_text()
-    assert "stage 'bcq' must finish before 'distill'" in log
+    assert "stage 'bcq' must finish before 'distill/mbml'" in log
 
 
 @pytest.mark.parametrize("args, words", [

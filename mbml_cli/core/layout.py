@@ -69,7 +69,7 @@ PROBE              | eval/{algo}/probe                  | group   | probe       
 OFFLINE_CHECK      | eval/{algo}/offline                | group   | eval        | data without an environment: td_error, action_error (K,) on held-out episodes; attrs: their means, rows, in_sample
 FINETUNE_CURVE     | finetune/{init}/{task}             | table   | finetune    | interactions, return
 FINETUNE_SUMMARY   | finetune/summary/{task}            | attrs   | finetune    | interactions each init needs to reach the threshold, saving, returns
-STAGE              | stages/{key}                       | attrs   | every stage | status, hash of the recipe sections, started/updated/ended, progress, message; key: stage, stage/algo or stage/task
+STAGE              | stages/{key}                       | attrs   | every stage | status, hash (the record's digest: recipe/graph.py), inputs and run (the run tokens it read, its own), started/updated/ended, progress, message; key: stage, stage/algo or stage/task
 """
 NAMES = tuple(line.split("|")[0].strip() for line in _TABLE.strip().splitlines())
 SCHEMA = tuple(Artefact(*(cell.strip() for cell in line.split("|")[1:])) for line in _TABLE.strip().splitlines())

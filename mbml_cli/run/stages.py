@@ -64,11 +64,13 @@ def open_run(target: str, overrides: list[str] | None = None, store_path: str | 
     unit = None if overrides else unit           # overrides rewrite the store's recipe: the whole store's lock
     take_lock(store.path, unit)
     if overrides:
-        try:
-            draw_tasks(store, recipe)
-        except BaseException:
-            writer.release(store.path, unit)
-            raise
+        before = store.recipe
+        if (before.get("seed"), before.get("env")) != (recipe.seed, to_dict(recipe)["env"]):
+            try:                                    # the tasks follow the seed and env (test tasks: env.n_test)
+                draw_tasks(store, recipe)
+            except BaseException:
+                writer.release(store.path, unit)
+                raise
         store.root.attrs["recipe"] = to_dict(recipe)
     return RunContext(store, recipe, unit=unit)
 
