@@ -189,6 +189,9 @@ def run_loop(ctx, job: Job, schedule: Schedule) -> None:
             if schedule.checkpoint_due(t):
                 save()
         write()
+    except KeyboardInterrupt:
+        ctx.progress(t / total)             # the record says where the bar was (it resumes at the checkpoint)
+        raise
     finally:
         report.close()
     job.finish(t, report)
