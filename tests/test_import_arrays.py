@@ -76,6 +76,9 @@ def test_directory_without_environment_trains_and_checks_offline(collected, tmp_
     assert out.exit_code == 0, out.output
     for key in ("bcq", "reward", "relabel", "distill/mbml", "eval/mbml", "probe/mbml"):
         assert f"✓ {key}: done in" in out.output, key
+    # no environment (issue 34, item 9): no column of nan, no score "— @-1", no hint at --unseen
+    assert "nan" not in out.output and "@-1" not in out.output and "--unseen" not in out.output, out.output
+    assert "no environment to run the final" in out.output and "offline check (no environment)" in out.output
     assert "has no environment" in out.output and "offline check" in out.output
     td, err = store.read_array("eval/mbml/offline/td_error"), store.read_array("eval/mbml/offline/action_error")
     assert td.shape == err.shape == (3,) and np.all(np.isfinite(td)) and np.all((err >= 0) & (err <= 8))

@@ -164,16 +164,23 @@ class BCQRun(Job):
         rows = final_report(self.model, self.envs, self.store, self.todo, self.r.seed, self.cfg.eval_episodes,
                             on_episode=lambda e: final.update(e, "BCQ, then random actions"))
         final.close()
-        table = Table("task", "random", "best in batch", "BCQ", "fraction",
-                      title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
+        if self.envs:
+            table = Table("task", "random", "best in batch", "BCQ", "fraction",
+                          title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
+        else:                                   # no environment: only the batch's own returns are known
+            report.console.print(f"bcq {self.shard}: no environment to run the final policies on; eval's offline "
+                                 "check measures the distilled policy", highlight=False, soft_wrap=True)
+            table = Table("task", "best episode in batch")
         for k, (i, row) in enumerate(zip(self.todo, rows)):
             self.store.save_weights(layout.BCQ("final", i), task_state(self.model, k), self.meta(k, t, **row))
             if not np.isfinite(self.best[k]):                   # never evaluated here: no best of this run
                 self.store.delete(layout.BCQ("best", i))
             self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=self.started,
                                  ended=time.time(), progress=1.0, shard=self.shard, **row)
-            table.add_row(str(i), f"{row['random_return']:.1f}", f"{row['best_batch_return']:.1f}",
-                          f"{row['bcq_return']:.1f}", f"{row['fraction']:.2f}")
+            cells = (row["random_return"], row["best_batch_return"], row["bcq_return"]) if self.envs else \
+                (row["best_batch_return"],)
+            table.add_row(str(i), *(f"{v:.1f}" if np.isfinite(v) else "— (no finished episode)" for v in cells),
+                          *([f"{row['fraction']:.2f}"] if self.envs else []))
         for env in self.envs:
             env.close()
         report.console.print(table)
