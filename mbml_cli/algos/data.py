@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-FIELDS = ("obs", "act", "rew", "next_obs", "terminal", "info")
-CONTEXT_FIELDS = ("obs", "act", "rew", "next_obs")
+from ..core.layout import BATCH_COLUMNS
+
+FIELDS = tuple(c for c in BATCH_COLUMNS if c != "truncated")    # what training reads of a batch
+CONTEXT_FIELDS = ("obs", "act", "rew", "next_obs")                # a transition in a task's context
 
 
 def gather_rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,21 @@ SCHEMA = tuple(Artefact(*(cell.strip() for cell in line.split("|")[1:])) for lin
  FINETUNE_CURVE, FINETUNE_SUMMARY, STAGE) = SCHEMA
 
 
+# The columns of a batch table (BATCH, HELDOUT_BATCH, FINETUNE_BATCH) and their dtypes: the one spec that
+# collect, fine-tuning, the importers and the loaders share. `info` (per-step simulator features the
+# reward reads) is there when the distribution has features; `truncated` (a time-limit cut) is kept
+# apart from `terminal` and is not a training field.
+BATCH_COLUMNS = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
+                 "terminal": np.bool_, "truncated": np.bool_, "info": np.float32}
+
+
+def batch_shapes(obs_dim: int, act_dim: int, n_info: int | None) -> dict[str, tuple[int, ...]]:
+    """Each batch column's shape per row (no `info` when `n_info` is None)."""
+    shapes = {"obs": (obs_dim,), "act": (act_dim,), "rew": (), "next_obs": (obs_dim,), "terminal": (),
+              "truncated": (), "info": (n_info or 0,)}
+    return {k: v for k, v in shapes.items() if k != "info" or n_info is not None}
+
+
 def stage_key(name: str, sub: str | int | None = None) -> str:
     """A stage record's key: the stage, or `stage/<algo|task>` for one of its parts."""
     return name if sub is None or sub == "" else f"{name}/{sub}"

@@ -20,9 +20,8 @@ from ..core import layout
 from ..errors import StageError
 from ..core.store import Store
 
-COLUMNS = ("obs", "act", "rew", "next_obs", "terminal", "truncated", "info")
-DTYPES = {"obs": np.float32, "act": np.float32, "rew": np.float32, "next_obs": np.float32,
-          "terminal": bool, "truncated": bool, "info": np.float32}
+COLUMNS = tuple(layout.BATCH_COLUMNS)      # the store's batch columns and dtypes (core/layout.py)
+DTYPES = layout.BATCH_COLUMNS
 TASKS = layout.TASKS("train")  # the array `stages.create_run` writes; its attributes record the import
 HELDOUT = "heldout"            # the split of layout.HELDOUT_BATCH: episodes kept out of training
 ACTION_TOLERANCE = 1e-6        # actions may exceed the space's bounds by this (float rounding) before refusal

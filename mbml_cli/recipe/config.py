@@ -127,8 +127,6 @@ class DistillConfig:
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
     lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "
                            "to 0 at the last epoch)", "constant", meta={"choices": ["constant", "cosine"]})
-    ema: float = doc("Polyak averaging of the policy's weights, w̄ ← ema·w̄ + (1 − ema)·w after every step; the "
-                     "average is what is evaluated and saved. 0: none (the paper)", 0.0, **rng(0, 0.99999))
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
     checkpoint_every: int = doc("epochs between resumable checkpoints (weights, Adam and RNG state)", 10, **rng(1))
 
@@ -185,7 +183,7 @@ class FinetuneConfig:
 # one of them this value still loads (the key is dropped); any
 # other value is refused, since this version cannot repeat it (c5517c9 can).
 RETIRED = {"distill": {"generator_z": "sample", "q_loss": "standardised", "encoder_from_generator": False,
-                       "generator_steps": 1, "teachers": "final"}}
+                       "generator_steps": 1, "teachers": "final", "ema": 0.0}}
 
 
 def pick(cls, section, **others):

@@ -6,9 +6,8 @@ Reads  the train batches, the BCQ teachers (`loaders.load_bcq`), the relabelled 
 Writes (`layout.py`) METRICS distill/<algo>  one row per epoch: step, epoch, loss_q, loss_g, loss_xi,
                                              loss_triplet, kl, valid_pairs, wall
        EVAL_HISTORY   one row per evaluation: epoch, score, returns (T, E), z_mean (T, L)
-       DISTILL        final and best: the policy (weights + the meta needed to rebuild it); with
-                      `distill.ema` its running average, which is also what is evaluated
-       DISTILL_CHECKPOINT  policy (and its average) + Adam state + RNG state + row counts (`checkpoint.py`)
+       DISTILL        final and best: the policy (weights + the meta needed to rebuild it)
+       DISTILL_CHECKPOINT  policy + Adam state + RNG state + row counts (`checkpoint.py`)
 
 Exact resume: a checkpoint is written every `distill.checkpoint_every` epochs (and after the last).
 A run killed later restarts from it with the same generator state and rolls the metric and history
@@ -21,7 +20,6 @@ import math
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ...algos.mbml import Relabelled, Teachers
 from ...algos.registry import ALGOS
@@ -121,8 +119,6 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     data = load_batches(store, "train", list(range(K)), device=device)
     trainer = make_trainer(ctx, algo, data, device, teachers)
     policy = trainer.policy
-    ema = AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
-    acting = policy if ema is None else ema.module          # what is evaluated and saved
 
     test_tasks = ctx.tasks("test")
     envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
@@ -135,7 +131,7 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
         best = {"score": -np.inf, "epoch": -1}
 
         def state(self):
-            return {**trainer.modules(), **({"ema": ema} if ema is not None else {})}, trainer.optimisers(), {"rng": gen}
+            return trainer.modules(), trainer.optimisers(), {"rng": gen}
 
         def start(self):
             for which in ("final", "best"):
@@ -152,22 +148,19 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
             if i == 0:
                 schedule_lr(trainer.optimisers(), cfg.lr_schedule, epoch, cfg.epochs)
                 policy.train()
-            losses = trainer.step(gen)
-            if ema is not None:
-                ema.update_parameters(policy)
-            return [losses]
+            return [trainer.step(gen)]
 
         def evaluate(self, t, report):
             epoch = t // spe
-            acting.eval()
-            result = evaluate_tasks(envs, Policy(acting), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch - 1),
+            policy.eval()
+            result = evaluate_tasks(envs, Policy(policy), r.eval.episodes, r.eval.skip, eval_seed(r.seed, epoch - 1),
                                     r.eval.repeats, lambda e: report.update(t, f"evaluating: episode {e}/{r.eval.episodes}"))
             store.append_rows(self.history, {"epoch": np.array([epoch]), "score": np.array([result.score]),
                                              "returns": result.returns[None].astype(np.float32),
                                              "z_mean": result.z_mean[None].astype(np.float32)})
             if result.score > self.best["score"]:
                 self.best = {"score": float(result.score), "epoch": epoch}
-                store.save_weights(layout.DISTILL(algo, "best"), acting.state_dict(), {**acting.meta, **self.best, "algo": algo})
+                store.save_weights(layout.DISTILL(algo, "best"), policy.state_dict(), {**policy.meta, **self.best, "algo": algo})
             return result
 
         def log(self, t, means, result, rate):
@@ -181,8 +174,8 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
         def finish(self, t, report):
             for env in envs:
                 env.close()
-            store.save_weights(layout.DISTILL(algo, "final"), acting.state_dict(),
-                               {**acting.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": self.best["epoch"]})
+            store.save_weights(layout.DISTILL(algo, "final"), policy.state_dict(),
+                               {**policy.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": self.best["epoch"]})
 
     run_loop(ctx, Distilling(), Schedule(cfg.epochs * spe, spe, cfg.checkpoint_every * spe, cfg.eval_every * spe if envs else 0,
                                          keep_checkpoint=True))

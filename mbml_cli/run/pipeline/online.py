@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ...core import layout
 from ...errors import StageError
 from ...datasets.batches import episode_returns
 
@@ -44,13 +45,8 @@ class LockstepEnvs:
         self.R = R = len(envs)
         N = steps
         obs_dim, act_dim = envs[0].observation_space.shape[0], envs[0].action_space.shape[0]
-        self.host = {"obs": np.zeros((R, N, obs_dim), np.float32),
-                     "act": np.zeros((R, N, act_dim), np.float32),
-                     "rew": np.zeros((R, N), np.float32),
-                     "next_obs": np.zeros((R, N, obs_dim), np.float32),
-                     "terminal": np.zeros((R, N), bool), "truncated": np.zeros((R, N), bool)}
-        if n_info is not None:
-            self.host["info"] = np.zeros((R, N, n_info), np.float32)
+        self.host = {c: np.zeros((R, N, *shape), layout.BATCH_COLUMNS[c])
+                     for c, shape in layout.batch_shapes(obs_dim, act_dim, n_info).items()}
         self.n_info = n_info or 0
         if device.type == "cpu":
             self.buf = {c: torch.from_numpy(self.host[c]) for c in BUFFER}
