@@ -27,6 +27,7 @@ from .errors import StageError
 from .algos.nets import device_of
 from .read.records import StageRecord, stage_records
 from .read.scores import summarise
+from .read.tables import read_table
 from .recipe.load import from_dict, to_dict
 from .core.store import Store
 from .core.guard import loading
@@ -105,7 +106,9 @@ class Run:
         return load_policy(self, algo, which, device)
 
     def metrics(self, stage: str, name: str) -> dict[str, np.ndarray]:
-        return self.store.metrics(stage, name)
+        """A metric table's columns; a per-task metric (one 2-D column in the store) as a column per
+        task, `<metric>_<task>` (`read/tables.py`)."""
+        return read_table(self.store.root[layout.METRICS(stage, name)], f"{stage}/{name}", {}).columns
 
     def stages(self) -> list[StageRecord]:
         """Every stage record with its status as `mbml info` shows it (`read/records.py`), judged against

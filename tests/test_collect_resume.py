@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mbml_cli import envs
+from mbml_cli.api import Run
 from mbml_cli.run.loaders import load_bcq
 from mbml_cli.errors import StageError
 from mbml_cli.run.stages import open_run, run_stage
@@ -83,9 +84,11 @@ def test_collect_writes_typed_batches(collected):
         assert np.allclose(rows["rew"], want, atol=1e-5)
         assert store.has_weights(f"models/collect/sac/{i}")
         assert store.stage(f"collect/{i}")["status"] == "done"
-    metrics = store.metrics("collect", "train")
+    raw = store.metrics("collect", "train")                          # a per-task metric: one (rows, K) column
+    assert raw["critic_loss"].shape == raw["return"].shape == (10, 3) and raw["step"].shape == (10,)
+    metrics = Run(store).metrics("collect", "train")                 # read as a column per task
     assert np.array_equal(metrics["step"], np.arange(30, 301, 30))
-    assert {"return", "return_0", "critic_loss_2", "actor_loss_1", "alpha_0"} <= set(metrics)
+    assert {"return_0", "critic_loss_2", "actor_loss_1", "alpha_0"} <= set(metrics)
     assert np.isfinite(metrics["critic_loss_0"][-3:]).all()        # updates ran after the random steps
     assert not store.exists("models/collect/checkpoint/all")         # removed once done
 
@@ -129,9 +132,8 @@ def test_bcq_sigkill_then_resume_gives_the_same_weights(collected, tmp_path):
             assert ma["iteration"] == mb["iteration"] and ma["return"] == mb["return"]
             for name in wa:
                 assert np.array_equal(wa[name], wb[name]), (which, i, name)
-    ea, eb = a.metrics("bcq", "eval"), b.metrics("bcq", "eval")
-    assert np.array_equal(ea["iteration"], [30, 60]) and set(ea) == {"iteration", "return", "return_0",
-                                                                     "return_1", "return_2"}
+    ea, eb = Run(a).metrics("bcq", "eval"), Run(b).metrics("bcq", "eval")
+    assert np.array_equal(ea["iteration"], [30, 60]) and set(ea) == {"iteration", "return_0", "return_1", "return_2"}
     for name in ea:
         assert np.array_equal(ea[name], eb[name]), name
     model = load_bcq(b, b.recipe)

@@ -62,7 +62,7 @@ DISTILL            | models/distill/{algo}/{which}      | weights | distill     
 DISTILL_CHECKPOINT | models/distill/{algo}/checkpoint   | weights | distill     | resumable state of one algorithm's distillation (see `checkpoint.py`)
 FINETUNE_BATCH     | data/finetune/{init}/{task}        | table   | finetune    | every transition of one fine-tuning run; init: mbml, scratch
 FINETUNE_WEIGHTS   | models/finetune/{init}/{task}      | weights | finetune    | a fine-tuned agent
-METRICS            | metrics/{stage}/{name}             | table   | every stage | training curves, one row per log interval
+METRICS            | metrics/{stage}/{name}             | table   | every stage | training curves, one row per log interval; a per-task metric is one (rows, K) column, its K tasks in the attribute `tasks`
 EVAL_HISTORY       | eval/{algo}/history                | table   | distill     | evaluations during training: epoch, score, returns (T, E), z_mean (T, L)
 EVALUATION         | eval/{algo}/{split}                | group   | eval        | split: test, unseen; returns (T, E), z_mean (T, L), z_points (T, n, L), tasks; attrs: score, score_std, skip, which, epoch; split offline (data without an environment): td_error, action_error per task
 PROBE              | eval/{algo}/probe                  | group   | probe       | closer, kl_own, kl_other (K, K); attrs: score (fraction of pairs read by reward)

@@ -184,9 +184,12 @@ class Store:
             return 0
         return store_guard.row_count(self.path, path, n)
 
-    def append_rows(self, path: str, columns: dict[str, np.ndarray]) -> int:
-        """Append rows (same leading length in every column). Returns the new row count."""
+    def append_rows(self, path: str, columns: dict[str, np.ndarray], tasks: list[int] | None = None) -> int:
+        """Append rows (same leading length in every column). Returns the new row count. A per-task
+        metric is one 2-D column (rows, K); `tasks` names its K columns (the table's `tasks` attribute)."""
         group = self.group(path)
+        if tasks is not None and group.attrs.get("tasks") != list(tasks):
+            group.attrs["tasks"] = [int(i) for i in tasks]
         n = int(group.attrs.get("n", 0))
         if any("/" in k for k in columns):       # a '/' would make a nested zarr node, not a column
             raise ValueError(f"{path}: column names may not contain '/': {sorted(columns)}")
@@ -236,9 +239,9 @@ class Store:
         """Append one row of scalars to the metrics table of (stage, name)."""
         self.log_row(layout.METRICS(stage, name), row)
 
-    def log_row(self, path: str, row: dict) -> None:
-        """Append one row of scalars (float64 columns) to the table at `path`."""
-        self.append_rows(path, {k: np.asarray([float(v)], dtype=np.float64) for k, v in row.items()})
+    def log_row(self, path: str, row: dict, tasks: list[int] | None = None) -> None:
+        """Append one row of float64 values (scalars, or per-task vectors named by `tasks`) to the table at `path`."""
+        self.append_rows(path, {k: np.asarray([v], dtype=np.float64) for k, v in row.items()}, tasks)
 
     def metrics(self, stage: str, name: str) -> dict[str, np.ndarray]:
         return self.read_rows(layout.METRICS(stage, name))

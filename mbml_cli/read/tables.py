@@ -2,8 +2,10 @@
 column per array, read as its first `n` rows (n first, then [:n]: never a torn row).
 
 - the x-axis is the first of `X_COLUMNS` present (step, iteration, epoch, …), else the row;
-- a column `<name>_<i>` (or `<name>/<i>`, which zarr stores as a nested array) is task i's `<name>`:
-  the tasks' columns make one plot (mean line, min–max band), and `return_<i>` is task i's return;
+- a per-task metric is one 2-D column (rows, K) whose K columns are the table's `tasks` attribute; it
+  is read as K columns `<name>_<i>`, task i's `<name>` (older stores wrote those columns themselves,
+  or `<name>/<i>`, which zarr stores as a nested array): the tasks' columns make one plot (mean line,
+  min–max band), and `return_<i>` is task i's return;
   a plain column named like such a group (the stage's own mean) is not drawn twice;
 - every other numeric column is a plot of its own (`wall`/`time` columns are not);
 - NaN means "not logged in this row".
@@ -154,8 +156,13 @@ def _columns(group, n: int, prefix: str = "", depth: int = 0) -> dict[str, np.nd
     """A table's columns, first `n` rows. A column named with a slash (`return/3`) is stored by
     zarr as a nested array (`<table>/return/3`), so subgroups are read as columns too."""
     cols = {}
+    tasks = group.attrs.get("tasks")
     for k in sorted(group.array_keys()):
-        cols[f"{prefix}{k}"] = np.asarray(group[k][:n])
+        values = np.asarray(group[k][:n])
+        if values.ndim == 2 and isinstance(tasks, list) and len(tasks) == values.shape[1]:
+            cols.update({f"{prefix}{k}_{i}": values[:, j] for j, i in enumerate(tasks)})    # one per task
+        else:
+            cols[f"{prefix}{k}"] = values
     if depth < 2:
         for k in sorted(group.group_keys()):
             cols.update(_columns(group[k], n, f"{prefix}{k}/", depth + 1))

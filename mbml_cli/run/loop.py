@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from ..core import checkpoint
@@ -67,6 +68,7 @@ class Job:
     checkpoint: str
     tables: list[str]
     expected: dict = {}
+    tasks: list | None = None           # the tasks of the per-task (2-D) columns of its tables
 
     def state(self) -> tuple[dict, dict, dict]:
         """(modules, optimisers, generators) of the checkpoint."""
@@ -112,8 +114,8 @@ def add(acc: dict[str, torch.Tensor], losses: dict[str, torch.Tensor]) -> None:
 class Rows:
     """Log rows not yet in the store, per table; written at once (one write per column)."""
 
-    def __init__(self, store):
-        self.store, self.pending, self.written = store, {}, time.perf_counter()
+    def __init__(self, store, tasks: list | None = None):
+        self.store, self.tasks, self.pending, self.written = store, tasks, {}, time.perf_counter()
 
     def add(self, rows: dict[str, dict]) -> None:
         for table, row in rows.items():
@@ -121,7 +123,7 @@ class Rows:
 
     def write(self) -> None:
         for table, rows in self.pending.items():
-            self.store.append_rows(table, {k: [float(r[k]) for r in rows] for k in rows[0]})
+            self.store.append_rows(table, {k: np.asarray([r[k] for r in rows], np.float64) for k in rows[0]}, self.tasks)
         self.pending, self.written = {}, time.perf_counter()
 
 
@@ -147,7 +149,7 @@ def run_loop(ctx, job: Job, schedule: Schedule) -> None:
     report = Reporter(job.title, total, t, unit=schedule.unit)
     if found is not None:
         report.console.print(f"{job.title}: resuming at {t}/{total} {schedule.unit}s", highlight=False)
-    rows, last = Rows(store), (began, t)
+    rows, last = Rows(store, job.tasks), (began, t)
 
     def check() -> None:
         divergence.check(job.stage, t, labels=job.labels, **{k: v / max(n, 1) for k, v in acc.items()})

@@ -6,11 +6,12 @@ Reads the training batches and the recipe's `bcq` section; writes (names of `lay
   highest return; meta holds obs_dim, act_dim, iteration, return (and, on `final`, the report:
   random_return, best_batch_return, bcq_return, fraction). `loaders.load_bcq` reads them back as
   one module over all K training tasks;
-- METRICS bcq/train (`train_<shard>` for a shard): per task `vae_loss_<i>`, `critic_loss_<i>`,
-  `actor_loss_<i>`, `q_<i>` (means since the last row), 20 rows per `eval_every`;
-- METRICS bcq/eval (`eval_<shard>`): every `eval_every` iterations and at the end, `iteration`,
-  `return` (mean over tasks) and a column `return_<i>` per task: each task's BCQ policy run on its
-  own task (`rollout.run_episode` over the K envs, `eval_episodes` episodes);
+- METRICS bcq/train (`train_<shard>` for a shard): `iteration` and per task (a (rows, K) column each,
+  the table's `tasks` naming them) `vae_loss`, `critic_loss`, `actor_loss`, `q` (means since the last
+  row), 20 rows per `eval_every`;
+- METRICS bcq/eval (`eval_<shard>`): every `eval_every` iterations and at the end, `iteration` and
+  `return` (rows, K): each task's BCQ policy run on its own task (`rollout.run_episode` over the K
+  envs, `eval_episodes` episodes);
 - CHECKPOINT bcq/<shard>: the resumable checkpoint (networks, targets, Adam states, RNG states,
   iteration, best returns, metric row counts); deleted when the shard is done;
 - STAGE bcq/<i>: per-task records. Shards (`--tasks`, the recipe's `shards`) and the stage record
@@ -90,7 +91,7 @@ class BCQRun(Job):
         suffix = "" if self.shard == "all" else f"_{self.shard}"
         self.train_table = layout.METRICS("bcq", f"train{suffix}")
         self.eval_table = layout.METRICS("bcq", f"eval{suffix}")
-        self.title, self.stage, self.labels = f"bcq {self.shard}", "bcq", todo
+        self.title, self.stage, self.labels, self.tasks = f"bcq {self.shard}", "bcq", todo, todo
         self.checkpoint, self.tables = layout.checkpoint("bcq", self.shard), [self.train_table, self.eval_table]
         self.expected = {"hash": digest, "tasks": todo}
         self.size = f"{len(todo)} tasks × {self.cfg.iterations} iterations"
@@ -136,9 +137,7 @@ class BCQRun(Job):
             return None
         returns = evaluate(self.model, self.envs, self.cfg.eval_episodes, seeds.stream(self.r.seed, "bcq/eval", t))
         self.last_eval = returns
-        row = {"iteration": t, "return": float(returns.mean())}
-        row.update({f"return_{i}": float(returns[k]) for k, i in enumerate(self.todo)})
-        self.store.log_row(self.eval_table, row)
+        self.store.log_row(self.eval_table, {"iteration": t, "return": returns}, self.todo)
         for k, i in enumerate(self.todo):
             if returns[k] > self.best[k]:
                 self.best[k] = returns[k]
@@ -147,10 +146,7 @@ class BCQRun(Job):
         return returns
 
     def log(self, t: int, means: dict, result, rate: float) -> tuple[dict, str | None]:
-        row = {"iteration": t}
-        for k, i in enumerate(self.todo):
-            for name, v in means.items():
-                row[f"{name}_{i}"] = float(v[k])
+        row = {"iteration": t, **{name: v.cpu().numpy() for name, v in means.items()}}     # (K,) each
         line = format_returns(self.todo, self.last_eval) if result is not None else None
         return {self.train_table: row}, line
 

@@ -6,8 +6,9 @@ Reads the recipe's `collect` section and the training tasks; writes
   kept apart from `terminal`), info (float32 (N, n_features): the simulator features of each step)
   — the columns of `pipeline/online.py`, one row of its arrays per task;
 - `metrics/collect/train` (`train_<shard>` for a shard): one row every `log_every` steps — `step`,
-  `env_steps_per_s`, `return` (mean over tasks) and per task `return_<i>` (mean of its last 5
-  finished episodes), `critic_loss_<i>`, `actor_loss_<i>`, `alpha_<i>` (means since the last row);
+  `env_steps_per_s`, and per task (a (rows, K) column each, the table's `tasks` naming them)
+  `return` (mean of its last 5 finished episodes), `critic_loss`, `actor_loss`, `alpha` (means since
+  the last row);
 - `models/collect/sac/<i>`: each task's final SAC (actor, critics, log α);
 - `models/collect/checkpoint/<shard>`: the resumable checkpoint (deleted when the shard is done);
 - `stages/collect/<i>`: per-task records (status, hash, rows).
@@ -103,7 +104,7 @@ class Collector(Job):
         n_train = self.r.env.n_train
         self.shard = shard_name(todo, n_train)
         self.metrics = layout.METRICS("collect", "train" if self.shard == "all" else f"train_{self.shard}")
-        self.title, self.stage, self.labels = f"collect {self.shard}", "collect", todo
+        self.title, self.stage, self.labels, self.tasks = f"collect {self.shard}", "collect", todo, todo
         self.checkpoint, self.tables = layout.checkpoint("collect", self.shard), [self.metrics]
         self.expected = {"hash": digest, "tasks": todo}
         self.size = f"{len(todo)} tasks × {self.cfg.steps} steps"
@@ -165,12 +166,8 @@ class Collector(Job):
 
     def log(self, t: int, means: dict, result, rate: float) -> tuple[dict, str]:
         recent = self.envs.mean_recent()
-        row = {"step": t, "env_steps_per_s": self.K * rate,
-               "return": float(np.nanmean(recent)) if any(np.isfinite(recent)) else float("nan")}
-        for k, i in enumerate(self.todo):
-            row[f"return_{i}"] = recent[k]
-            for name in LOSSES:
-                row[f"{name}_{i}"] = float(means[name][k]) if means else float("nan")
+        row = {"step": t, "env_steps_per_s": self.K * rate, "return": recent,          # (K,) per task
+               **{name: means[name].cpu().numpy() if means else np.full(self.K, np.nan) for name in LOSSES}}
         return {self.metrics: row}, format_returns(self.todo, recent)
 
     def finish(self, t: int, report) -> None:
