@@ -17,19 +17,12 @@ from torch import nn
 from ..recipe.config import Recipe, pick
 from .data import TaskData, sample_rows
 from . import sac
-from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 
 
 @dataclass(frozen=True)
-class PearlConfig:
+class PearlConfig(ContextConfig):
     """The `distill.*` keys it reads (MBML's encoder and Q_D sizes, rate and context), and BCQ's γ and τ."""
-    q_hidden: list
-    encoder_hidden: list
-    latent_dim: int
-    kl_beta: float
-    context_size: int
-    batch_size: int
-    lr: float
     gamma: float               # bcq.gamma
     tau: float                 # bcq.tau
 

@@ -19,22 +19,15 @@ from torch import nn
 from ..recipe.config import BCQConfig, Recipe, pick
 from .data import TaskData, sample_rows
 from . import bcq
-from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 
 
 @dataclass(frozen=True)
-class ContextualBCQConfig:
+class ContextualBCQConfig(ContextConfig):
     """The `distill.*` keys it reads (MBML's network sizes, rate and context), and the `bcq` section:
     BCQ's own constants (φ, λ, γ, τ, the VAE's KL weight, candidates)."""
-    q_hidden: list
     g_hidden: list
     xi_hidden: list
-    encoder_hidden: list
-    latent_dim: int
-    kl_beta: float
-    context_size: int
-    batch_size: int
-    lr: float
     bcq: BCQConfig
 
     @classmethod

@@ -13,11 +13,26 @@ once over all of their transitions.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .nets import mlp
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """The `distill.*` keys every policy with q_φ reads: its sizes and KL weight, the context, the
+    mini-batch and the rate (each algorithm's config adds its own)."""
+    q_hidden: list
+    encoder_hidden: list
+    latent_dim: int
+    kl_beta: float             # β (Eq. 3)
+    context_size: int          # T own transitions per context
+    batch_size: int            # B
+    lr: float
 
 MIN_VAR = 1e-7          # PEARL's floor on each factor's variance
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..recipe.config import Recipe, pick
 from .data import TaskData, draw_device, gather_rows, sample_rows
-from .encoder import ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 from .inference_loss import LOSSES, Contexts
 from .nets import mlp
 from .registry import Variant
@@ -31,20 +31,13 @@ from .registry import Variant
 
 # ---- 1. the recipe keys it reads -----------------------------------------------------------------
 @dataclass(frozen=True)
-class MBMLConfig:
+class MBMLConfig(ContextConfig):
     """The `distill.*` keys MBML and its ablations read, and BCQ's φ and candidate count (Fig. 3)."""
-    q_hidden: list
     g_hidden: list
     xi_hidden: list
-    encoder_hidden: list
-    latent_dim: int
-    kl_beta: float             # β (Eq. 3)
     margin: float              # m (Eq. 8, Eq. 11)
-    context_size: int          # T own transitions per context
     relabel_context: int       # relabelled transitions added to c_i
-    batch_size: int            # B
     n_contexts: int            # contexts per task for Eq. 11
-    lr: float
     generator_lr: float        # G_D's and ξ_D's own Adam rate; 0: lr
     phi: float                 # bcq.phi
     n_candidates: int          # bcq.n_candidates
