@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..recipe.config import Recipe, pick
-from .data import TaskData, sample_rows
+from .data import TaskData
 from . import sac
-from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextConfig, ContextPolicy
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,8 @@ class PearlTrainer:
         return {"policy": self.policy}
 
     def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        p, data, cfg = self.policy, self.data, self.cfg
-        K, B = data.n_tasks, cfg.batch_size
-        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # line 13: c_i ~ B_i
-        mu, var = product_of_gaussians(*p.encoder.factors(**ctx))
-        z = sample_z(mu, var, generator)                                                       # line 14
-        kl = kl_to_prior(mu, var).mean()                                                       # line 15
-        batch = data.sample(B, generator)                                                      # line 13: b_i ~ B_i
-        zb = z.unsqueeze(1).expand(K, B, p.latent_dim)
-        flat = lambda t: t.reshape((1, K * B) + t.shape[2:])
-        rl = {"obs": flat(p.state_with(batch["obs"], zb)),
-              "next_obs": flat(p.state_with(batch["next_obs"], zb.detach())),
-              "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
+        p, cfg = self.policy, self.cfg
+        rl, kl = p.inferred_batch(self.data, cfg.context_size, cfg.batch_size, generator)    # lines 13–15
         self.encoder_opt.zero_grad(set_to_none=True)
         (cfg.kl_beta * kl).backward(retain_graph=True)                                        # line 18: ∇φ β·KL
         losses = sac.update(p.sac, self.opt, rl, cfg.gamma, cfg.tau, generator=generator)   # lines 16–20

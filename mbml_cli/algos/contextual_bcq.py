@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from ..recipe.config import BCQConfig, Recipe, pick
-from .data import TaskData, sample_rows
+from .data import TaskData
 from . import bcq
-from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
+from .encoder import ContextConfig, ContextPolicy
 
 
 @dataclass(frozen=True)
@@ -79,19 +79,9 @@ class ContextualBCQTrainer:
                 "critic_target": self.bcq.critic_target}
 
     def step(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        p, data, cfg = self.policy, self.data, self.cfg
-        K, B = data.n_tasks, cfg.batch_size
-        # context c_i and mini-batch, both from task i's own batch
-        ctx = data.transitions(sample_rows(data.sizes, (cfg.context_size,), generator))      # (K, T, ·)
-        mu, var = product_of_gaussians(*p.encoder.factors(**ctx))                             # (K, L)
-        z = sample_z(mu, var, generator)                                                       # reparameterised
-        kl = kl_to_prior(mu, var).mean()
-        batch = data.sample(B, generator)
-        zb = z.unsqueeze(1).expand(K, B, p.latent_dim)
-        flat = lambda t: t.reshape((1, K * B) + t.shape[2:])                                   # one network
-        rl = {"obs": flat(p.state_with(batch["obs"], zb)),                                     # z with gradient
-              "next_obs": flat(p.state_with(batch["next_obs"], zb.detach())),
-              "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
+        cfg = self.cfg
+        # context c_i and mini-batch, both from task i's own batch; z on the states
+        rl, kl = self.policy.inferred_batch(self.data, cfg.context_size, cfg.batch_size, generator)
         self.encoder_opt.zero_grad(set_to_none=True)
         (cfg.kl_beta * kl).backward(retain_graph=True)                                        # β·KL
         losses = bcq.update(self.bcq, rl, self.bcq_cfg, generator=generator)                   # + TD loss → q_φ

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import TaskData, sample_rows
 from .nets import mlp
 
 
@@ -133,3 +134,20 @@ class ContextPolicy(nn.Module):
     def state_with(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The augmented state [normalised s, z] of the baselines' networks."""
         return torch.cat([self.normalise(obs), z], dim=-1)
+
+    def inferred_batch(self, data: TaskData, context_size: int, batch_size: int,
+                       generator: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The baselines' RL mini-batch, one network over all K tasks: z ~ q_φ(c_i) from a context of
+        task i's own batch, [s, z] with z's gradient into q_φ ([s', z] without), flattened to
+        (1, K·B, ·); and KL(q_φ(c_i) ‖ N(0, I)) averaged over the tasks."""
+        K = data.n_tasks
+        ctx = data.transitions(sample_rows(data.sizes, (context_size,), generator))          # c_i ~ B_i
+        mu, var = product_of_gaussians(*self.encoder.factors(**ctx))                         # (K, L)
+        z = sample_z(mu, var, generator)                                                     # reparameterised
+        batch = data.sample(batch_size, generator)                                           # b_i ~ B_i
+        zb = z.unsqueeze(1).expand(K, batch_size, self.latent_dim)
+        flat = lambda t: t.reshape((1, K * batch_size) + t.shape[2:])
+        rl = {"obs": flat(self.state_with(batch["obs"], zb)),
+              "next_obs": flat(self.state_with(batch["next_obs"], zb.detach())),
+              "act": flat(batch["act"]), "rew": flat(batch["rew"]), "terminal": flat(batch["terminal"])}
+        return rl, kl_to_prior(mu, var).mean()
