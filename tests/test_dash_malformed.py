@@ -3,10 +3,13 @@ and not read again; SIGTERM (with or without the SIGCONT `timeout` sends after i
 dashboard cleanly (issue 34, item 15)."""
 import asyncio
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +135,44 @@ def test_sigterm_ends_the_dashboard_cleanly(tmp_path, signals):
     text = out.read_bytes().decode(errors="replace")
     assert "Traceback" not in text and "Error" not in text, text[-3000:]
     assert rc == 128 + signal.SIGTERM
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_timeout_in_a_terminal_ends_the_dashboard_cleanly(tmp_path):
+    """`timeout 60 mbml dash` typed in a shell: timeout puts the dashboard in a background process
+    group of the terminal, where Textual stops itself; timeout's SIGTERM then SIGCONT (sent here,
+    once it is stopped) must end it quietly."""
+    path = tmp_path / "run.zarr"
+    demo.build(path)
+    command = f"cd {ROOT} && timeout 60 {sys.executable} -m mbml_cli.views.cli dash {path}; echo exit=$?"
+    pid, fd = pty.fork()
+    if pid == 0:                                    # the child: sh, session leader of a new terminal
+        os.environ.update(PYTHONPATH=str(ROOT), TERM="xterm-256color")
+        os.execv("/bin/sh", ["sh", "-c", command])
+    text, end, dash = b"", time.monotonic() + 120, None
+    while time.monotonic() < end:
+        if dash is None:                            # sh → timeout → the dashboard, stopped by Textual
+            found = [c for t in children(pid) for c in children(t)]
+            stat = Path(f"/proc/{found[0]}/stat").read_text() if found else ""
+            if stat and stat[stat.rindex(")") + 2] == "T":
+                dash = found[0]
+                os.kill(dash, signal.SIGTERM)
+                os.kill(dash, signal.SIGCONT)
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        try:
+            chunk = os.read(fd, 65536) if ready else b""
+        except OSError:                             # EIO: the terminal closed
+            break
+        if ready and not chunk:
+            break
+        text += chunk
+    os.waitpid(pid, 0)
+    text = text.decode(errors="replace")
+    assert dash is not None and "exit=143" in text, text[-3000:]
+    assert "Traceback" not in text and "Error" not in text, text[-3000:]

@@ -9,7 +9,9 @@ so the run shows at once and the panels fill in as the parts arrive.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 
 from rich.text import Text
@@ -33,6 +35,16 @@ LOG_MODES = ("auto", "log", "linear")
 PANELS = ("losses", "returns", "embeddings")
 TERMINATED = 128 + signal.SIGTERM           # the exit code after SIGTERM, as a shell reports it
 PART_NAMES = {"tables": "the metrics tables", "evals": "the evaluations"}
+
+
+def in_background() -> bool:
+    """Whether the terminal Textual draws on (stderr) belongs to another process group, as under
+    `timeout` in a shell: Textual then stops itself instead of drawing."""
+    try:
+        fd = sys.__stderr__.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp()
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def reading(snap: Snapshot, *parts: str) -> str:
@@ -227,6 +239,8 @@ class PollingApp(App):
         return result
 
     def _terminate(self, signum, frame) -> None:
+        if in_background():                         # the screen never was ours: nothing to restore
+            os._exit(TERMINATED)
         # `timeout` sends SIGCONT after SIGTERM, and Textual's driver would re-enter the screen on it
         signal.signal(signal.SIGCONT, signal.SIG_DFL)
         try:
