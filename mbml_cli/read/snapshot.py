@@ -11,11 +11,18 @@ recipe: name, seed, env, stages, algos, sections) and `lock.revision`; TASKS tra
 with attrs `param`; the stage records, their status as `records.stage_records` folds them (the ETA
 of a running one is (updated − started)·(1 − progress)/progress − (now − updated)); the METRICS
 tables as `tables.py` reads them; per algorithm what `scores.read_eval` reads.
+
+`Reader.steps()` reads the cheap head first (attrs and the task arrays) and then the heavy parts
+(`HEAVY`), yielding the snapshot after each, so a view can show the run before its tables are read.
+A part whose content is not what mbml writes (wrong types or shapes) becomes one plain line in
+`Snapshot.problems`, is left out, and is not read again until `Reader.forget()`.
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,6 +33,7 @@ from . import records as stage_status
 from .records import StageRecord
 from .scores import EvalResult, read_eval
 from .tables import TRAIN_STAGES, Table, algo_of, read_tables
+from .values import num
 
 
 @dataclass(eq=False)
@@ -40,6 +48,31 @@ class Snapshot:
     tasks: dict[str, np.ndarray] = field(default_factory=dict)     # split → parameters
     task_param: str = ""
     evals: dict[str, EvalResult] = field(default_factory=dict)
+    loading: tuple[str, ...] = ()           # heavy parts not read yet (HEAVY)
+    problems: list[str] = field(default_factory=list)      # parts left out, one plain line each
+
+
+HEAVY = ("tables", "evals")                 # read after the head, in this order
+
+
+class Malformed(ValueError):
+    """A part of the store holds something mbml does not write; the message says what, plainly."""
+
+
+# what the views read of the recipe, and the type each must have
+RECIPE_TYPES = {"name": (str, "a name"), "seed": (int, "a whole number"), "env": (dict, "a mapping"),
+                "algos": (list, "a list of names"), "stages": (list, "a list of stage names"),
+                "eval": (dict, "a mapping"), "collect": (dict, "a mapping"), "bcq": (dict, "a mapping"),
+                "reward": (dict, "a mapping"), "distill": (dict, "a mapping")}
+RECORD_NUMBERS = ("progress", "started", "updated", "ended")
+
+
+def kind(value) -> str:
+    """What a value is, in words."""
+    if isinstance(value, np.ndarray):
+        return "text" if value.dtype.kind in "USO" else f"an array of shape {value.shape}"
+    return {bool: "true/false", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "a mapping", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -47,46 +80,155 @@ class Reader:
     """Reads snapshots of one store; a row table is re-read only when its row count `n` changed.
 
     On a failed read (store deleted, not an mbml store, metadata caught mid-write) the last good
-    data is returned with `error` set, so the panels keep what they showed and say why.
+    data is returned with `error` set, so the panels keep what they showed and say why. Parts found
+    malformed are remembered in `broken` (part → line) and skipped until `forget()`.
     """
 
     def __init__(self, path: str):
         self.path = str(path)
         self._tables: dict[str, Table] = {}
         self._last: Snapshot | None = None
+        self.broken: dict[str, str] = {}
+
+    def forget(self) -> None:
+        """Read the malformed parts again on the next read (a manual refresh)."""
+        self.broken.clear()
 
     def read(self, now: float | None = None) -> Snapshot:
+        for snap in self.steps(now):
+            pass
+        return snap
+
+    def steps(self, now: float | None = None) -> Iterator[Snapshot]:
+        """The snapshot after the head, then after each heavy part; the last one is complete."""
         now = time.time() if now is None else now
         try:
-            snap = read_snapshot(Store.open(self.path), self._tables, now)
+            store = Store.open(self.path)
+            snap = read_head(store, now, self.broken)
+            for part in HEAVY:
+                yield replace(snap, tables=dict(snap.tables), evals=dict(snap.evals),    # a copy: the
+                              problems=list(snap.problems))                          # reading goes on
+                snap.loading = snap.loading[1:]
+                read_part(store, snap, part, self._tables, self.broken)
         except Exception as e:                      # noqa: BLE001 - a dashboard never crashes on a read
             message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             message = message.removeprefix(f"{self.path}: ")       # the header shows the path
             last = self._last or Snapshot(self.path)
-            return Snapshot(**{**last.__dict__, "error": message, "read_at": now})
+            yield Snapshot(**{**last.__dict__, "error": message, "read_at": now, "loading": ()})
+            return
         self._last = snap
-        return snap
+        yield snap
 
 
 def read_snapshot(store: Store, cache: dict[str, Table] | None = None, now: float | None = None) -> Snapshot:
     """Everything the dashboard shows, from a freshly opened store. `cache` (key → Table) is
     updated in place and saves re-reading tables whose `n` did not move."""
-    cache = cache if cache is not None else {}
+    snap = read_head(store, time.time() if now is None else now)
+    for part in HEAVY:
+        snap.loading = snap.loading[1:]
+        read_part(store, snap, part, {} if cache is None else cache)
+    return snap
+
+
+def read_head(store: Store, now: float, broken: dict[str, str] | None = None) -> Snapshot:
+    """The cheap part: the recipe, the tasks and the stage records (attrs and small arrays)."""
+    broken = {} if broken is None else broken
     root = store.root
-    recipe = dict(root.attrs.get("recipe", {}) or {})
-    snap = Snapshot(store.path, read_at=time.time() if now is None else now, recipe=recipe,
-                    revision=str((root.attrs.get("lock", {}) or {}).get("revision", "")))
+    recipe, problems = checked_recipe(root.attrs.get("recipe", {}))
+    lock = root.attrs.get("lock", {})
+    snap = Snapshot(store.path, read_at=now, recipe=recipe, loading=HEAVY, problems=problems,
+                    revision=str(lock.get("revision", "")) if isinstance(lock, dict) else "")
     for split in ("train", "test"):
         if store.exists(layout.TASKS(split)):
-            arr = root[layout.TASKS(split)]
-            snap.tasks[split] = np.asarray(arr[...])
-            snap.task_param = snap.task_param or str(arr.attrs.get("param", ""))
-    snap.stages = stage_status.stage_records(store, recipe, len(snap.tasks.get("train", ())))
-    snap.tables = read_tables(store, cache)
-    skip = int(((recipe.get("eval") or {}).get("skip", 2)) or 0)
-    for algo in layout.children(store, layout.parent(layout.EVALUATION)):
-        snap.evals[algo] = read_eval(store, algo, skip, cache)
+            arr = _guarded(f"tasks/{split}", broken, snap, lambda: checked_tasks(root[layout.TASKS(split)]))
+            if arr is not None:
+                snap.tasks[split] = np.asarray(arr[...])
+                snap.task_param = snap.task_param or str(arr.attrs.get("param", ""))
+    snap.problems += record_problems(store)         # such records still show, their odd fields as unknown
+    snap.stages = _guarded("stages", broken, snap, lambda: stage_status.stage_records(
+        store, recipe, len(snap.tasks.get("train", ())))) or []
     return snap
+
+
+def read_part(store: Store, snap: Snapshot, part: str, cache: dict[str, Table],
+              broken: dict[str, str] | None = None) -> None:
+    """One heavy part into `snap`: "tables" (every metrics table) or "evals" (per algorithm)."""
+    broken = {} if broken is None else broken
+    if part == "tables":
+        snap.tables = read_tables(store, cache, lambda key, read: _guarded(
+            f"{layout.parent(layout.METRICS)}/{key}", broken, snap, lambda: checked_table(read())))
+    elif part == "evals":
+        skip = int(num((snap.recipe.get("eval") or {}).get("skip", 2), 2))
+        for algo in layout.children(store, layout.parent(layout.EVALUATION)):
+            res = _guarded(f"eval/{algo}", broken, snap, lambda: read_eval(store, algo, skip, cache))
+            if res is not None:
+                snap.evals[algo] = res
+
+
+def _guarded(part: str, broken: dict[str, str], snap: Snapshot, read):
+    """`read()`, or None with one plain line in `snap.problems` when the part's content is malformed
+    (then remembered in `broken` and not read again). Other failures (I/O, metadata caught
+    mid-write) propagate: the whole read is retried."""
+    if part not in broken:
+        try:
+            return read()
+        except Malformed as e:
+            broken[part] = f"{part}: {e}; left out"
+        except json.JSONDecodeError:
+            raise
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+            broken[part] = f"{part}: holds values of a type or shape mbml does not write; left out"
+    snap.problems.append(broken[part])
+    return None
+
+
+# ---- checks: what the views rely on ----------------------------------------------------------------
+def checked_recipe(recipe) -> tuple[dict, list[str]]:
+    """The recipe with the entries of a wrong type left out, and a line per entry left out."""
+    if recipe is None:
+        return {}, []
+    if not isinstance(recipe, dict):
+        return {}, [f"recipe: the store's recipe should be a mapping, found {kind(recipe)}; left out"]
+    out, problems = dict(recipe), []
+    for key, (typ, words) in RECIPE_TYPES.items():
+        value = recipe.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, typ) or isinstance(value, bool) or \
+                (typ is list and not all(isinstance(v, str) for v in value)):
+            problems.append(f"recipe: {key} should be {words}, found {kind(value)}; left out")
+            del out[key]
+    return out, problems
+
+
+def checked_tasks(arr):
+    """The task parameters' array, if it holds numbers, one row per task."""
+    if arr.dtype.kind not in "biuf":
+        raise Malformed(f"expected numbers (a row of parameters per task), found {kind(np.zeros(0, arr.dtype))}")
+    if arr.ndim not in (1, 2):
+        raise Malformed(f"expected a row of parameters per task, found an array of shape {arr.shape}")
+    return arr
+
+
+def record_problems(store) -> list[str]:
+    """A line per stage record with fields of the wrong type."""
+    out = []
+    for key, rec in stage_status.read_records(store)[0].items():
+        wrong = [] if isinstance(rec.get("status"), str) else [f"status should be a word, found {kind(rec.get('status'))}"]
+        wrong += [f"{name} should be a number, found {kind(rec[name])}" for name in RECORD_NUMBERS
+                  if rec.get(name) is not None and num(rec[name]) is None]
+        if wrong:
+            out.append(f"stage record {key}: " + "; ".join(wrong) + "; shown as unknown")
+    return out
+
+
+def checked_table(table: Table) -> Table:
+    """The table, if each column holds a value per row."""
+    for name, col in table.columns.items():
+        if col.ndim != 1 or len(col) != table.n:
+            raise Malformed(f"column {name} should hold one value per row ({table.n}), "
+                            f"found an array of shape {col.shape}")
+    return table
 
 
 def _task_order(label: str):
@@ -101,7 +243,7 @@ def signature(snap: Snapshot) -> tuple:
                   for a, r in snap.evals.items())
     stages = tuple((s.key, s.status, s.progress, s.updated, s.ended, s.tasks_done) for s in snap.stages)
     return (snap.error, tuple((k, t.n) for k, t in snap.tables.items()), stages, evals,
-            tuple((k, v.shape) for k, v in snap.tasks.items()))
+            tuple((k, v.shape) for k, v in snap.tasks.items()), snap.loading, tuple(snap.problems))
 
 
 # ---- views: a snapshot → what a panel shows ------------------------------------------------------

@@ -124,23 +124,26 @@ def algo_of(table: Table) -> str:
 
 
 # ---- reading -----------------------------------------------------------------------------------
-def read_tables(store, cache: dict[str, Table] | None = None) -> dict[str, Table]:
+def read_tables(store, cache: dict[str, Table] | None = None, guard=None) -> dict[str, Table]:
     """Every table under the metrics root by key; `cache` (key → Table) is updated in place and saves
-    re-reading tables whose `n` did not move."""
+    re-reading tables whose `n` did not move. `guard(key, read)`, if given, reads one table by
+    calling `read()` and returns it, or None to leave the table out."""
     out: dict[str, Table] = {}
     where = layout.parent(layout.METRICS)
     if store.exists(where):
-        _walk(store.root[where], "", out, {} if cache is None else cache)
+        _walk(store.root[where], "", out, {} if cache is None else cache, guard or (lambda key, read: read()))
     return out
 
 
-def _walk(group, prefix: str, out: dict[str, Table], cache: dict[str, Table], depth: int = 0) -> None:
+def _walk(group, prefix: str, out: dict[str, Table], cache: dict[str, Table], guard, depth: int = 0) -> None:
     for name in sorted(group.group_keys()):
         sub, key = group[name], f"{prefix}{name}"
         if "n" in sub.attrs:
-            out[key] = read_table(sub, key, cache)
+            table = guard(key, lambda: read_table(sub, key, cache))
+            if table is not None:
+                out[key] = table
         elif depth < 3:
-            _walk(sub, key + "/", out, cache, depth + 1)
+            _walk(sub, key + "/", out, cache, guard, depth + 1)
 
 
 def read_table(group, key: str, cache: dict[str, Table]) -> Table:

@@ -2,14 +2,21 @@
 
 A timer starts a thread worker every `interval` seconds; the worker reopens the store and reads a
 `Snapshot` (read/snapshot.py) and posts it back; the app hands it to the three panels. Reading never
-blocks the interface, and a store that is empty, half-written or deleted shows a message.
+blocks the interface, and a store that is empty, half-written or deleted shows a message. The first
+read posts the header's part (records, recipe, tasks) before the metrics tables and evaluations,
+so the run shows at once and the panels fill in as the parts arrive.
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 import time
 
 from rich.text import Text
 from textual import work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -21,11 +28,29 @@ from ...read import snapshot as reader
 from ...read.embedding import embedding
 from ...read.tables import plot_series
 from ...read.snapshot import Snapshot
-from .widgets import (PALETTE, LinePlot, ReturnsTable, RunHeader, ScatterPlot, Series, fmt, task_color, task_symbol,
+from .widgets import (PALETTE, LinePlot, ReturnsTable, RunHeader, ScatterPlot, Series, fmt, scatter_legend,
                       test_rows, train_rows)
 
 LOG_MODES = ("auto", "log", "linear")
 PANELS = ("losses", "returns", "embeddings")
+TERMINATED = 128 + signal.SIGTERM           # the exit code after SIGTERM, as a shell reports it
+PART_NAMES = {"tables": "the metrics tables", "evals": "the evaluations"}
+
+
+def in_background() -> bool:
+    """Whether the terminal Textual draws on (stderr) belongs to another process group, as under
+    `timeout` in a shell: Textual then stops itself instead of drawing."""
+    try:
+        fd = sys.__stderr__.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) != os.getpgrp()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def reading(snap: Snapshot, *parts: str) -> str:
+    """"Reading …" while any of `parts` is still being read, else ""."""
+    left = [PART_NAMES[p] for p in parts if p in snap.loading]
+    return f"Reading {' and '.join(left)}…" if left else ""
 
 
 class SnapshotRead(Message):
@@ -54,7 +79,8 @@ class LossesPanel(Horizontal):
         msg, title, grid = (self.query_one("#losses-msg", Static), self.query_one("#losses-title", Static),
                             self.query_one("#plot-grid", Grid))
         if key is None:
-            msg.update("No metrics yet. Each stage appends rows to metrics/<stage>/<name> while it "
+            msg.update(reading(snap, "tables") or
+                       "No metrics yet. Each stage appends rows to metrics/<stage>/<name> while it "
                        f"trains; this panel shows them as they come (polling every {interval:g}s).")
             msg.display, title.display = True, False
             await grid.remove_children()
@@ -110,8 +136,8 @@ class ReturnsPanel(VerticalScroll):
         self.query_one("#train-title", Static).update(Text.assemble(
             ("Training tasks", "bold"), ("  latest return and its trend, per table with return_<task> "
                                          "columns (collect: SAC episodes, bcq: BCQ evaluations)", "dim")))
-        self._table("train", rows, *train_rows(sources, rows),
-                    "" if sources else "No training returns logged yet (collect and bcq log return_<task>).")
+        self._table("train", rows, *train_rows(sources, rows), "" if sources else reading(snap, "tables") or
+                    "No training returns logged yet (collect and bcq log return_<task>).")
         title = self.query_one("#test-title", Static)
         if algo is None:
             title.update(Text("Test tasks", "bold"))
@@ -132,7 +158,8 @@ class ReturnsPanel(VerticalScroll):
         has_scores = sources or any(r.score is not None for r in rows)
         note = res.note if res is not None else ""
         self._table("test", rows, *test_rows(algo, sources, rows),
-                    note or ("" if has_scores else f"No evaluation of {algo} yet: distill evaluates every "
+                    note or ("" if has_scores else reading(snap, "tables", "evals") or
+                             f"No evaluation of {algo} yet: distill evaluates every "
                              f"eval_every epochs (eval/{algo}/history), the eval stage at the end (eval/{algo}/test)."))
 
     def _table(self, which: str, rows, columns, body, message: str) -> None:
@@ -163,7 +190,8 @@ class EmbeddingsPanel(Vertical):
         head = Text.assemble(("Task embeddings · ", "bold"), (algo or "no algo yet", "bold cyan"))
         if emb is None:
             title.update(head)
-            msg.update(f"No embeddings for {algo} yet: the posterior means of z on the test tasks "
+            msg.update(reading(snap, "evals") or
+                       f"No embeddings for {algo} yet: the posterior means of z on the test tasks "
                        f"(z_mean) come with distill's evaluations (eval/{algo}/history) and the eval "
                        f"stage (eval/{algo}/test)." if algo else
                        "No distilled policy yet: embeddings appear when the eval stage runs.")
@@ -182,10 +210,8 @@ class EmbeddingsPanel(Vertical):
         head.append("  (a: next algo)", "dim")
         title.update(head)
         scatter.labels, scatter.points = emb.labels, emb.points
-        out = Text("test task  param\n", "bold")
-        for t in sorted(set(emb.labels.tolist())):
-            out.append(f" {task_symbol(t)} ", f"bold {task_color(t)}")
-            out.append(f"task {t}  {reader.task_param_text(snap, 'test', str(t))}\n")
+        out = scatter_legend([(t, reader.task_param_text(snap, "test", str(t)))
+                              for t in sorted(set(emb.labels.tolist()))], emb.explained)
         if emb.separation is not None:
             out.append("\nseparation = mean distance\nbetween task centres /\nmean spread within a task"
                        "\n(in z, not in the PCA)", "dim")
@@ -195,10 +221,33 @@ class EmbeddingsPanel(Vertical):
 # ---- the app -----------------------------------------------------------------------------------
 class PollingApp(App):
     """Reads in a thread every `interval` seconds, one read at a time: `read()`, run in the thread,
-    returns the message posted back (whose handler sets `_reading` False again)."""
+    returns the message posted back (whose handler sets `_reading` False again). `run_to_end()`
+    runs it with SIGTERM ending it as `q` does."""
 
     interval: float = 2.0
     _reading: bool = False
+
+    def run_to_end(self):
+        """`run()`; SIGTERM exits like `q` but with exit code `TERMINATED` (no traceback)."""
+        previous = signal.signal(signal.SIGTERM, self._terminate)
+        try:
+            result = self.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if self.return_code == TERMINATED:
+            raise SystemExit(TERMINATED)
+        return result
+
+    def _terminate(self, signum, frame) -> None:
+        if in_background():                         # the screen never was ours: nothing to restore
+            os._exit(TERMINATED)
+        # `timeout` sends SIGCONT after SIGTERM, and Textual's driver would re-enter the screen on it
+        signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:                        # not running yet, or already closed
+            raise SystemExit(TERMINATED) from None
+        loop.call_soon_threadsafe(self.exit, None, TERMINATED)
 
     def start_polling(self) -> None:
         self.action_poll()
@@ -229,7 +278,7 @@ class DashApp(PollingApp):
         Binding("t", "next_table", "Next table"),
         Binding("a", "next_algo", "Next algo"),
         Binding("l", "log_scale", "Log/linear"),
-        Binding("r", "poll", "Refresh"),
+        Binding("r", "refresh", "Refresh"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -241,7 +290,7 @@ class DashApp(PollingApp):
         self.table_choice: str | None = None      # None: follow the running stage
         self.algo_choice: str | None = None
         self.log_mode = "auto"
-        self.polls = 0                             # snapshots applied (tests wait on this)
+        self.polls = 0                             # complete snapshots applied (tests wait on this)
         self._reading = False
         self._signature: tuple | None = None
 
@@ -261,19 +310,26 @@ class DashApp(PollingApp):
         self.start_polling()
 
     def read(self) -> SnapshotRead:
-        try:
-            snap = self.reader.read(self.clock())
-        except Exception as e:                         # noqa: BLE001 - Reader already catches reads
-            snap = Snapshot(self.path, read_at=self.clock(), error=f"{type(e).__name__}: {e}")
+        """The complete snapshot; until one was shown, each part is posted as it is read."""
+        first = self.polls == 0
+        for snap in self.reader.steps(self.clock()):
+            if not snap.loading:
+                break
+            if get_current_worker().is_cancelled:     # the app is closing: skip the heavy parts
+                snap.loading = ()
+                break
+            if first:
+                self.post_message(SnapshotRead(snap))
         return SnapshotRead(snap)
 
     async def on_snapshot_read(self, message: SnapshotRead) -> None:
-        self._reading = False
         self.snapshot = message.snapshot
+        done = not self.snapshot.loading
+        self._reading = self._reading and not done
         signature = reader.signature(self.snapshot)
         await self.redraw(panels=signature != self._signature)    # the header's clock moves anyway
         self._signature = signature
-        self.polls += 1
+        self.polls += done
 
     async def redraw(self, panels: bool = True) -> None:
         snap = self.snapshot
@@ -299,6 +355,11 @@ class DashApp(PollingApp):
         return (with_z or names or [None])[0]
 
     # ---- actions ------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        """Read now, the parts found malformed before included."""
+        self.reader.forget()
+        self.action_poll()
+
     def action_show(self, panel: str) -> None:
         self.query_one(TabbedContent).active = panel
 
@@ -326,5 +387,5 @@ class DashApp(PollingApp):
 
 def main(path: str, interval: float = 2.0) -> None:
     """`mbml dash PATH`."""
-    DashApp(path, interval=interval).run()
+    DashApp(path, interval=interval).run_to_end()
 

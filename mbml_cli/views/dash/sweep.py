@@ -130,7 +130,7 @@ def main(directory: str, interval: float = 2.0) -> None:
     """The sweep's table; a selected run's dashboard; back to the table when that one quits."""
     from .app import main as run_dash
     while True:
-        chosen = SweepApp(directory, interval).run()
+        chosen = SweepApp(directory, interval).run_to_end()
         if not chosen:
             return
         if Path(chosen).exists():

@@ -141,16 +141,25 @@ class BrailleCanvas:
         t = (np.arange(k.sum()) - np.repeat(np.cumsum(k) - k, k)) / np.maximum(np.repeat(k - 1, k), 1)
         self.dots(np.rint(px[seg] + t * dx[seg]), np.rint(py[seg] + t * dy[seg]), color)
 
+    def cells(self, palette) -> tuple[list[list[str]], list[list[str]]]:
+        """(characters, styles), a row of `cols` each; a cell without dots is a blank."""
+        chars = [[chr(0x2800 + int(b)) if b else " " for b in row] for row in self.bits]
+        styles = [[palette[int(ci) % len(palette)] if ci >= 0 else "" for ci in row] for row in self.color]
+        return chars, styles
+
     def lines(self, palette) -> list[Text]:
-        out = []
-        for r in range(self.rows):
-            line = Text(no_wrap=True)
-            for c in range(self.cols):
-                b = int(self.bits[r, c])
-                ci = int(self.color[r, c])
-                line.append(chr(0x2800 + b) if b else " ", palette[ci % len(palette)] if ci >= 0 else "")
-            out.append(line)
-        return out
+        return grid_lines(*self.cells(palette))
+
+
+def grid_lines(chars: list[list[str]], styles: list[list[str]]) -> list[Text]:
+    """A Text per row of a grid of one-cell characters and their styles."""
+    out = []
+    for row, row_styles in zip(chars, styles):
+        line = Text(no_wrap=True)
+        for ch, style in zip(row, row_styles):
+            line.append(ch, style)
+        out.append(line)
+    return out
 
 
 # ---- line plot ---------------------------------------------------------------------------------
@@ -269,36 +278,48 @@ class LinePlot(Widget):
 
 # ---- scatter -----------------------------------------------------------------------------------
 def render_scatter(points: np.ndarray, labels: np.ndarray, width: int, height: int) -> Text:
-    """Each point as its task's symbol in its task's colour, equal scale on both axes (a cell is
-    about twice as tall as wide), dotted axes through the mean."""
-    out = Text(no_wrap=True, overflow="crop")
+    """Each point as a braille dot in its task's colour and each task's centre as its symbol, in
+    `width` × `height` cells, each axis scaled to fill them; dotted axes through 0 (the points' mean,
+    as PCA centres them)."""
     if width < 4 or height < 3 or len(points) == 0:
-        return out
-    pts = np.asarray(points, dtype=float)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    span = np.maximum(hi - lo, 1e-9)
-    scale = min((width - 1) / span[0], 2 * (height - 1) / span[1])
-    centre = (lo + hi) / 2
-    col = np.rint((pts[:, 0] - centre[0]) * scale + (width - 1) / 2).astype(int)
-    row = np.rint((height - 1) / 2 - (pts[:, 1] - centre[1]) * scale / 2).astype(int)
-    chars = [[" "] * width for _ in range(height)]
-    styles: list[list[str]] = [[""] * width for _ in range(height)]
-    c0 = int(round(-centre[0] * scale + (width - 1) / 2))
-    r0 = int(round((height - 1) / 2 + centre[1] * scale / 2))
+        return Text(no_wrap=True, overflow="crop")
+    pts, labels = np.asarray(points, dtype=float), np.asarray(labels, dtype=int)
+    canvas = BrailleCanvas(width, height)
+    lo, span = pts.min(axis=0), np.ptp(pts, axis=0)
+
+    def to_dots(xy: np.ndarray) -> np.ndarray:        # (…, 2) → dot column, dot row (down)
+        frac = np.where(span > 1e-12, (xy - lo) / np.where(span > 1e-12, span, 1.0), 0.5)
+        frac[..., 1] = 1 - frac[..., 1]
+        return np.rint(frac * [canvas.width - 1, canvas.height - 1]).astype(int)
+
+    dots = to_dots(pts)
+    for t in np.unique(labels):                     # a point is a plus of 5 dots, to be seen
+        for dx, dy in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+            canvas.dots(dots[labels == t, 0] + dx, dots[labels == t, 1] + dy, int(t))
+    chars, styles = canvas.cells(PALETTE)
+    c0, r0 = to_dots(np.zeros(2)) // [2, 4]
     for r in range(height):
-        if 0 <= c0 < width:
-            chars[r][c0], styles[r][c0] = "┊", "dim"
-    if 0 <= r0 < height:
         for c in range(width):
-            chars[r0][c], styles[r0][c] = ("┼" if c == c0 else "┄"), "dim"
-    for c, r, t in zip(col, row, labels):
-        if 0 <= r < height and 0 <= c < width:
-            chars[r][c], styles[r][c] = task_symbol(int(t)), f"bold {task_color(int(t))}"
-    for r in range(height):
-        if r:
-            out.append("\n")
-        for c in range(width):
-            out.append(chars[r][c], styles[r][c])
+            if chars[r][c] == " " and (c == c0 or r == r0):
+                chars[r][c], styles[r][c] = ("┼" if (c, r) == (c0, r0) else "┊" if c == c0 else "┄"), "dim"
+    for t in np.unique(labels):
+        c, r = to_dots(pts[labels == t].mean(axis=0)) // [2, 4]
+        chars[r][c], styles[r][c] = task_symbol(int(t)), f"bold reverse {task_color(int(t))}"
+    return Text("\n", no_wrap=True, overflow="crop").join(grid_lines(chars, styles))
+
+
+def scatter_legend(tasks: list[tuple[int, str]], explained) -> Text:
+    """Which mark is which task (with its parameters), and what the axes are."""
+    out = Text("test task  param\n", "bold")
+    for t, param in tasks:
+        out.append(" ⣿", task_color(t))
+        out.append(task_symbol(t), f"bold reverse {task_color(t)}")
+        out.append(f" task {t}  {param}\n")
+    out.append("\n⣿ a posterior mean of z\n", "dim")
+    out.append("0 a task's centre (its mean)\n", "dim")
+    out.append(f"→ PC1, {100 * explained[0]:.0f}% of the variance\n", "dim")
+    out.append(f"↑ PC2, {100 * explained[1]:.0f}% of the variance\n", "dim")
+    out.append("┼ 0: the mean of all points;\n  each axis fills the plot\n", "dim")
     return out
 
 
@@ -423,6 +444,8 @@ def render_header(snap: Snapshot, now: float, interval: float, width: int = 120)
     lines.append(line)
     if snap.error:
         lines.append(Text(f"cannot read the store: {snap.error} (retrying every {interval:g}s)", "bold red"))
+    for problem in snap.problems:
+        lines.append(Text(f"⚠ {problem}", "yellow"))
     line = Text()
     active = records.current_stage(snap.stages)
     if active is not None:
@@ -463,6 +486,8 @@ def render_header(snap: Snapshot, now: float, interval: float, width: int = 120)
             line.append("  ")
         line.append_text(item)
     lines.append(line)
+    if snap.loading:
+        lines.append(Text("reading the metrics tables and evaluations…", "dim italic"))
     for ln in lines:
         ln.truncate(width, overflow="ellipsis")
     return Text("\n").join(lines)
