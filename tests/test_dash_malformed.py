@@ -35,9 +35,10 @@ def stage_attrs(store):
 
 
 def metric_column(store):
+    """A per-task column whose width is not the table's tasks'."""
     g = store.root["metrics/collect/train"]
-    del g["critic_loss_0"]
-    store.write_array("metrics/collect/train/critic_loss_0", np.zeros((int(g.attrs["n"]), 3)))
+    del g["critic_loss"]
+    store.write_array("metrics/collect/train/critic_loss", np.zeros((int(g.attrs["n"]), len(g.attrs["tasks"]) + 2)))
 
 
 def tasks_dtype(store):
@@ -56,7 +57,7 @@ CRAFTED = {     # how the store is spoilt → words the line names
     "algos": (lambda s: recipe_with(s, algos=5), ("recipe", "algos")),
     "env": (lambda s: recipe_with(s, env="x", eval=3), ("recipe", "env")),
     "stage attrs": (stage_attrs, ("stage record bcq", "progress")),
-    "metric column": (metric_column, ("metrics/collect/train", "critic_loss_0")),
+    "metric column": (metric_column, ("metrics/collect/train", "critic_loss")),
     "tasks dtype": (tasks_dtype, ("tasks/test", "numbers")),
     "row count": (row_count, ("metrics/bcq/train",)),
     "z dtype": (z_dtype, ("eval/mbml:",)),

@@ -5,7 +5,7 @@ and screenshots — and to try `mbml dash` without training anything:
 
 It writes what the stages write (the layout in the docstrings of mbml_cli/read/, as pipeline/collect.py,
 bcq.py, reward.py, distill.py and evaluate.py do): stage records with per-task records, metrics
-tables with per-task columns (`critic_loss_<i>`, `return_<i>`), `eval/mbml/history` (a row table
+tables with per-task (rows, K) columns (`critic_loss`, `return`), `eval/mbml/history` (a row table
 of evaluations during training) and `eval/mbml/test`, task parameters. The run is caught with
 collect…eval/mbml done and distill/neither at 50%; with `NOW` as the clock, the header's elapsed
 time and ETA are fixed.
@@ -57,20 +57,20 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
     def noise(*shape, scale=1.0):
         return scale * rng.standard_normal(shape)
 
-    def per_task(name, curve, scale):       # task i's column: the curve, shifted per task, noisy
-        return {f"{name}_{i}": curve * (1 + 0.15 * i) + noise(len(curve), scale=scale) for i in range(n_train)}
+    def per_task(name, curve, scale):       # one (rows, K) column: the curve, shifted per task, noisy
+        return {name: np.stack([curve * (1 + 0.15 * i) + noise(len(curve), scale=scale) for i in range(n_train)], 1)}
 
     # collect: one row every log_every steps
     t = np.linspace(0.0, 1.0, rows)
     final = -2.0 - 2.0 * np.arange(n_train) / max(1, n_train - 1)
-    returns = {f"return_{i}": -16.0 + (16.0 + final[i]) * (1 - np.exp(-4 * t)) + noise(rows, scale=0.6)
-               for i in range(n_train)}
+    returns = np.stack([-16.0 + (16.0 + final[i]) * (1 - np.exp(-4 * t)) + noise(rows, scale=0.6)
+                        for i in range(n_train)], 1)
+    tasks = list(range(n_train))
     store.append_rows(layout.METRICS("collect", "train"), {
-        "step": (np.arange(rows) + 1) * 50.0, "env_steps_per_s": 900 + noise(rows, scale=30),
-        "return": np.mean(list(returns.values()), axis=0), **returns,
+        "step": (np.arange(rows) + 1) * 50.0, "env_steps_per_s": 900 + noise(rows, scale=30), "return": returns,
         **per_task("critic_loss", 40.0 * np.exp(-6 * t) + 0.3, 0.05),
         **per_task("actor_loss", -(8.0 * t + 2.0), 0.3),
-        **per_task("alpha", 0.05 + 0.95 * np.exp(-4 * t), 0.0)})
+        **per_task("alpha", 0.05 + 0.95 * np.exp(-4 * t), 0.0)}, tasks)
     # bcq: losses per task, and an evaluation every eval_every iterations
     b = rows * 3 // 4
     tb = np.linspace(0.0, 1.0, b)
@@ -78,10 +78,9 @@ def build(path, n_train: int = 3, n_test: int = 2, rows: int = 40, latent: int =
         "iteration": (np.arange(b) + 1) * 2.0,
         **per_task("vae_loss", 2.0 * np.exp(-3 * tb) + 0.05, 0.01),
         **per_task("critic_loss", 5.0 * np.exp(-2 * tb) + 0.2, 0.03),
-        **per_task("actor_loss", -(3.0 * tb + 1.0), 0.1)})
-    evals = {f"return_{i}": final[i] - 1.5 + np.arange(2.0) + noise(2, scale=0.2) for i in range(n_train)}
-    store.append_rows(layout.METRICS("bcq", "eval"), {"iteration": np.array([30.0, 60.0]),
-                                           "return": np.mean(list(evals.values()), axis=0), **evals})
+        **per_task("actor_loss", -(3.0 * tb + 1.0), 0.1)}, tasks)
+    evals = np.stack([final[i] - 1.5 + np.arange(2.0) + noise(2, scale=0.2) for i in range(n_train)], 1)
+    store.append_rows(layout.METRICS("bcq", "eval"), {"iteration": np.array([30.0, 60.0]), "return": evals}, tasks)
     store.append_rows(layout.METRICS("reward", "train"), {"step": (np.arange(10) + 1) * 5.0,
                                                "loss": 0.5 * np.exp(-np.arange(10) / 2.5) + 0.002})
 
