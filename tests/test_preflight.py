@@ -3,6 +3,7 @@ CPU can take minutes), and projects `eval --unseen N` on the N tasks it will run
 from __future__ import annotations
 
 import re
+import shutil
 
 from conftest import FAST, SMOKE, cli, runner
 from mbml_cli.recipe.load import load, resolve
@@ -21,9 +22,11 @@ def test_each_timed_stage_gets_a_line_before_the_table(tmp_path):
     assert max(at) < table
 
 
-def test_eval_unseen_is_projected_on_its_own_tasks(smoke_run):
+def test_eval_unseen_is_projected_on_its_own_tasks(smoke_run, tmp_path):
     recipe = resolve(load(SMOKE)[0])
-    out = runner.invoke(app, ["eval", str(smoke_run), "--unseen", "5", *FAST])
+    path = tmp_path / "unseen.zarr"
+    shutil.copytree(smoke_run, path)                 # the session's store stays as the run made it
+    out = runner.invoke(app, ["eval", str(path), "--unseen", "5", *FAST])
     assert out.exit_code == 0, out.output
     found = re.search(r"▶ eval/mbml-unseen on .*episodes × (\d+) tasks", out.output.replace("\n", " "))
     assert found and int(found.group(1)) == 5 * recipe.eval.repeats, out.output

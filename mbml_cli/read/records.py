@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core import layout
+from ..core.guard import reading
 from ..errors import RecipeError
 from ..recipe import graph
 from .values import num
@@ -59,17 +60,21 @@ def read_records(store) -> tuple[dict[str, dict], dict[str, list[str]]]:
     per_task: dict[str, list[str]] = {}
     where = layout.parent(layout.STAGE)
     if store.exists(where):
-        group = store.root[where]
-        for name in group.group_keys():
-            sub = group[name]
-            if "status" in sub.attrs:
-                found[name] = dict(sub.attrs)
-            for child in sub.group_keys():
-                if child.isdigit() and "status" in sub.attrs:   # per-task records of that stage
-                    per_task.setdefault(name, []).append(layout.record_status(dict(sub[child].attrs)))
-                else:
-                    found[layout.stage_key(name, child)] = dict(sub[child].attrs)
+        with reading(store.path, where):            # a damaged record: one line naming it, no traceback
+            _fold(store.root[where], found, per_task)
     return found, per_task
+
+
+def _fold(group, found: dict[str, dict], per_task: dict[str, list[str]]) -> None:
+    for name in group.group_keys():
+        sub = group[name]
+        if "status" in sub.attrs:
+            found[name] = dict(sub.attrs)
+        for child in sub.group_keys():
+            if child.isdigit() and "status" in sub.attrs:   # per-task records of that stage
+                per_task.setdefault(name, []).append(layout.record_status(dict(sub[child].attrs)))
+            else:
+                found[layout.stage_key(name, child)] = dict(sub[child].attrs)
 
 
 def statuses(recipe: dict, records: dict[str, dict]) -> dict[str, str]:
