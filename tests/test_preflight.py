@@ -30,3 +30,12 @@ def test_eval_unseen_is_projected_on_its_own_tasks(smoke_run, tmp_path):
     assert out.exit_code == 0, out.output
     found = re.search(r"▶ eval/mbml-unseen on .*episodes × (\d+) tasks", out.output.replace("\n", " "))
     assert found and int(found.group(1)) == 5 * recipe.eval.repeats, out.output
+
+
+def test_a_sweep_projects_each_runs_start_up(tmp_path):
+    """Every run of a sweep is a process of its own: its start-up is part of the projection."""
+    out = cli("sweep", SMOKE, "--seeds", "0", "--set", "stages=[collect]", "--set", "collect.steps=50",
+              "--set", "collect.random_steps=50", "--dir", str(tmp_path / "s"), "--yes")
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"one\s+run\s+alone:\s+(\d+)\s+s,\s+of\s+which\s+(\d+)\s+s\s+start-up", out.stderr)
+    assert found and int(found.group(2)) >= 1 and int(found.group(1)) >= int(found.group(2)), out.stderr

@@ -8,6 +8,8 @@ user agrees (at a terminal) or passes `--yes`.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -253,6 +255,15 @@ assert set(ESTIMATORS) <= set(graph.NAMES), "an estimator for a stage the graph 
 def _estimate(p: Probe, r: Recipe, key: str, jobs: int = 1, **options) -> Estimate | None:
     estimator = ESTIMATORS.get(graph.split(key)[0])
     return estimator(p, r, key, jobs, **options) if estimator else None
+
+
+def startup_seconds() -> float:
+    """Seconds a fresh process takes before its first stage (the interpreter, torch and the stage
+    modules imported): every run of a sweep and every `--jobs` unit pays it."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from mbml_cli.run import stages; stages._load_stages()"],
+                   capture_output=True, check=False, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 def table(estimates: list[Estimate], device: torch.device):

@@ -213,6 +213,7 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
     """Many runs as one experiment: seeds × grid, one store each under runs/<name>/; resumable."""
     from ..run import sweep as sweeps
     from ..run.executors import check
+    from ..run.preflight import startup_seconds
     from ..run.progress import fmt_duration
     from ..run.stages import pending
     check(executor, address)
@@ -232,9 +233,12 @@ def sweep(recipe: Path = typer.Argument(..., help="recipe YAML, or a sweep file 
     weights = {}
     if todo and envs.has_environment(envs.get(todo[0].recipe.env.name)):
         weights = preflight_check(recipe, todo[0].recipe, pending(todo[0].recipe, None), yes)
-        total = sum(weights.values()) * len(todo) / min(jobs, len(todo))
+        startup = startup_seconds()                                 # each run is a process of its own
+        per_run = sum(weights.values()) + startup
+        total = per_run * len(todo) / min(jobs, len(todo))
         err.print(f"sweep: {len(todo)} runs to do, {min(jobs, len(todo))} at a time: projected "
-                  f"{fmt_duration(total)} (one run alone: {fmt_duration(sum(weights.values()))})", highlight=False)
+                  f"{fmt_duration(total)} (one run alone: {fmt_duration(per_run)}, of which "
+                  f"{fmt_duration(startup)} start-up)", highlight=False)
     status = sweeps.execute(plan, runs, directory, jobs, executor, address, out, weights)
     (out if out.is_terminal else Console(width=200)).print(sweeps.final_table(plan, runs, status, directory))
     failed = [label for label, s in status.items() if s not in ("done", "skipped")]
