@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
+import warnings
 from contextlib import nullcontext
 
 from .unit import Unit, output_to
@@ -20,6 +22,15 @@ class Terminated(KeyboardInterrupt):
 def terminate(signum, frame):
     """The SIGTERM handler of the CLI and of worker processes."""
     raise Terminated("terminated (SIGTERM)")
+
+
+def handle_signals() -> None:
+    """SIGTERM raises `Terminated` where the process is, as Ctrl-C raises KeyboardInterrupt. Either
+    may land inside one of zarr's asynchronous writes and leave its coroutine unawaited: the store's
+    guard and resume handle the torn write, and the interpreter's warning about it at exit would only
+    bury the user's last line."""
+    signal.signal(signal.SIGTERM, terminate)
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
 
 
 def execute(unit: dict | Unit, redirect: bool = True) -> int:
@@ -93,9 +104,7 @@ def _shard(unit: Unit, console) -> None:
 
 def main() -> None:
     """A local worker process: `python -m mbml_cli.run.worker UNIT_JSON` (its output already goes to the log)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, terminate)
+    handle_signals()
     sys.exit(execute(json.loads(sys.argv[1]), redirect=False))
 
 

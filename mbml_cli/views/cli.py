@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -18,7 +17,7 @@ from .. import envs
 from ..core import layout, lock as lockmod
 from ..errors import USER_ERRORS, StageError
 from ..recipe.inputs import clean
-from ..run.worker import Terminated, terminate
+from ..run.worker import Terminated, handle_signals
 
 LIMIT_HOURS = 2.0           # `mbml run` asks before a run projected longer than this on a CPU
 
@@ -502,7 +501,7 @@ def recipe(path: Path = typer.Argument(..., help="recipe YAML"), set_: Optional[
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, terminate)
+    handle_signals()
     app()
 
 
