@@ -72,7 +72,7 @@ def test_a_sweep_takes_another_seed_and_refuses_other_changes(tmp_path):
     # anything else than more seeds is another experiment
     one_line(mbml("sweep", SMOKE, "--seeds", "0,1", *COLLECT_ONLY, "--dir", directory), "(seeds differ)", "never fewer")
     one_line(mbml("sweep", SMOKE, "--seeds", "0,1,2,3", *COLLECT_ONLY, "--grid", "distill.margin=1,2",
-                  "--dir", directory), "holds another sweep (grid, seeds differ)")
+                  "--dir", directory), "holds another sweep (seeds, grid differ)")
     one_line(mbml("sweep", SMOKE, "--seeds", "0,1,2,3", *COLLECT_ONLY, "--set", "collect.steps=300",
                   "--dir", directory), "holds another sweep (recipe, seeds differ)")
     assert not (directory / "smoke-s3.zarr").exists()
