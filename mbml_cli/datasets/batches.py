@@ -49,7 +49,9 @@ def make_columns(label: str, obs, act, rew, next_obs, terminal, truncated=None, 
     to [-1, 1] from [low, high], dtypes those of `mbml collect`, every value finite. `n_info`: the
     info features the distribution's reward needs, a count or their names (None: any)."""
     obs, act, next_obs = (np.asarray(x) for x in (obs, act, next_obs))
-    n = len(np.asarray(rew))
+    n = len(np.asarray(rew)) if np.ndim(rew) else 0
+    if n == 0:
+        raise StageError(f"{label}: no transitions (rew has shape {np.shape(rew)}); a task needs at least one")
     for name, x, dims in (("obs", obs, 2), ("act", act, 2), ("next_obs", next_obs, 2), ("rew", rew, 1),
                           ("terminal", terminal, 1)):
         x = np.asarray(x)
