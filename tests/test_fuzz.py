@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "recipes" / "smoke.yaml")
 SEED = int(os.environ.get("MBML_FUZZ_SEED") or random.SystemRandom().randrange(2 ** 32))
 REPLAY = f"replay with MBML_FUZZ_SEED={SEED}"
-RECIPE_CASES, SET_CASES, STORE_CASES = 90, 20, 24
+RECIPE_CASES, SET_CASES, STORE_CASES = 170, 40, 24
 RUN_CASES, ARRAY_CASES, LINK_CASES, WRITER_CASES = 8, 20, 10, 5
 MEMORY = 3 * 2 ** 30            # the worker's address space (torch alone maps about 1 GiB)
 SECONDS = 60                    # the longest a case may take (a fuzzed run of a few hundred steps: seconds)
@@ -349,7 +349,13 @@ def run_case(rng: random.Random, tmp: Path) -> tuple[list[str], str, int | None]
     drawn = {"collect.steps": 120, "collect.random_steps": 60, "threads": 1}
     for key, values in rng.sample(RUN_SETS, rng.randint(1, 3)):
         drawn[key] = rng.choice(values)
-    args = ["run", SMOKE, "--store", store, "--set", "stages=[collect]"]
+    recipe = SMOKE
+    if rng.random() < 0.5:                          # a mutated recipe file, then sized by the --set below
+        shutil.copy(ROOT / "recipes" / "point_goal.yaml", tmp / "point_goal.yaml")
+        recipe = str(tmp / "mutated.yaml")
+        mutated = mutate_structure(yaml.safe_load(Path(SMOKE).read_text()), rng)
+        Path(recipe).write_text(yaml.safe_dump(mutated, allow_unicode=True))
+    args = ["run", recipe, "--store", store, "--set", "stages=[collect]"]
     for key, value in drawn.items():
         args += ["--set", f"{key}={flow(value)}"]
     steps = drawn["collect.steps"]
@@ -543,6 +549,15 @@ def test_fuzz_found_imports(tmp_path, change, words):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and all(w in lines[0] for w in words), result.output
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_fuzz_found_recipes(tmp_path):
+    """A recipe the fuzzer found crashing `mbml recipe` (ValueError: embedded null byte): one line."""
+    path = tmp_path / "r.yaml"
+    path.write_text('extends: "\\0"\nname: x\n')
+    result = runner.invoke(app, ["recipe", str(path)])
+    check(result, "extends: NUL")
+    assert result.exit_code == 2 and "extends: must be a file name" in result.output, result.output
 
 
 if __name__ == "__main__":

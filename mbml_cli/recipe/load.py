@@ -65,7 +65,7 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or "\0" in parent:
         raise RecipeError(str(path), "extends", "must be a file name")
     return merge(load_raw(path.parent / parent, _seen + (path.resolve(),)), data)
 
