@@ -381,7 +381,7 @@ def mutate_arrays(data: dict, rng: random.Random) -> dict:
     elif roll == 1:
         data[name] = v[:rng.randrange(len(v) + 1)] if v.ndim else v
     elif roll == 2:
-        data[name] = v[..., None] if rng.random() < 0.5 else v.reshape(-1)[:1].reshape(())
+        data[name] = v[..., None] if rng.random() < 0.5 or not v.size else v.reshape(-1)[:1].reshape(())
     elif roll == 3 and v.dtype.kind == "f" and v.size:
         v = v.copy()
         v.reshape(-1)[rng.randrange(v.size)] = rng.choice([np.nan, np.inf, -np.inf, 1e38])
@@ -551,13 +551,16 @@ def test_fuzz_found_imports(tmp_path, change, words):
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_fuzz_found_recipes(tmp_path):
-    """A recipe the fuzzer found crashing `mbml recipe` (ValueError: embedded null byte): one line."""
+@pytest.mark.parametrize("text, words", [('extends: "\\0"\nname: x\n', ["extends: must be a file name"]),
+                                         (f"extends: {'x' * 5000}\nname: x\n", ["cannot be read (File name too long)"])])
+def test_fuzz_found_recipes(tmp_path, text, words):
+    """Recipes the fuzzer found crashing `mbml recipe` (ValueError: embedded null byte; OSError: file name
+    too long): one short line each."""
     path = tmp_path / "r.yaml"
-    path.write_text('extends: "\\0"\nname: x\n')
+    path.write_text(text)
     result = runner.invoke(app, ["recipe", str(path)])
-    check(result, "extends: NUL")
-    assert result.exit_code == 2 and "extends: must be a file name" in result.output, result.output
+    check(result, text[:40])
+    assert result.exit_code == 2 and all(w in result.output for w in words), result.output
 
 
 if __name__ == "__main__":
