@@ -540,6 +540,8 @@ def test_fuzz_commands_in_a_bounded_worker(tmp_path):
       "terminal": np.zeros(0, bool), "info": np.zeros((0, 1))}, ["no transitions"]),        # found by the fuzzer
     ({"act": np.full((40, 2), "0.5")}, ["act has dtype <U3", "expected numbers"]),          # found by the fuzzer
     ({"act": np.ones((40, 2), np.complex64)}, ["act has dtype complex64"]),
+    ({"action_low": np.array([[1, 2]])}, ["action_low has shape (1, 2)"]),                  # found by the fuzzer
+    ({"action_high": np.ones(40)}, ["action_high has shape (40,)"]),
 ])
 def test_fuzz_found_imports(tmp_path, change, words):
     """Arrays the fuzzer found crashing `mbml import arrays` (a traceback): now one line each."""

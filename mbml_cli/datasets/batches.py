@@ -117,6 +117,9 @@ def original_units(act, low, high) -> np.ndarray:
 
 
 def bounds(label: str, act_dim: int, low, high) -> tuple[np.ndarray, np.ndarray]:
+    for name, given in (("action_low", low), ("action_high", high)):
+        if given is not None and (np.ndim(given) > 1 or np.size(given) not in (1, act_dim)):
+            raise StageError(f"{label}: {name} has shape {np.shape(given)}; expected ({act_dim},) or one number")
     low = -np.ones(act_dim) if low is None else np.broadcast_to(np.asarray(low, np.float64), (act_dim,))
     high = np.ones(act_dim) if high is None else np.broadcast_to(np.asarray(high, np.float64), (act_dim,))
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
