@@ -319,8 +319,9 @@ class Worker:
 def accepted_or_refused(worker: Worker, args: list[str], case: str, store: str | None = None,
                         rows: int | None = None, whole_line: bool = True) -> int:
     """Run `mbml ARGS` in the worker; exit 0 leaves a valid `store` (when given), exit 2 one line."""
+    case = f"{case}: mbml {' '.join(args)[:300]}"
     result = worker.ask({"cli": args}, case)
-    check(result, f"{case}: mbml {' '.join(args)[:300]}")
+    check(result, case)
     if result["code"] == 2 and whole_line:
         lines = [line for line in (result["stdout"] + result["stderr"]).splitlines() if line.strip()]
         assert len(lines) == 1, f"{case} [{REPLAY}]: a refusal of {len(lines)} lines: {lines[-5:]}"
@@ -389,9 +390,9 @@ def mutate_arrays(data: dict, rng: random.Random) -> dict:
     elif roll == 4:
         data.pop(name)
     elif roll == 5:
+        n = len(np.atleast_1d(data.get("rew", [0])))
         data[rng.choice(["x", "info", "truncated", "action_low", "action_high", "task"])] = \
-            rng.choice([np.zeros(len(data.get("rew", [0]))), np.array([-1.0, 1.0]), np.array([[1, 2]]),
-                        np.array(["a"]), np.full(len(data.get("rew", [0])), 7)])
+            rng.choice([np.zeros(n), np.array([-1.0, 1.0]), np.array([[1, 2]]), np.array(["a"]), np.full(n, 7)])
     elif roll == 6:
         data[name] = np.array([{"x": 1}], dtype=object)
     elif roll == 7:
@@ -563,6 +564,18 @@ def test_fuzz_found_recipes(tmp_path, text, words):
     result = runner.invoke(app, ["recipe", str(path)])
     check(result, text[:40])
     assert result.exit_code == 2 and all(w in result.output for w in words), result.output
+
+
+def test_fuzz_found_a_pre_flight_that_ran_the_updates_it_times(tmp_path):
+    """Found by the fuzzer: `collect.updates_per_step: 1000000` was accepted and its pre-flight timed
+    whole steps, a million updates each (hours); now one update is timed and scaled, and the run is
+    refused at once as projected over the CPU limit."""
+    args = ["run", SMOKE, "--store", str(tmp_path / "s.zarr"), "--set", "stages=[collect]", "--set", "threads=1",
+            "--set", "collect.steps=120", "--set", "collect.random_steps=60", "--set", "collect.updates_per_step=1000000"]
+    proc = subprocess.run([sys.executable, "-m", "mbml_cli.views.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=SECONDS, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "projected" in proc.stderr, proc.stderr[-2000:]
 
 
 if __name__ == "__main__":
