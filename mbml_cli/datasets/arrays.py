@@ -73,6 +73,8 @@ def check_headers(path: Path, heads: dict, held: int = 0) -> int:
     for name, (_, dtype) in heads.items():
         if dtype.hasobject:
             raise StageError(f"{path}: {name} cannot be read without unpickling (dtype {dtype})")
+        if dtype.kind not in "biuf":
+            raise StageError(f"{path}: {name} has dtype {dtype}; expected numbers (bool, integer or float)")
     size = {k: math.prod(shape) * dtype.itemsize for k, (shape, dtype) in heads.items()}
     kept = sum(math.prod(heads[k][0]) * np.dtype(DTYPES[k]).itemsize for k in DTYPES if k in heads)
     need, have = held + sum(size.values()) + kept, limits.machine_memory()     # the file, then the store's copy

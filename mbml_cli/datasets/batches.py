@@ -48,7 +48,9 @@ def make_columns(label: str, obs, act, rew, next_obs, terminal, truncated=None, 
     to [-1, 1] from [low, high], dtypes those of `mbml collect`, every value finite. `n_info`: the
     info features the distribution's reward needs, a count or their names (None: any)."""
     obs, act, next_obs = (np.asarray(x) for x in (obs, act, next_obs))
-    n = len(np.asarray(rew))
+    n = len(np.asarray(rew)) if np.ndim(rew) else 0
+    if n == 0:
+        raise StageError(f"{label}: no transitions (rew has shape {np.shape(rew)}); a task needs at least one")
     for name, x, dims in (("obs", obs, 2), ("act", act, 2), ("next_obs", next_obs, 2), ("rew", rew, 1),
                           ("terminal", terminal, 1)):
         x = np.asarray(x)
@@ -114,6 +116,9 @@ def original_units(act, low, high) -> np.ndarray:
 
 
 def bounds(label: str, act_dim: int, low, high) -> tuple[np.ndarray, np.ndarray]:
+    for name, given in (("action_low", low), ("action_high", high)):
+        if given is not None and (np.ndim(given) > 1 or np.size(given) not in (1, act_dim)):
+            raise StageError(f"{label}: {name} has shape {np.shape(given)}; expected ({act_dim},) or one number")
     low = -np.ones(act_dim) if low is None else np.broadcast_to(np.asarray(low, np.float64), (act_dim,))
     high = np.ones(act_dim) if high is None else np.broadcast_to(np.asarray(high, np.float64), (act_dim,))
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):

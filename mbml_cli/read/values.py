@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 
 def num(value, default=None):
@@ -15,3 +16,25 @@ def num(value, default=None):
 
 def fmt_num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def disk_bytes(path) -> int:
+    """Bytes of the files under `path` (links are not followed: a store holds none)."""
+    total = 0
+    for where, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(where, name)).st_size
+            except OSError:                      # removed while walking (a writer's temporary file)
+                pass
+    return total
+
+
+def fmt_bytes(n: int) -> str:
+    """`1.5 MiB (1,572,864 bytes)`."""
+    size, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({n:,} bytes)"

@@ -89,10 +89,15 @@ def load_yaml(text: str):
         return yaml.load(text, Loader=_Loader)
     except InputError:
         raise
+    except yaml.reader.ReaderError as e:        # a character YAML does not allow (it has no problem_mark)
+        code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+        what = "a NUL byte" if code == 0 else f"the control character U+{code:04X}"
+        raise InputError(f"contains {what}, which YAML does not allow", text.count("\n", 0, e.position) + 1) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or "not valid YAML"
-        raise InputError(f"not valid YAML: {short(problem)}", mark.line + 1 if mark else None) from None
+        problem = str(getattr(e, "problem", None) or type(e).__name__)
+        problem = problem if len(problem) <= SHORT else problem[:SHORT - 1] + "…"
+        raise InputError(f"not valid YAML: {problem}", mark.line + 1 if mark else None) from None
     except (RecursionError, MemoryError, ValueError, OverflowError) as e:
         raise InputError(f"not valid YAML: {type(e).__name__}") from None
 

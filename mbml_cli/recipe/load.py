@@ -18,6 +18,7 @@ from ..errors import RecipeError
 from .inputs import InputError, load_yaml, read_text, short
 
 META_KEYS = ("extends", "lock")   # allowed at the top level, not part of the config
+SHORT_PATH = 200                 # characters of a file name quoted in an error message
 INT_MAX = 10 ** 9                 # an int field without its own maximum
 SEED_MAX = 2 ** 32 - 1
 WIDTH_MAX = 65_536                # a layer width
@@ -32,7 +33,12 @@ def yaml_hint(path: Path) -> str:
 
 
 def read_yaml(path: Path) -> dict:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:                         # a name too long for the file system (a fuzzed `extends`)
+        name = str(path) if len(str(path)) <= SHORT_PATH else str(path)[:SHORT_PATH - 1] + "…"
+        raise RecipeError(name, "", f"cannot be read ({e.strerror or type(e).__name__})") from None
+    if not found:
         raise RecipeError(str(path), "", "no such recipe file" + yaml_hint(path))
     try:
         data = load_yaml(read_text(path))
@@ -65,7 +71,7 @@ def load_raw(path: Path, _seen: tuple = ()) -> dict:
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or "\0" in parent:
         raise RecipeError(str(path), "extends", "must be a file name")
     return merge(load_raw(path.parent / parent, _seen + (path.resolve(),)), data)
 

@@ -153,11 +153,11 @@ def draw_tasks(store: Store, recipe: Recipe) -> None:
 
 
 # ---- running stages ----------------------------------------------------------------------------
-def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None = None, **options) -> bool:
-    """Run one stage with its record. Returns False when it was skipped as fresh (done, inputs unchanged)."""
+def check_ready(ctx: RunContext, name: str, key: str | None = None, **options) -> str:
+    """Refuse a stage whose options are wrong or whose inputs are not finished and fresh; its record key."""
     _load_stages()
     st = REGISTRY[name]
-    canonical = graph.record_key(name, options.get("algo"))       # `key` may be a side result (eval/mbml-unseen)
+    canonical = graph.record_key(name, options.get("algo"))
     key = key or canonical
     if st.check is not None:
         st.check(ctx, **options)
@@ -167,6 +167,13 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
             changed = " (its inputs changed since it ran)" if ctx.store.stage(need).get("status") == "done" else ""
             raise StageError(f"{ctx.store.path}: stage {need!r} must finish before {key!r}{changed} "
                              f"(run `mbml run {ctx.store.path}`)")
+    return key
+
+
+def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None = None, **options) -> bool:
+    """Run one stage with its record. Returns False when it was skipped as fresh (done, inputs unchanged)."""
+    key = check_ready(ctx, name, key, **options)                 # `key` may be a side result (eval/mbml-unseen)
+    st, canonical = REGISTRY[name], graph.record_key(name, options.get("algo"))
     digest = graph.digest(ctx.recipe, canonical)
     inputs = {need: ctx.store.stage(need).get("run") for need in graph.needs(ctx.recipe, canonical)}
     record = ctx.store.stage(key)

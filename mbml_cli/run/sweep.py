@@ -190,22 +190,30 @@ def is_sweep_file(path: Path) -> bool:
 
 
 def prepare(sweep: Sweep, directory: Path, jobs: int) -> list[SweepRun]:
-    """Check the directory (new, or this very sweep's), expand the runs, and write the sweep file and
-    each run's file."""
-    runs = sweep.runs(directory, jobs)
+    """Check the directory (new, or this very sweep's — given more seeds, the sweep grows by their runs),
+    expand the runs, and write the sweep file and each run's file."""
     own = directory / SWEEP_FILE
-    if own.is_file():
-        differs = sweep.same_experiment(from_file(own))
-        if differs:
-            raise StageError(f"{directory}: holds another sweep ({', '.join(differs)} differ); "
+    before, grown = from_file(own) if own.is_file() else None, False
+    if before is not None:
+        differs = sweep.same_experiment(before)
+        if differs == ["seeds"] and set(before.seeds) <= set(sweep.seeds):    # more seeds: the sweep grows
+            grown = set(before.seeds) != set(sweep.seeds)
+            sweep.seeds = before.seeds + [s for s in sweep.seeds if s not in before.seeds]
+        elif differs:
+            hint = " (a sweep takes more seeds, never fewer)" if differs == ["seeds"] else ""
+            raise StageError(f"{directory}: holds another sweep ({', '.join(differs)} differ){hint}; "
                              f"give a new --dir or --name")
-    elif directory.exists() and any(directory.iterdir()):
+    runs = sweep.runs(directory, jobs)
+    if before is None and directory.exists() and any(directory.iterdir()):
         raise StageError(f"{directory}: not empty and no sweep's directory (no {SWEEP_FILE}); give a new --dir")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / LOGS).mkdir(exist_ok=True)
-    if not own.is_file():
+    if before is None:
         sweep.lock = lockmod.current()
         write_yaml(own, sweep.document())
+    elif grown:
+        before.seeds = sweep.seeds
+        write_yaml(own, before.document())          # its own lock kept, every seed listed
     for run in runs:
         write_yaml(directory / f"{run.label}.yaml", {**to_dict(run.recipe), "lock": sweep.lock})
     return runs

@@ -19,6 +19,7 @@ from ..errors import USER_ERRORS, StageError
 from ..recipe.inputs import clean
 from ..run.worker import Terminated, handle_signals
 
+UNSEEN_MAX = 10_000          # fresh tasks of `mbml eval --unseen N`
 LIMIT_HOURS = 2.0           # `mbml run` asks before a run projected longer than this on a CPU
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -60,17 +61,22 @@ def parse_tasks(text: str | None) -> list[int] | None:
         raise StageError(f"--tasks: expected comma-separated task indices, got {text!r}") from None
 
 
-def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, **options):
+def _stage(name: str, target: str, overrides, force: bool, key: str | None = None, announce: bool = False,
+           **options):
+    """Run one stage on `target`; a refusal is its one line, printed before anything else (`announce`:
+    name the store first, for the commands whose store may be the newest under runs/)."""
     from ..algos.nets import device_of
     from ..run.preflight import estimate
     from ..run.progress import fmt_duration
     from ..run.pipeline.common import check_algo
-    from ..run.stages import device_name, open_run, pending, release, run_stage, unit_of
+    from ..run.stages import check_ready, device_name, open_run, pending, release, run_stage, unit_of
     if "algo" in options:
         check_algo(None, **options)         # a typo is refused before the store is locked
     ctx = open_run(target, overrides, unit=unit_of(name, options))
     try:
-        key = key or name
+        key = check_ready(ctx, name, key, **options)
+        if announce:
+            out.print(f"store: {clean(target)}", highlight=False)
         line = f"▶ {key} on {device_name(ctx.recipe)}"
         if force or key in pending(ctx.recipe, ctx.store):
             found = estimate(ctx.recipe, device_of(ctx.recipe.device), [key],
@@ -320,10 +326,10 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
           algo: str = ALGO, unseen: int = typer.Option(0, "--unseen", help="evaluate on N fresh tasks instead of the test tasks"),
           set_: Optional[List[str]] = SET):
     """Evaluate a distilled policy on unseen tasks (PEARL protocol)."""
-    target = _newest(target)
-    out.print(f"store: {clean(target)}", highlight=False)
+    if not 0 <= unseen <= UNSEEN_MAX:
+        raise StageError(f"--unseen {unseen}: expected a number of fresh tasks from 0 to {UNSEEN_MAX:,}")
     key = layout.stage_key("eval", f"{algo}-unseen" if unseen else algo)     # --unseen keeps its own record
-    _stage("eval", target, set_, True, key=key, algo=algo, unseen=unseen)
+    _stage("eval", _newest(target), set_, True, key=key, announce=True, algo=algo, unseen=unseen)
 
 
 @app.command()
@@ -331,9 +337,7 @@ def eval_(target: Optional[str] = typer.Argument(None, help="store (default: new
 def probe(target: Optional[str] = typer.Argument(None, help="store (default: newest under runs/)"),
           algo: str = ALGO, set_: Optional[List[str]] = SET):
     """Does the encoder read rewards? Fraction of relabelled contexts assigned to the reward's task."""
-    target = _newest(target)
-    out.print(f"store: {clean(target)}", highlight=False)
-    _stage("probe", target, set_, True, key=layout.stage_key("probe", algo), algo=algo)
+    _stage("probe", _newest(target), set_, True, key=layout.stage_key("probe", algo), announce=True, algo=algo)
 
 
 @app.command()
@@ -452,7 +456,7 @@ def info(run: str = typer.Argument(..., help="store"),
     inputs changed since), data sizes."""
     from ..core.store import Store
     from ..read.records import stage_records
-    from ..read.values import num
+    from ..read.values import disk_bytes, fmt_bytes, num
     store = Store.open(run)
     r = store.recipe
     env = r.get("env") if isinstance(r.get("env"), dict) else {}
@@ -468,9 +472,14 @@ def info(run: str = typer.Argument(..., help="store"),
     for split in ("train", "test"):
         groups = layout.children(store, layout.parent(layout.BATCH, split))
         if groups:
-            data.add_row(split, str(len(groups)), str(sum(num(store.rows(layout.BATCH(split, g))) or 0
-                                                          for g in groups)))
+            data.add_row(split, str(len(groups)), f"{sum(int(num(store.rows(layout.BATCH(split, g)), 0)) for g in groups):,}")
     out.print(data)
+    if Path(store.path).is_dir():            # a local store: its bytes on disk (a URL's are the server's)
+        sizes = Table("part", "size on disk")
+        for name, where in (("data", Path(store.path) / "data"), ("models", Path(store.path) / "models"),
+                            ("total", Path(store.path))):
+            sizes.add_row(name, fmt_bytes(disk_bytes(where)))
+        out.print(sizes)
     if check:
         from ..core.guard import verify
         checked, bad = verify(store)
