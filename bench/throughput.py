@@ -19,8 +19,10 @@ the same run:
   ceiling for reference;
 - the share of time outside torch ops (Python, host syncs, the environment): 1 − Σ self CPU time of
   the `aten::` ops in `torch.profiler` over several updates / the same updates' wall time, both under
-  the profiler ("prof") and against the unprofiled wall time ("wall", less inflated by the
-  profiler's own overhead); and for collect/eval the environments' share (Probe's env step × steps).
+  the profiler ("prof": the profiler's per-op overhead lands in the gaps, so an upper bound) and
+  against the unprofiled wall time ("wall": the ops' self times are inflated by the profiler, so a
+  lower bound, 0% when they exceed it); and for collect/eval the environments' share (Probe's env
+  step × steps), which is part of "outside".
 
 Beside these, BCQ per task-iteration: ours batched with K = 10 and with K = 1, d3rlpy 2.8.1's BCQ
 (bench/requirements.txt; skipped with the reason if it cannot be imported) and, with `--reference`,
@@ -31,7 +33,9 @@ here), its `train(replay_buffer, iterations)` on random data at the same sizes (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -255,7 +259,8 @@ def ours_bcq(r, K: int, n: int) -> float:
 def d3rlpy_bcq(r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str]:
     """Seconds per iteration of d3rlpy's BCQ (one task) at the recipe's sizes, or (None, why)."""
     try:
-        import d3rlpy
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import d3rlpy                                       # gym 0.26 prints a deprecation notice
     except Exception as e:                                      # noqa: BLE001 - any import failure is reported
         return None, f"d3rlpy not importable ({type(e).__name__}: {e}); pip install -r bench/requirements.txt"
     b = r.bcq
@@ -277,7 +282,8 @@ def d3rlpy_bcq(r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str
         batch_size=b.batch_size, gamma=b.gamma, tau=b.tau, lam=b.lmbda, n_critics=2,
         n_action_samples=b.n_candidates, action_flexibility=b.phi, beta=b.kl_weight,
     ).create(device="cpu:0")
-    algo.build_with_dataset(dataset)
+    with contextlib.redirect_stdout(io.StringIO()):             # its structlog lines about the dataset
+        algo.build_with_dataset(dataset)
     return seconds_per_call(lambda: algo.update(dataset.sample_transition_batch(b.batch_size)), n), \
         f"d3rlpy {d3rlpy.__version__}: algo.update(dataset.sample_transition_batch(B))"
 
@@ -321,7 +327,7 @@ def reference_bcq(path: str, r, obs_dim: int, act_dim: int, n: int) -> tuple[flo
             i = np.random.randint(0, len(self.s), size=batch_size)
             return tuple(torch.FloatTensor(x[i]) for x in (self.s, self.a, self.s2, self.r, self.nd))
     buf = Buffer()
-    pol.train(buf, 2)
+    pol.train(buf, 2, batch_size=b.batch_size)
     t0 = time.perf_counter()
     pol.train(buf, n, batch_size=b.batch_size)
     return (time.perf_counter() - t0) / n, f"{file}: train(replay_buffer, {n}), layers resized to the recipe's"
