@@ -261,6 +261,10 @@ def d3rlpy_bcq(r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             import d3rlpy                                       # gym 0.26 prints a deprecation notice
+        import logging
+
+        import structlog
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))  # its info lines
     except Exception as e:                                      # noqa: BLE001 - any import failure is reported
         return None, f"d3rlpy not importable ({type(e).__name__}: {e}); pip install -r bench/requirements.txt"
     b = r.bcq
@@ -282,8 +286,7 @@ def d3rlpy_bcq(r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str
         batch_size=b.batch_size, gamma=b.gamma, tau=b.tau, lam=b.lmbda, n_critics=2,
         n_action_samples=b.n_candidates, action_flexibility=b.phi, beta=b.kl_weight,
     ).create(device="cpu:0")
-    with contextlib.redirect_stdout(io.StringIO()):             # its structlog lines about the dataset
-        algo.build_with_dataset(dataset)
+    algo.build_with_dataset(dataset)
     return seconds_per_call(lambda: algo.update(dataset.sample_transition_batch(b.batch_size)), n), \
         f"d3rlpy {d3rlpy.__version__}: algo.update(dataset.sample_transition_batch(B))"
 
