@@ -32,7 +32,8 @@ class Node:
     keys: tuple[str, ...]                         # recipe keys (dotted) whose change re-runs it
     needs: Callable[[Recipe, str | None], tuple[str, ...]]    # (recipe, algo) → record keys it reads
     per_algo: bool = False                        # records `<name>/<algo>`, one per algorithm
-    default: Callable[[Recipe], bool] = lambda r: True        # in `mbml run` unless `stages` says otherwise
+    included: Callable[[Recipe], bool] | None = None     # None: in `mbml run` when the recipe's `stages` lists
+                                                          # it (and by default); else when this says so
     ignore: tuple[str, ...] = ()                  # dotted keys under `keys` that change no number
 
 
@@ -55,12 +56,12 @@ NODES = (
          per_algo=True),
     Node("eval", ("eval.unseen_seed",), _needs("distill"), per_algo=True),
     Node("probe", ("eval.probe_draws",), _needs("distill"), per_algo=True),
-    Node("finetune", ("finetune",), _needs("distill/mbml"), default=lambda r: r.finetune.enabled,
+    Node("finetune", ("finetune",), _needs("distill/mbml"), included=lambda r: r.finetune.enabled,
          ignore=("finetune.enabled",)),
 )
 GRAPH: dict[str, Node] = {n.name: n for n in NODES}
 NAMES = tuple(GRAPH)
-DEFAULT = tuple(n.name for n in NODES if n.name != "finetune")     # the `stages` key's default
+DEFAULT = tuple(n.name for n in NODES if n.included is None)       # the `stages` key's default
 
 
 def split(key: str) -> tuple[str, str | None]:
@@ -109,10 +110,10 @@ def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
 
 
 def plan(recipe: Recipe) -> list[str]:
-    """The record keys `mbml run` does, in topological order: the recipe's `stages` (and a stage off
-    the default list, finetune, when its `default` says so), per-algorithm stages once per algorithm,
-    each after what it needs."""
-    chosen = [n for n in NODES if (n.name in recipe.stages or n.name not in DEFAULT) and n.default(recipe)]
+    """The record keys `mbml run` does, in topological order: the recipe's `stages`, and a stage with its
+    own `included` (finetune) when that says so; per-algorithm stages once per algorithm, each after
+    what it needs."""
+    chosen = [n for n in NODES if (n.name in recipe.stages if n.included is None else n.included(recipe))]
     keys = [record_key(n.name, a) for n in chosen for a in (recipe.algos if n.per_algo else [None])]
     ordered: list[str] = []
     while keys:                       # Kahn's order; among the ready, the graph's declared order
@@ -124,18 +125,23 @@ def plan(recipe: Recipe) -> list[str]:
     return ordered
 
 
+def inputs(recipe: Recipe, key: str, record: Callable[[str], dict]) -> dict[str, str | None]:
+    """The run tokens of the records `key` needs, as they are now: what a run of `key` reads."""
+    return {need: (record(need) or {}).get("run") for need in needs(recipe, key)}
+
+
 def freshness(recipe: Recipe, record: Callable[[str], dict]) -> Callable[[str], bool]:
-    """fresh(key): the record `record(key)` is done with today's digest, and so is all it needs."""
+    """fresh(key): the record `record(key)` is done with today's digest, read the current run of
+    everything it needs, and all that is fresh too."""
     digests: dict = {}
     memo: dict[str, bool] = {}
 
     def fresh(key: str) -> bool:
         if key not in memo:
             rec = record(key) or {}
-            read = rec.get("inputs") if isinstance(rec.get("inputs"), dict) else {}
             memo[key] = (rec.get("status") == "done" and rec.get("hash") == digest(recipe, key, digests)
-                         and all(fresh(need) and read.get(need) == (record(need) or {}).get("run")
-                                 for need in needs(recipe, key)))
+                         and rec.get("inputs") == inputs(recipe, key, record)
+                         and all(fresh(need) for need in needs(recipe, key)))
         return memo[key]
     return fresh
 

@@ -175,7 +175,7 @@ def run_stage(ctx: RunContext, name: str, force: bool = False, key: str | None =
     key = check_ready(ctx, name, key, **options)                 # `key` may be a side result (eval/mbml-unseen)
     st, canonical = REGISTRY[name], graph.record_key(name, options.get("algo"))
     digest = graph.digest(ctx.recipe, canonical)
-    inputs = {need: ctx.store.stage(need).get("run") for need in graph.needs(ctx.recipe, canonical)}
+    inputs = graph.inputs(ctx.recipe, canonical, ctx.store.stage)
     record = ctx.store.stage(key)
     same = record.get("hash") == digest and record.get("inputs") == inputs    # what it read is still current
     if record.get("status") == "done" and same and not force:
