@@ -85,3 +85,22 @@ def test_a_stored_recipe_that_no_longer_parses_keeps_the_records_own_status(coll
     store.root.attrs["recipe"] = {**store.recipe, "collect": {"no_such_key": 1}}
     assert info_statuses(path) == {"collect": "done"}
     assert [(s.key, s.status, s.tasks_done) for s in records.stage_records(Store.open(path))] == [("collect", "done", 3)]
+
+
+def test_a_shard_units_progress_reads_its_tasks_records(collected, tmp_path):
+    """A collect or bcq shard of `mbml run --jobs N` is tracked by its per-task keys (`collect/3`),
+    which the fold counts under `collect` rather than lists: the live view must still read them (it
+    said `collect/0 0%` for a whole shard before)."""
+    import os
+    import shutil
+    import socket
+    path = tmp_path / "shards.zarr"
+    shutil.copytree(collected, path)
+    store = Store.open(path, mode="r+")
+    store.set_stage("collect", status="running", progress=0.0)
+    store.set_stage("collect/0", status="done", progress=1.0)
+    store.set_stage("collect/1", status="running", progress=0.4, pid=os.getpid(), host=socket.gethostname())
+    store.set_stage("collect/2", status="pending", progress=0.0)
+    found = records.progress(Store.open(path), ["collect/0", "collect/1", "collect/2"])
+    assert found.stage == "collect/1"
+    assert found.fraction == pytest.approx((1.0 + 0.4 + 0.0) / 3)

@@ -18,6 +18,7 @@ from ..recipe.config import Recipe, pick
 from .data import TaskData
 from . import sac
 from .encoder import ContextConfig, ContextPolicy
+from .nets import adam
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class PearlTrainer:
     def __init__(self, policy: PearlPolicy, data: TaskData, cfg: PearlConfig):
         self.policy, self.data, self.cfg = policy, data, cfg
         self.opt = sac.SACOptimisers(policy.sac, cfg.lr)
-        self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
+        self.encoder_opt = adam(policy.encoder.parameters(), cfg.lr)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {**dict(self.opt.items()), "encoder": self.encoder_opt}

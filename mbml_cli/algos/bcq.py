@@ -27,7 +27,7 @@ from torch import nn
 
 from ..recipe.config import BCQConfig
 from .data import TaskData
-from .nets import BatchedMLP, soft_update
+from .nets import adam, BatchedMLP, soft_update
 from .sac import TwinQ, frozen
 
 
@@ -112,9 +112,9 @@ class BCQTrainer:
         self.model, self.data, self.cfg, self.noise_gen = model, data, cfg, noise_gen
         self.actor_target = copy.deepcopy(model.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(model.critic).requires_grad_(False)
-        self.vae_opt = torch.optim.Adam(model.vae.parameters(), lr=lr)
-        self.actor_opt = torch.optim.Adam(model.actor.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(model.critic.parameters(), lr=lr)
+        self.vae_opt = adam(model.vae.parameters(), lr)
+        self.actor_opt = adam(model.actor.parameters(), lr)
+        self.critic_opt = adam(model.critic.parameters(), lr)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae": self.vae_opt, "actor": self.actor_opt, "critic": self.critic_opt}

@@ -20,6 +20,7 @@ from ..recipe.config import BCQConfig, Recipe, pick
 from .data import TaskData
 from . import bcq
 from .encoder import ContextConfig, ContextPolicy
+from .nets import adam
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ContextualBCQTrainer:
         self.bcq_cfg = BCQConfig(**{**cfg.bcq.__dict__, "phi": policy.meta["phi"], "lr": cfg.lr,
                                     "n_candidates": policy.meta["n_candidates"]})
         self.bcq = bcq.BCQTrainer(policy.bcq, cfg.lr)
-        self.encoder_opt = torch.optim.Adam(policy.encoder.parameters(), lr=cfg.lr)
+        self.encoder_opt = adam(policy.encoder.parameters(), cfg.lr)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {**self.bcq.optimisers(), "encoder": self.encoder_opt}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nets import BatchedMLP, soft_update
+from .nets import BatchedMLP, soft_update, adam
 from .sac import SACOptimisers, TanhGaussianActor, frozen, gaussian_draws
 
 BC_ACTION_CLIP = 0.999      # |a| is clipped to this before atanh: the MBML policy's actions hit ±1 exactly
@@ -171,7 +171,7 @@ def behaviour_clone(agent: FinetuneAgent, obs: torch.Tensor, act: torch.Tensor, 
     on −E log π(a|s) over mini-batches of the runs' data obs (R, N, obs), act (R, N, act).
     `weight` (R,) is 1 for runs to fit and 0 for the others, whose gradient is then exactly zero, so
     Adam leaves their weights untouched. Returns the weighted loss of every step."""
-    opt = torch.optim.Adam(agent.actor.parameters(), lr=lr)
+    opt = adam(agent.actor.parameters(), lr)
     R, N = obs.shape[:2]
     rows = torch.arange(R, device=obs.device)[:, None]
     losses = []

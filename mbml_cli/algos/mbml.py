@@ -25,7 +25,7 @@ from ..recipe.config import Recipe, pick
 from .data import TaskData, draw_device, gather_rows, sample_rows
 from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
 from .inference_loss import LOSSES, Contexts
-from .nets import mlp
+from .nets import mlp, adam
 from .registry import Variant
 
 
@@ -250,7 +250,7 @@ class MBMLTrainer:
                  variant: Variant, cfg: MBMLConfig):
         self.policy, self.data, self.teachers, self.rel, self.variant, self.cfg = policy, data, teachers, rel, variant, cfg
         policy.set_q_stats(*teacher_q_stats(teachers, data))
-        self.opt = torch.optim.Adam(param_groups(policy, cfg), lr=cfg.lr)
+        self.opt = adam(param_groups(policy, cfg), cfg.lr)
 
     def optimisers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adam": self.opt}

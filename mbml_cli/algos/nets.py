@@ -62,10 +62,15 @@ def stack_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging θ' ← τθ + (1 − τ)θ'."""
+    """Polyak averaging θ' ← τθ + (1 − τ)θ', every tensor in one call."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.lerp_(s, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam as every algorithm here uses it: the multi-tensor (`foreach`) implementation, one call per
+    operation over all of a part's tensors instead of a Python loop over them (the same numbers)."""
+    return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 def device_of(name: str) -> torch.device:

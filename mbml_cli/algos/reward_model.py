@@ -15,7 +15,7 @@ from torch import nn
 
 from ..recipe.config import RewardConfig
 from .data import gather_rows
-from .nets import BatchedMLP
+from .nets import BatchedMLP, adam
 
 
 class EnsembleModel(nn.Module):
@@ -98,7 +98,7 @@ def train_ensemble(model: EnsembleModel, obs, act, target, split: Split, cfg: Re
 
     Each member's loss is its own mean squared error; their sum is minimised, so a member's
     gradient does not depend on how many members or tasks share the module."""
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adam(model.parameters(), cfg.lr)
     for step in range(1, cfg.steps + 1):
         rows = bootstrap_rows(split, model.M, cfg.batch_size, generator)       # (K, M, B)
         pred = model(gather_rows(obs, rows), gather_rows(act, rows))          # (K, M, B, out)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .nets import BatchedMLP, soft_update
+from .nets import adam, BatchedMLP, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -108,9 +108,9 @@ class SACOptimisers:
     `agent` has `actor`, `critic_parameters()` and `log_alpha` (`SAC`, `finetune.FinetuneAgent`)."""
 
     def __init__(self, agent: nn.Module, lr: float):
-        self.actor = torch.optim.Adam(agent.actor.parameters(), lr=lr)
-        self.critic = torch.optim.Adam(agent.critic_parameters(), lr=lr)
-        self.alpha = torch.optim.Adam([agent.log_alpha], lr=lr)
+        self.actor = adam(agent.actor.parameters(), lr)
+        self.critic = adam(agent.critic_parameters(), lr)
+        self.alpha = adam([agent.log_alpha], lr)
 
     def items(self):
         return {"actor": self.actor, "critic": self.critic, "alpha": self.alpha}.items()

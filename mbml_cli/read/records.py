@@ -130,6 +130,9 @@ def progress(store, keys: list[str], weights: dict[str, float] | None = None) ->
     for key in keys:
         rec = records.get(key, {})
         status = status_of.get(key, "pending")
+        if key not in records and key.rpartition("/")[2].isdigit():    # a shard unit's per-task record
+            rec = store.stage(key)
+            status = layout.record_status(rec) if rec else "pending"
         w = (weights or {}).get(key, 1.0)
         total += w
         if status != "stale":
