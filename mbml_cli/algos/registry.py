@@ -73,6 +73,8 @@ SPECS = (
              "one BCQ conditioned on the inferred task", "contextual_bcq"),
     AlgoSpec("batch_pearl", 6, "baseline", (), "#17becf",
              "PEARL's SAC on the batches, no environment step", "batch_pearl"),
+    AlgoSpec("metagenrl", 7, "baseline", (), "#7f7f7f",
+             "K TD3 agents trained by one learned objective (Fig. 5)", "metagenrl"),
 )
 ALGOS: dict[str, AlgoSpec] = {s.name: s for s in SPECS}
 NAMES = tuple(ALGOS)

@@ -129,6 +129,22 @@ class DistillConfig:
                            "to 0 at the last epoch)", "constant", meta={"choices": ["constant", "cosine"]})
     eval_every: int = doc("epochs between evaluations on the test tasks", 50, **rng(1))
     checkpoint_every: int = doc("epochs between resumable checkpoints (weights, Adam and RNG state)", 10, **rng(1))
+    # ---- metagenrl (algos/metagenrl.py; the authors': hidden [350]*3, windows 100, the rest as here) ----
+    metagenrl_hidden: list = doc("metagenrl: widths of each agent's layer-normed twin critics and policy",
+                                 default_factory=lambda: [64, 64])
+    metagenrl_objective_hidden: list = doc("metagenrl: widths of the learned objective L_α's input transforms and "
+                                           "output MLP", default_factory=lambda: [32, 32, 32])
+    metagenrl_lstm_units: int = doc("metagenrl: units of L_α's LSTM (run backwards over a window)", 32, **rng(1))
+    metagenrl_window: int = doc("metagenrl: steps per trajectory window L_α reads", 20, **rng(1))
+    metagenrl_windows: int = doc("metagenrl: windows per agent and step (the mini-batch)", 16, **rng(1))
+    metagenrl_lr: float = doc("metagenrl: Adam learning rate of critics, policies and L_α", 1e-3, **rng(0))
+    metagenrl_inner_lr: float = doc("metagenrl: η of the second-order step φ′ = φ − η∇_φ L_α", 1e-3, **rng(0))
+    metagenrl_policy_delay: int = doc("metagenrl: critic steps per policy, L_α and target update", 2, **rng(1))
+    metagenrl_anneal_steps: int = doc("metagenrl: steps over which the policy loss moves from −Q to L_α "
+                                      "(0: L_α from the start)", 10_000, **rng(0))
+    metagenrl_test_steps: int = doc("metagenrl: meta-test, steps of the new agent trained by L_α on a test "
+                                    "task's context after each episode", 200, **rng(1))
+    # ---- end metagenrl ----
 
 
 @dataclass
