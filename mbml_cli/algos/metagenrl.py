@@ -116,7 +116,9 @@ class Trajectories:
         """n windows of W steps per task, (K, n, W, ·), starting at valid rows drawn uniformly; `mask`
         (K, n, W) is 1 up to and including the first episode end (the authors' seq_mask)."""
         N = self.obs.shape[1]
-        start = torch.multinomial(self.valid.float(), n, replacement=True, generator=generator)     # (K, n)
+        weight = self.valid.float()
+        weight[weight.sum(-1) == 0] = 1.0                # an empty context: any start, every step masked
+        start = torch.multinomial(weight, n, replacement=True, generator=generator)                 # (K, n)
         idx = start[..., None] + torch.arange(W, device=start.device)                               # (K, n, W)
         inside = idx < N
         idx = idx.clamp_max(N - 1)
