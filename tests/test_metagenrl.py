@@ -196,6 +196,7 @@ def test_smoke_run(smoke):
     assert store.read_array("eval/metagenrl/test/returns").shape == (2, 3)
     assert store.read_rows("eval/metagenrl/history")["returns"].shape == (2, 2, 3)
     assert "metagenrl" in result.output.split("test-task score")[-1]
+    assert "probe metagenrl: skipped" in result.output                  # no task encoder to probe
     info = runner.invoke(app, ["info", str(path)])
     assert info.exit_code == 0, info.output
 

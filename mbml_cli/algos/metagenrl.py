@@ -302,6 +302,7 @@ class MetaGenRLPolicy(nn.Module):
     """The learned objective L_α and what its meta-test needs: the agents' sizes and settings, and
     the training batches' state statistics. `encoder(context)` trains new agents on the contexts
     (see the module's docstring); `act(obs, z)` runs the policy whose weights are σ·z."""
+    infers_task = False          # no task encoder: `mbml probe` skips it
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: list, objective_hidden: list, lstm_units: int,
                  window: int, windows: int, lr: float, policy_delay: int, test_steps: int, gamma: float,

@@ -35,6 +35,9 @@ def probe(ctx: RunContext, algo: str = "mbml", which: str = "final") -> None:
                         "differ), so relabelled contexts are the originals", highlight=False, soft_wrap=True)
         return
     policy = load_policy(Run(store), algo, which, "cpu")
+    if not getattr(policy.module, "infers_task", True):
+        Console().print(f"probe {algo}: skipped, {algo} has no task encoder to probe", highlight=False, soft_wrap=True)
+        return
     tasks = ctx.tasks("train")
     data = load_batches(store, "train", list(range(len(tasks))))
     gen = torch.Generator().manual_seed(seeds.offset(r.seed, "probe"))
