@@ -157,8 +157,10 @@ class Probe:
         return timed(lambda: train_ensemble(model, self.data.obs, self.data.act, self.data.rew[..., None], split,
                                             some, self.gen), repeats=1) / n
 
-    def distill_step(self, algo: str) -> tuple[float, float]:
-        """(training step, acting on T test states) seconds of one algorithm."""
+    def distill_step(self, algo: str) -> tuple[float, float, float]:
+        """(training step, acting on T test states, inferring z from one episode of T tasks) seconds of
+        one algorithm (inference is a training run of its own for MetaGenRL's meta-test)."""
+        from ..api import Policy
         from ..algos.mbml import Relabelled, Teachers
         from .pipeline.distill import build_trainer
         teachers = Teachers.from_bcq(self.bcq_model().eval())
@@ -168,11 +170,16 @@ class Probe:
         trainer = build_trainer(self.r, algo, self.data, self.device, teachers, rel)
         T = self.r.env.n_test * self.r.eval.repeats
         obs = torch.zeros(T, self.obs_dim, device=self.device)
-        z = torch.zeros(T, self.r.distill.latent_dim, device=self.device)
+        z = torch.zeros(T, getattr(trainer.policy, "latent_dim", self.r.distill.latent_dim), device=self.device)
         act = lambda: trainer.policy.act(obs, z, self.gen)
         with torch.no_grad():
             acting = timed(act)
-        return timed(lambda: trainer.step(self.gen)), acting
+        H, A = self.H, self.act_dim
+        episode = {"obs": np.zeros((T, H, self.obs_dim), np.float32), "act": np.zeros((T, H, A), np.float32),
+                   "rew": np.zeros((T, H), np.float32), "next_obs": np.zeros((T, H, self.obs_dim), np.float32),
+                   "mask": np.ones((T, H), np.float32)}
+        inferring = timed(lambda: Policy(trainer.policy).infer(**episode), repeats=1)
+        return timed(lambda: trainer.step(self.gen)), acting, inferring
 
 
 # ---- the whole recipe --------------------------------------------------------------------------------
@@ -234,9 +241,9 @@ def _reward(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
 
 def _distill(p: Probe, r: Recipe, key: str, jobs: int, **_) -> Estimate:
     c, T = r.distill, r.env.n_test * r.eval.repeats
-    step, act = p.distill_step(key.partition("/")[2])
+    step, act, infer = p.distill_step(key.partition("/")[2])
     evals = math.ceil(c.epochs / c.eval_every) * r.eval.episodes
-    return Estimate(key, c.epochs * c.steps_per_epoch * step + evals * _episode(p, T, act),
+    return Estimate(key, c.epochs * c.steps_per_epoch * step + evals * (_episode(p, T, act) + infer),
                     f"{c.epochs * c.steps_per_epoch:,} steps × {step:.3f} s + {evals} evaluation episodes")
 
 
