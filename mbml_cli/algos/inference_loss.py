@@ -7,8 +7,10 @@ A loss is built from MBML's config (`LOSSES[name](cfg)`) and says what it reads:
 Called on the step's `Contexts`, it returns the logged values, its term among them.
 
 The losses are the relabelled triplet (Eq. 8–9: MBML, gt_relabel), the hardest-pair triplet (Eq. 11:
-no_relabel) and none (no_triplet, neither). A new loss is a module with such a class and one line
-in LOSSES; a variant in algos/registry.py names it.
+no_relabel), none (no_triplet, neither), and two from later offline meta-RL papers: FOCAL's
+distance-metric loss (`dml`, Li, Yang & Luo, ICLR 2021) and CORRO's InfoNCE (`infonce`, Yuan & Lu,
+ICML 2022). A new loss is a class and one line in LOSSES; a variant in algos/registry.py names it,
+and `distill.inference_loss` picks the full model's (`RECIPE_NAMES`).
 
 Shapes: K tasks, n contexts per task, T transitions per context, L = latent_dim.
 """
@@ -123,8 +125,105 @@ class NoLoss:
         return {"loss_triplet": zero, "valid_pairs": zero}
 
 
+# ---- FOCAL: the distance-metric loss ---------------------------------------------------------------
+def dml_loss(mu: torch.Tensor, beta: float, power: float, eps: float) -> torch.Tensor:
+    """FOCAL's distance-metric loss L_dml (Li, Yang & Luo, ICLR 2021, "negative-power distance metric") on posterior means
+    mu (K, n, L), n contexts per task, over every pair of contexts:
+
+        same task:       ‖z_a − z_b‖²                    (pulled together)
+        different tasks: β / (‖z_a − z_b‖ⁿ + ε)          (pushed apart, negative power)
+
+    each averaged over its own pairs and the two means added, as the authors' code does
+    (rlkit/torch/sac/sac.py, `z_loss`), so that the weight of each side does not depend on K or n.
+    Only distances enter: it is unchanged by translating or rotating every z."""
+    K, n, L = mu.shape
+    z = mu.reshape(K * n, L)
+    sq = ((z.unsqueeze(0) - z.unsqueeze(1)) ** 2).sum(-1)                      # ‖z_a − z_b‖², (Kn, Kn)
+    task = torch.arange(K, device=mu.device).repeat_interleave(n)
+    same = task.unsqueeze(0) == task.unsqueeze(1)
+    upper = torch.ones_like(same).triu(1)                                       # each unordered pair once
+    pos, neg = same & upper, ~same & upper
+    pull = sq[pos].mean() if pos.any() else sq.new_zeros(())                   # 1{y_a = y_b} ‖z_a − z_b‖²
+    push = (beta / (sq[neg].clamp_min(1e-12) ** (power / 2) + eps)).mean()     # 1{y_a ≠ y_b} β / (‖z_a − z_b‖ⁿ + ε)
+    return pull + push
+
+
+class DistanceMetric:
+    """`dml`: FOCAL's loss on the posterior means of n own contexts per task (`distill.n_contexts`):
+    contexts of one task are positives, contexts of two tasks negatives. It reads no relabelled
+    transition (FOCAL has none); `dml_beta`, `dml_power`, `dml_epsilon` are its β, n, ε."""
+    key, relabelled = "loss_dml", False
+
+    def __init__(self, cfg):
+        self.n_contexts = cfg.n_contexts
+        self.beta, self.power, self.eps = cfg.dml_beta, cfg.dml_power, cfg.dml_epsilon
+
+    def __call__(self, c: Contexts) -> dict[str, torch.Tensor]:
+        post_mu, _ = product_of_gaussians(c.own_mu, c.own_var)                 # (K, n, L)
+        return {"loss_dml": dml_loss(post_mu, self.beta, self.power, self.eps),
+                "valid_pairs": torch.zeros((), device=c.own_mu.device)}
+
+
+# ---- CORRO: InfoNCE on single transitions ------------------------------------------------------------
+def infonce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, eligible: torch.Tensor,
+                 temperature: float) -> torch.Tensor:
+    """CORRO's InfoNCE objective (Yuan & Lu, ICML 2022, "contrastive learning objective"; authors' code
+    train_contrastive.py, `contrastive_loss`), per anchor x with positive x′ and negatives x̃_m:
+
+        −log  exp S(z, z′) / (exp S(z, z′) + Σ_m exp S(z, z̃_m)),     S(u, v) = cos(u, v) / τ
+
+    (CORRO normalises its transition embeddings, `--normalize-z`, and divides dot products by τ:
+    the cosine over τ.) anchor, positive (A, L); negatives (A, M, L) with `eligible` (A, M): an
+    ineligible negative leaves the sum. Anchors with no eligible negative leave the mean (their
+    term would be 0 and tell the encoder nothing); with none at all the loss is 0."""
+    unit = lambda v: torch.nn.functional.normalize(v, dim=-1)
+    a, p, n = unit(anchor), unit(positive), unit(negatives)
+    pos = (a * p).sum(-1, keepdim=True) / temperature                                 # S(z, z′), (A, 1)
+    neg = (a.unsqueeze(-2) * n).sum(-1) / temperature                                 # S(z, z̃_m), (A, M)
+    neg = neg.masked_fill(~eligible, float("-inf"))
+    per_anchor = torch.logsumexp(torch.cat([pos, neg], -1), -1) - pos.squeeze(-1)     # −log softmax of the positive
+    used = eligible.any(-1)
+    per_anchor = torch.where(used, per_anchor, torch.zeros_like(per_anchor))
+    return per_anchor.sum() / used.sum().clamp_min(1)
+
+
+class InfoNCE:
+    """`infonce`: CORRO's InfoNCE on the per-transition embeddings of q_φ (the means μ_n of its
+    per-transition Gaussian factors: CORRO's transition encoder E_θ1 is this MLP). For every task j
+    and transition t of its context c_j:
+      - anchor    x = c_j[t] = (s, a, r, s′), task j's own transition;
+      - positive  x′ = c_j[t + 1 mod T], another transition of the same task j (CORRO: a second
+                  transition of the same task);
+      - negatives x̃_i = c_{j→i}[t] for every i ≠ j: the same (s, a) with R̂_i's reward (and the
+                  next-state ensemble's s′ where tasks differ in dynamics) — MBML's relabelling
+                  (Eq. 7) in the place of CORRO's learned generative model; a negative is used only
+                  where R̂_i is certain enough (Eq. 7's eligibility mask, as the triplet uses it).
+    Because x and x̃_i share (s, a), only the reward (and s′) can tell them apart.
+    `infonce_temperature` is τ."""
+    key, n_contexts, relabelled = "loss_infonce", 1, True
+
+    def __init__(self, cfg):
+        self.temperature = cfg.infonce_temperature
+
+    def __call__(self, c: Contexts) -> dict[str, torch.Tensor]:
+        K, _, T, L = c.own_mu.shape
+        own_mu, _ = c.first                                                    # (K, T, L): rows j
+        rel_mu, _ = c.encoder.factors(**c.pairs)                               # (K, K, T, L): [i, j, t] = c_{j→i}[t]
+        anchor = own_mu.reshape(K * T, L)                                      # x = c_j[t]
+        positive = own_mu.roll(-1, dims=1).reshape(K * T, L)                   # x′ = c_j[t + 1]
+        negatives = rel_mu.permute(1, 2, 0, 3).reshape(K * T, K, L)            # x̃_i = c_{j→i}[t], i = 0..K−1
+        eligible = c.eligible.permute(1, 2, 0).reshape(K * T, K)               # (never on i = j)
+        valid = c.eligible.any(-1)
+        return {"loss_infonce": infonce_loss(anchor, positive, negatives, eligible, self.temperature),
+                "valid_pairs": valid.float().sum() / max(K * (K - 1), 1)}
+
+
 LOSSES: dict[str, type] = {
     "relabelled_triplet": RelabelledTriplet,
     "hardest_triplet": HardestTriplet,
     "none": NoLoss,
+    "dml": DistanceMetric,
+    "infonce": InfoNCE,
 }
+# `distill.inference_loss` (the full model's loss, recipe/config.py) → a key of LOSSES
+RECIPE_NAMES = {"triplet": "relabelled_triplet", "hardest": "hardest_triplet", "dml": "dml", "infonce": "infonce"}

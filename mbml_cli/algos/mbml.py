@@ -4,7 +4,8 @@ relabelled transitions that forces the task-inference module to read rewards (Al
 Read top to bottom:
   1. the recipe keys MBML reads (`MBMLConfig`); its ablations are `Variant`s of one algorithm
      (Sec. 5.2), one per name in algos/registry.py: whether contexts mix in relabelled transitions,
-     which task-inference loss (algos/inference_loss.py: Eq. 8–9, Eq. 11 or none), which rewards;
+     which task-inference loss (algos/inference_loss.py: Eq. 8–9, Eq. 11, none, FOCAL's or CORRO's;
+     the full model's is `distill.inference_loss`), which rewards;
   2. the distilled networks Q_D, G_D, ξ_D with the encoder q_φ, and BCQ-style action selection (Fig. 3);
   3. one training step: sample contexts, relabel, the task-inference loss, Eq. 3–5 and Eq. 10, all K
      tasks and all K(K−1) pairs batched — there is no Python loop over tasks or pairs;
@@ -15,7 +16,7 @@ The teachers (the K BCQ policies) enter as `Teachers`, three batched callables o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 from ..recipe.config import Recipe, pick
 from .data import TaskData, draw_device, gather_rows, sample_rows
 from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .inference_loss import LOSSES, Contexts
+from .inference_loss import LOSSES, RECIPE_NAMES, Contexts
 from .nets import mlp, adam
 from .registry import Variant
 
@@ -37,7 +38,12 @@ class MBMLConfig(ContextConfig):
     xi_hidden: list
     margin: float              # m (Eq. 8, Eq. 11)
     relabel_context: int       # relabelled transitions added to c_i
-    n_contexts: int            # contexts per task for Eq. 11
+    n_contexts: int            # contexts per task for Eq. 11 and dml
+    inference_loss: str        # the full model's loss (`Variant.loss_from_recipe`): a key of RECIPE_NAMES
+    dml_beta: float            # FOCAL's β, n, ε
+    dml_power: float
+    dml_epsilon: float
+    infonce_temperature: float # CORRO's τ
     generator_lr: float        # G_D's and ξ_D's own Adam rate; 0: lr
     phi: float                 # bcq.phi
     n_candidates: int          # bcq.n_candidates
@@ -274,6 +280,8 @@ def build_trainer(r: Recipe, data: TaskData, device, variant: Variant, teachers:
                   rel: Relabelled | None) -> MBMLTrainer:
     """MBML or one of its ablations, from the recipe's keys (`MBMLConfig`), on the K batches."""
     cfg = MBMLConfig.of(r)
+    if variant.loss_from_recipe:                                     # the full model: `distill.inference_loss`
+        variant = replace(variant, loss=RECIPE_NAMES[cfg.inference_loss])
     policy = DistilledPolicy(data.obs.shape[-1], data.act.shape[-1], teachers.vae_latent, cfg.latent_dim,
                              cfg.encoder_hidden, cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, cfg.phi,
                              cfg.n_candidates).to(device)

@@ -11,7 +11,8 @@ device, ...)`, which takes from the recipe only the keys the algorithm reads (th
 dataclass) and returns the trainer that `mbml distill` drives. MBML and its ablations are one
 module with a `Variant` each (Sec. 5.2); the baselines have none.
 
-The table is in the order the report shows it: MBML, its ablations (Fig. 6), the baselines (Fig. 4).
+The table is in the order the report shows it: MBML, its ablations (Fig. 6), the full model with other
+task-inference losses (group "loss"), the baselines (Fig. 4).
 """
 from __future__ import annotations
 
@@ -25,13 +26,14 @@ class Variant:
     relabel_context: bool        # mix relabelled transitions of other tasks into c_i ("full model")
     loss: str                    # the task-inference loss: a key of algos/inference_loss.py's LOSSES
     true_rewards: bool = False   # relabel with the distribution's true reward instead of R̂_i
+    loss_from_recipe: bool = False   # the loss is `distill.inference_loss` (the full model), `loss` its default
 
 
 @dataclass(frozen=True)
 class AlgoSpec:
     name: str
     salt: int                  # its random streams: core/seeds.offset(seed, "distill", salt)
-    group: str                 # "mbml", "ablation" or "baseline": where `mbml report` shows it
+    group: str                 # "mbml", "ablation", "loss" or "baseline": where `mbml report` shows it
     needs: tuple[str, ...]     # stages it reads: "bcq" (teachers), "relabel" (R̂ on other tasks' data)
     colour: str                # its lines in `mbml report`'s figures
     doc: str                   # an ablation's is its label in the report's tables
@@ -56,7 +58,7 @@ class AlgoSpec:
 SPECS = (
     AlgoSpec("mbml", 0, "mbml", ("bcq", "relabel"), "#1f77b4",
              "the full model: relabelled contexts and the triplet loss",
-             "mbml", Variant(relabel_context=True, loss="relabelled_triplet")),
+             "mbml", Variant(relabel_context=True, loss="relabelled_triplet", loss_from_recipe=True)),
     AlgoSpec("gt_relabel", 1, "ablation", ("bcq",), "#9467bd",
              "true rewards for relabelling",
              "mbml", Variant(relabel_context=True, loss="relabelled_triplet", true_rewards=True)),
@@ -69,6 +71,13 @@ SPECS = (
     AlgoSpec("neither", 4, "ablation", ("bcq",), "#ff7f0e",
              "no relabelling, no triplet",
              "mbml", Variant(relabel_context=False, loss="none")),
+    # the full model with another task-inference loss (issue 38): only the loss differs from `mbml`
+    AlgoSpec("mbml_dml", 8, "loss", ("bcq", "relabel"), "#e377c2",
+             "FOCAL's distance-metric loss on posterior means",
+             "mbml", Variant(relabel_context=True, loss="dml")),
+    AlgoSpec("mbml_infonce", 9, "loss", ("bcq", "relabel"), "#bcbd22",
+             "CORRO's InfoNCE, negatives relabelled by R̂",
+             "mbml", Variant(relabel_context=True, loss="infonce")),
     AlgoSpec("contextual_bcq", 5, "baseline", (), "#8c564b",
              "one BCQ conditioned on the inferred task", "contextual_bcq"),
     AlgoSpec("batch_pearl", 6, "baseline", (), "#17becf",

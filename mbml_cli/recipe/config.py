@@ -122,7 +122,18 @@ class DistillConfig:
     context_size: int = doc("own transitions per context", 64, **rng(1))
     relabel_context: int = doc("relabelled transitions of other tasks added to a context", 64, **rng(0))
     batch_size: int = doc("(s, a) samples per task and step", 128, **rng(1))
-    n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel)", 4, **rng(2))
+    n_contexts: int = doc("contexts per task for Eq. 11 hardest-pair mining (no_relabel) and for dml's pairs", 4, **rng(2))
+    inference_loss: str = doc("the full model's (`mbml`'s) task-inference loss: triplet (relabelled, Eq. 8-9), hardest "
+                              "(Eq. 11), dml (FOCAL) or infonce (CORRO); the named algorithms (no_relabel, mbml_dml, "
+                              "mbml_infonce, ...) keep theirs", "triplet",
+                              meta={"choices": ["triplet", "hardest", "dml", "infonce"]})
+    # FOCAL's β, n, ε: the authors' code (FOCAL-ICLR, rlkit/torch/sac/sac.py `z_loss`): 1 / (d² + 100·1e-3)
+    dml_beta: float = doc("dml: β, weight of the negative pairs' term β / (‖z_a − z_b‖ⁿ + ε) (FOCAL: 1)", 1.0, **rng(0))
+    dml_power: float = doc("dml: n, the negative power of the distance (FOCAL: 2)", 2.0, **rng(0))
+    dml_epsilon: float = doc("dml: ε, keeps β / (‖z_a − z_b‖ⁿ + ε) finite (FOCAL: 0.1)", 0.1, **rng(0))
+    # CORRO's τ: the authors' code (CORRO, offline_rl_config/args_*.py `--infonce-temp`, every environment)
+    infonce_temperature: float = doc("infonce: τ, the temperature of the cosine similarity (CORRO: 0.1)", 0.1,
+                                     **rng(1e-6))
     lr: float = doc("Adam learning rate", 3e-4, **rng(0))
     generator_lr: float = doc("Adam learning rate of G_D and ξ_D (MBML and its ablations); 0: lr", 0.0, **rng(0))
     lr_schedule: str = doc("learning rates over the distillation: constant (the paper) or cosine (every rate decays "
