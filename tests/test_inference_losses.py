@@ -11,7 +11,7 @@ import torch
 
 from mbml_cli.algos import inference_loss as il, mbml
 from mbml_cli.algos.data import TaskData
-from mbml_cli.algos.registry import ALGOS, Variant
+from mbml_cli.algos.registry import ALGOS, INFERENCE_LOSSES, LOSS_NAMES
 from mbml_cli.recipe.config import DistillConfig, Recipe
 
 
@@ -136,8 +136,9 @@ def test_infonce_class_anchor_positive_and_negatives():
 # ---- choosing a loss -----------------------------------------------------------------------------------
 def test_recipe_choices_are_the_losses():
     (f,) = [f for f in fields(DistillConfig) if f.name == "inference_loss"]
-    assert f.metadata["choices"] == list(il.RECIPE_NAMES) and f.default == "triplet"
-    assert set(il.RECIPE_NAMES.values()) <= set(il.LOSSES)
+    assert f.metadata["choices"] == list(INFERENCE_LOSSES) and f.default == "triplet"
+    assert set(INFERENCE_LOSSES.values()) <= set(il.LOSSES)
+    assert set(LOSS_NAMES) == set(il.LOSSES)                     # every loss has a name in the report
 
 
 def test_the_named_algorithms_and_the_recipe_key():

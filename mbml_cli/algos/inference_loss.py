@@ -10,7 +10,7 @@ The losses are the relabelled triplet (Eq. 8–9: MBML, gt_relabel), the hardest
 no_relabel), none (no_triplet, neither), and two from later offline meta-RL papers: FOCAL's
 distance-metric loss (`dml`, Li, Yang & Luo, ICLR 2021) and CORRO's InfoNCE (`infonce`, Yuan & Lu,
 ICML 2022). A new loss is a class and one line in LOSSES; a variant in algos/registry.py names it,
-and `distill.inference_loss` picks the full model's (`RECIPE_NAMES`).
+and `distill.inference_loss` picks the full model's (registry.INFERENCE_LOSSES).
 
 Shapes: K tasks, n contexts per task, T transitions per context, L = latent_dim.
 """
@@ -225,5 +225,3 @@ LOSSES: dict[str, type] = {
     "dml": DistanceMetric,
     "infonce": InfoNCE,
 }
-# `distill.inference_loss` (the full model's loss, recipe/config.py) → a key of LOSSES
-RECIPE_NAMES = {"triplet": "relabelled_triplet", "hardest": "hardest_triplet", "dml": "dml", "infonce": "infonce"}

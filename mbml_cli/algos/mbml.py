@@ -25,9 +25,9 @@ from torch import nn
 from ..recipe.config import Recipe, pick
 from .data import TaskData, draw_device, gather_rows, sample_rows
 from .encoder import ContextConfig, ContextPolicy, kl_to_prior, product_of_gaussians, sample_z
-from .inference_loss import LOSSES, RECIPE_NAMES, Contexts
+from .inference_loss import LOSSES, Contexts
 from .nets import mlp, adam
-from .registry import Variant
+from .registry import INFERENCE_LOSSES, Variant
 
 
 # ---- 1. the recipe keys it reads -----------------------------------------------------------------
@@ -39,7 +39,7 @@ class MBMLConfig(ContextConfig):
     margin: float              # m (Eq. 8, Eq. 11)
     relabel_context: int       # relabelled transitions added to c_i
     n_contexts: int            # contexts per task for Eq. 11 and dml
-    inference_loss: str        # the full model's loss (`Variant.loss_from_recipe`): a key of RECIPE_NAMES
+    inference_loss: str        # the full model's loss (`Variant.loss_from_recipe`): a key of INFERENCE_LOSSES
     dml_beta: float            # FOCAL's β, n, ε
     dml_power: float
     dml_epsilon: float
@@ -281,7 +281,7 @@ def build_trainer(r: Recipe, data: TaskData, device, variant: Variant, teachers:
     """MBML or one of its ablations, from the recipe's keys (`MBMLConfig`), on the K batches."""
     cfg = MBMLConfig.of(r)
     if variant.loss_from_recipe:                                     # the full model: `distill.inference_loss`
-        variant = replace(variant, loss=RECIPE_NAMES[cfg.inference_loss])
+        variant = replace(variant, loss=INFERENCE_LOSSES[cfg.inference_loss])
     policy = DistilledPolicy(data.obs.shape[-1], data.act.shape[-1], teachers.vae_latent, cfg.latent_dim,
                              cfg.encoder_hidden, cfg.q_hidden, cfg.g_hidden, cfg.xi_hidden, cfg.phi,
                              cfg.n_candidates).to(device)

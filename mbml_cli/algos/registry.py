@@ -29,6 +29,12 @@ class Variant:
     loss_from_recipe: bool = False   # the loss is `distill.inference_loss` (the full model), `loss` its default
 
 
+# `distill.inference_loss` (the full model's task-inference loss) → its key of algos/inference_loss.py's
+# LOSSES; `mbml report` names every variant's loss by these short names ("none": no_triplet, neither)
+INFERENCE_LOSSES = {"triplet": "relabelled_triplet", "hardest": "hardest_triplet", "dml": "dml", "infonce": "infonce"}
+LOSS_NAMES = {**{v: k for k, v in INFERENCE_LOSSES.items()}, "none": "none"}
+
+
 @dataclass(frozen=True)
 class AlgoSpec:
     name: str

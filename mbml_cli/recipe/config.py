@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from ..algos.registry import NAMES
+from ..algos.registry import INFERENCE_LOSSES, NAMES
 
 from . import graph
 
@@ -126,7 +126,7 @@ class DistillConfig:
     inference_loss: str = doc("the full model's (`mbml`'s) task-inference loss: triplet (relabelled, Eq. 8-9), hardest "
                               "(Eq. 11), dml (FOCAL) or infonce (CORRO); the named algorithms (no_relabel, mbml_dml, "
                               "mbml_infonce, ...) keep theirs", "triplet",
-                              meta={"choices": ["triplet", "hardest", "dml", "infonce"]})
+                              meta={"choices": list(INFERENCE_LOSSES)})
     # FOCAL's β, n, ε: the authors' code (FOCAL-ICLR, rlkit/torch/sac/sac.py `z_loss`): 1 / (d² + 100·1e-3)
     dml_beta: float = doc("dml: β, weight of the negative pairs' term β / (‖z_a − z_b‖ⁿ + ε) (FOCAL: 1)", 1.0, **rng(0))
     dml_power: float = doc("dml: n, the negative power of the distance (FOCAL: 2)", 2.0, **rng(0))

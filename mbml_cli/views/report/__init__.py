@@ -25,7 +25,14 @@ def make_report(inputs: list[str], out: Path, json_path: Path | None = None) -> 
         made = draw(c, where)
         figures.update({f"{c['label']}: {k}": p for k, p in made.items()})
         links[c["label"]] = {k: str(p.relative_to(out)) for k, p in made.items()}
-    text = markdown(report, links)
+    from .figures import loss_curves
+    loss_links = {}
+    for i, comp in enumerate(report["losses"]):
+        made = loss_curves(comp, out / ("losses.png" if len(report["losses"]) == 1 else f"losses-{i + 1}.png"))
+        if made is not None:
+            figures[f"{comp['label']}: task-inference losses"] = made
+            loss_links[comp["label"]] = str(made.relative_to(out))
+    text = markdown(report, links, loss_links)
     (out / "report.md").write_text(text)
     json_path = json_path or out / "report.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,9 @@
 
 - `fig4-comparison.png`, `fig6-ablations.png`: test-task score vs distillation epoch per algorithm,
   mean ± 1 std over seeds (MBML against the baselines; the full model against its ablations);
+- `fig5-metagenrl.png`: the same, MetaGenRL against MBML (the paper's Fig. 5), when a store has both;
+- `losses.png` (one per comparison of `report["losses"]`): the same, the full model with each
+  task-inference loss (`no_relabel`, `mbml_dml`, `mbml_infonce`, `neither`, `mbml (<loss>)`);
 - `fig7-reward-error.png`: held-out MSE of reward model i on task j's data, K × K, mean over seeds;
 - `fig8-finetune.png`: fine-tuning return vs interactions, MBML init against scratch, mean ± 1 std
   over the fine-tuned tasks (and seeds);
@@ -22,9 +25,12 @@ import numpy as np
 from ...core import layout
 from ...algos.registry import SPECS
 from ...core.store import Store
-from .tables import ABLATIONS, COMPARISON
+from .tables import ABLATIONS, COMPARISON, METAGENRL
 
 COLOURS = {s.name: s.colour for s in SPECS}                                 # one colour per algorithm, always
+# `mbml (<loss>)` (the full model with `distill.inference_loss`) takes its loss's algorithm's colour, dashed
+LOSS_COLOURS = {"triplet": COLOURS["mbml"], "hardest": COLOURS["no_relabel"], "dml": COLOURS["mbml_dml"],
+                "infonce": COLOURS["mbml_infonce"], "none": COLOURS["neither"]}
 INIT_COLOURS = {"mbml": COLOURS["mbml"], "scratch": "#7f7f7f"}
 STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
          "xtick.labelsize": 10, "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}
@@ -60,10 +66,12 @@ def learning_curves(c: dict, algos: tuple[str, ...], title: str, path: Path) -> 
         curves = []
         for a in present:
             cv = c["algos"][a]["curve"]
+            colour = COLOURS.get(a) or LOSS_COLOURS[c["algos"][a]["loss"]]
             x, m, s = (np.asarray(cv[k], dtype=float) for k in ("epoch", "mean", "std"))
-            ax.fill_between(x, m - s, m + s, color=COLOURS[a], alpha=0.15, linewidth=0)
-            ax.plot(x, m, color=COLOURS[a], linewidth=2, marker="o", markersize=4, label=a)
-            curves.append({"label": a, "color": COLOURS[a], "points": len(x)})
+            ax.fill_between(x, m - s, m + s, color=colour, alpha=0.15, linewidth=0)
+            ax.plot(x, m, color=colour, linewidth=2, marker="o", markersize=4, label=a,
+                    linestyle="-" if a in COLOURS else "--")
+            curves.append({"label": a, "color": colour, "points": len(x)})
         n = len(c["runs"])
         ax.set(xlabel="distillation epoch", ylabel="test-task score (mean return)",
                title=_heading(c["label"], title, fig) + f"\nmean ± 1 std over {n} seed{'s' * (n > 1)}")
@@ -170,8 +178,15 @@ def draw(c: dict, directory: Path) -> dict[str, Path]:
                                                               directory / "fig4-comparison.png"),
         "Fig. 6: full model against the ablations": learning_curves(c, ABLATIONS, "full model against the ablations",
                                                                     directory / "fig6-ablations.png"),
+        "Fig. 5: MetaGenRL against MBML": learning_curves(c, METAGENRL, "return over training, MetaGenRL against MBML",
+                                                          directory / "fig5-metagenrl.png"),
         "Fig. 7: reward model error": reward_heatmap(c, directory / "fig7-reward-error.png"),
         "Fig. 8: fine-tuning": finetune_curves(c, directory / "fig8-finetune.png"),
         "task embeddings": embeddings(c, directory / "embeddings.png"),
     }
     return {k: v for k, v in made.items() if v is not None}
+
+
+def loss_curves(comparison: dict, path: Path) -> Path | None:
+    """One comparison of `report["losses"]`: score vs epoch per task-inference loss, ±1 std over seeds."""
+    return learning_curves(comparison, tuple(comparison["algos"]), "task-inference losses", path)

@@ -20,6 +20,7 @@ from ...read.scores import history_scores, summarise
 from ...read.values import num
 from ...recipe import graph
 from ...recipe.config import ALGOS
+from ...algos.registry import ALGOS as SPECS, LOSS_NAMES, in_group
 from ...errors import RecipeError, StoreError
 from ...recipe.load import from_dict, to_dict
 from ...core.store import Store
@@ -161,9 +162,21 @@ def curve(stores: list[Store], algo: str) -> dict | None:
     return {"epoch": [int(c) for c in common], **band(rows), "per_seed": [[number(v) for v in r] for r in rows]}
 
 
+def loss_of(recipe: dict, algo: str) -> str | None:
+    """The task-inference loss `algo` trains q_φ with (registry.LOSS_NAMES): the full model's is the
+    recipe's `distill.inference_loss`; None for a baseline."""
+    variant = SPECS[algo].variant
+    if variant is None:
+        return None
+    if variant.loss_from_recipe:
+        return (recipe.get("distill") or {}).get("inference_loss", "triplet")
+    return LOSS_NAMES.get(variant.loss, variant.loss)
+
+
 def algorithm(stores: list[Store], algo: str) -> dict:
     rows = [summarise(s, [algo], skip_of(s))[0] for s in stores]
-    out = {k: stat([r[k] for r in rows]) for k in ("best", "last", "eval", "probe")}
+    out = {"loss": loss_of(normalised(stores[0].recipe), algo)}
+    out.update({k: stat([r[k] for r in rows]) for k in ("best", "last", "eval", "probe")})
     out["best_epoch"] = [r["best_epoch"] if r["best_epoch"] >= 0 else None for r in rows]
     out["last_epoch"] = [r["last_epoch"] if r["last_epoch"] >= 0 else None for r in rows]
     out["curve"] = curve(stores, algo)
@@ -278,9 +291,47 @@ def condition(g: dict, all_groups: list[dict]) -> dict:
             "wall": wall_times(stores)}
 
 
+# ---- task-inference losses side by side (issue 38) ------------------------------------------------------
+LOSS_ALGOS = ("mbml", "no_relabel", *in_group("loss"), "neither")     # the losses' table and figure
+
+
+def loss_comparisons(groups: list[dict], conditions: list[dict]) -> list[dict]:
+    """The task-inference losses side by side, one comparison per *family*: the conditions whose recipes
+    agree apart from `distill.inference_loss` (a sweep's grid over it; or one condition alone). Its
+    entries are the LOSS_ALGOS each condition trained: `mbml` named by its loss when that is not the
+    default (`mbml (dml)`), a named algorithm (`mbml_dml`, `no_relabel`, ...) taken from the first
+    condition that has it (its numbers do not depend on `distill.inference_loss`). Each entry is the
+    condition's `algos` entry with `algo` and `condition` added, so a comparison reads like a condition."""
+    families: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        rest = {**g["recipe"], "distill": {k: v for k, v in (g["recipe"].get("distill") or {}).items()
+                                           if k != "inference_loss"}}
+        families.setdefault(condition_key(rest, resolved=True), []).append(i)
+    out = []
+    for members in families.values():
+        entries = {}
+        for i in members:
+            c = conditions[i]
+            for a in LOSS_ALGOS:
+                if a not in c["algos"]:
+                    continue
+                entry = c["algos"][a]
+                name = a if a != "mbml" or entry["loss"] == "triplet" else f"mbml ({entry['loss']})"
+                entries.setdefault(name, {**entry, "algo": a, "condition": c["label"]})
+        if len(entries) < 2:
+            continue
+        first = conditions[members[0]]
+        losses = [str((groups[i]["recipe"].get("distill") or {}).get("inference_loss", "triplet")) for i in members]
+        title = first["label"] if len(members) == 1 else f"{first['name']} (distill.inference_loss = {', '.join(losses)})"
+        out.append({"label": title, "conditions": [conditions[i]["label"] for i in members],
+                    "runs": first["runs"], "algos": entries})
+    return out
+
+
 def gather(inputs: list[str]) -> dict:
     from ... import __version__
     from ...core import lock
     groups = group(find_stores(inputs))
+    conditions = [condition(g, groups) for g in groups]
     return {"mbml_report": SCHEMA, "mbml": __version__, "revision": lock.revision(),
-            "conditions": [condition(g, groups) for g in groups]}
+            "conditions": conditions, "losses": loss_comparisons(groups, conditions)}

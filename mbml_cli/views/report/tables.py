@@ -6,7 +6,8 @@ from ...algos.registry import SPECS, in_group
 
 COMPARISON = in_group("mbml", "baseline")          # the paper's Fig. 4: MBML against the baselines
 ABLATIONS = in_group("mbml", "ablation")           # Fig. 6: the full model against its ablations
-DESCRIBED = {s.name: f"{s.name} ({s.doc})" for s in SPECS if s.group == "ablation"}
+METAGENRL = ("mbml", "metagenrl")                   # Fig. 5: MetaGenRL against MBML on the same stores
+DESCRIBED = {s.name: f"{s.name} ({s.doc})" for s in SPECS if s.group in ("ablation", "loss")}
 
 
 def pm(s: dict | None, digits: int = 2) -> str:
@@ -45,6 +46,16 @@ def scores_table(c: dict, algos: list[str] | None = None, described: bool = Fals
     rows = [[DESCRIBED.get(a, a) if described else a, pm(c["algos"][a]["best"]), ci(c["algos"][a]["best"]),
              pm(c["algos"][a]["last"]), ci(c["algos"][a]["last"]), pm(c["algos"][a]["probe"])] for a in ranked]
     return md(["algo", "best", "95% CI", "last", "95% CI", "probe"], rows)
+
+
+def losses_table(comparison: dict) -> str:
+    """The task-inference losses side by side (`gather.loss_comparisons`): per entry its loss, best and
+    last test-task score and probe, mean ± std over seeds with the bootstrap 95% CI."""
+    a = comparison["algos"]
+    ranked = sorted(a, key=lambda n: -(a[n]["best"]["mean"] if a[n]["best"]["mean"] is not None else float("inf")))
+    rows = [[n, a[n]["loss"], pm(a[n]["best"]), ci(a[n]["best"]), pm(a[n]["last"]), ci(a[n]["last"]),
+             pm(a[n]["probe"]), ci(a[n]["probe"])] for n in ranked]
+    return md(["algo", "loss", "best", "95% CI", "last", "95% CI", "probe", "95% CI"], rows)
 
 
 def per_seed_table(c: dict) -> str:
@@ -142,8 +153,10 @@ def summary_table(reports: list[dict]) -> str:
     return md(header, rows)
 
 
-def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> str:
-    """The whole report: per condition, every table, and its figures (name → relative path)."""
+def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None,
+             loss_figures: dict[str, str] | None = None) -> str:
+    """The whole report: per condition, every table, and its figures (name → relative path); then the
+    task-inference losses side by side, a table and a figure (relative path) per comparison."""
     out = ["# mbml report", "",
            "Scores: test-task score = mean over the test tasks of the mean return of the episodes after "
            "`eval.skip` (PEARL protocol); *best* = the best evaluation during training, *last* = the final "
@@ -152,7 +165,8 @@ def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> 
     for c in report["conditions"]:
         out += ["", f"## {c['label']} (seeds {seeds(c)})", "", scores_table(c)]
         for title, algos in (("MBML against the baselines (the paper's Fig. 4)", COMPARISON),
-                             ("Full model against the ablations (the paper's Fig. 6)", ABLATIONS)):
+                             ("Full model against the ablations (the paper's Fig. 6)", ABLATIONS),
+                             ("MetaGenRL against MBML (the paper's Fig. 5)", METAGENRL)):
             if sum(a in c["algos"] and c["algos"][a]["best"]["mean"] is not None for a in algos) > 1:
                 out += ["", f"### {title}", "", scores_table(c, list(algos), described=True)]
         out += ["", "### Per seed", "", per_seed_table(c)]
@@ -166,4 +180,14 @@ def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None) -> 
         out += ["", "### Stage wall times", "", wall_table(c)]
         for name, path in (figures or {}).get(c["label"], {}).items():
             out += ["", f"![{name}]({path})"]
+    if report.get("losses"):
+        out += ["", "## Task-inference losses side by side", "",
+                "The full model with each task-inference loss on the same batches, teachers and relabelled "
+                "transitions: `mbml` (relabelled triplet, Eq. 8-9, or `mbml (<loss>)` for `distill.inference_loss`), "
+                "`no_relabel` (hardest triplet, Eq. 11), `mbml_dml` (FOCAL), `mbml_infonce` (CORRO) and `neither` "
+                "(no loss: the floor)."]
+        for comp in report["losses"]:
+            out += ["", f"### {comp['label']} (seeds {seeds(comp)})", "", losses_table(comp)]
+            if (loss_figures or {}).get(comp["label"]):
+                out += ["", f"![task-inference losses]({loss_figures[comp['label']]})"]
     return "\n".join(out) + "\n"
