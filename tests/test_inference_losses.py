@@ -197,3 +197,41 @@ def test_the_default_is_the_relabelled_triplet():
     explicit = trainer("mbml", inference_loss="triplet").step(torch.Generator().manual_seed(1))
     assert default["loss_triplet"].item() > 0
     assert all(default[k].item() == explicit[k].item() for k in default)
+
+
+# ---- the report: the losses side by side ---------------------------------------------------------------
+def entry(best: float, loss: str | None) -> dict:
+    stat = {"per_seed": [best], "n": 1, "mean": best, "std": 0.0, "ci95": [best, best]}
+    return {"loss": loss, "best": stat, "last": stat, "probe": stat,
+            "curve": {"epoch": [1, 2], "mean": [best - 1, best], "std": [0.1, 0.1], "per_seed": [[best - 1, best]]}}
+
+
+def test_report_groups_the_grid_over_inference_loss_and_the_named_algorithms(tmp_path):
+    """Two conditions that differ only in distill.inference_loss make one comparison, `mbml` named by its
+    loss; a third with another margin is its own; a named algorithm comes from the first condition."""
+    import json
+    from PIL import Image
+    from mbml_cli.views.report import tables, figures
+    from mbml_cli.views.report.gather import loss_comparisons
+    recipe = lambda loss, margin=2.0: {"name": "toy", "distill": {"inference_loss": loss, "margin": margin}}
+    groups = [{"recipe": recipe("triplet")}, {"recipe": recipe("dml")}, {"recipe": recipe("triplet", 1.0)}]
+    runs = [{"store": "s", "seed": 0, "revision": None}]
+    conditions = [
+        {"label": "toy distill.inference_loss=triplet", "name": "toy", "runs": runs,
+         "algos": {"mbml": entry(-10, "triplet"), "mbml_dml": entry(-12, "dml"), "contextual_bcq": entry(-30, None)}},
+        {"label": "toy distill.inference_loss=dml", "name": "toy", "runs": runs,
+         "algos": {"mbml": entry(-11, "dml"), "mbml_dml": entry(-99, "dml")}},
+        {"label": "toy margin", "name": "toy", "runs": runs, "algos": {"mbml": entry(-5, "triplet")}}]
+    (comp,) = loss_comparisons(groups, conditions)                  # the third has one loss only
+    assert list(comp["algos"]) == ["mbml", "mbml_dml", "mbml (dml)"]       # no baseline among them
+    assert comp["algos"]["mbml_dml"]["best"]["mean"] == -12 and comp["algos"]["mbml_dml"]["condition"].endswith("triplet")
+    assert comp["algos"]["mbml (dml)"]["algo"] == "mbml" and comp["label"] == "toy (distill.inference_loss = triplet, dml)"
+    table = tables.losses_table(comp)
+    assert table.splitlines()[2].startswith("| mbml | triplet | -10.00 ± 0.00 | [-10.00, -10.00]")   # best first
+    assert table.splitlines()[4].startswith("| mbml_dml | dml | -12.00")
+    path = figures.loss_curves(comp, tmp_path / "losses.png")
+    curves = json.loads(Image.open(path).info["mbml"])["curves"]
+    colours = {c["label"]: c["color"] for c in curves}
+    assert colours["mbml (dml)"] == colours["mbml_dml"] == figures.COLOURS["mbml_dml"]
+    text = tables.markdown({"conditions": [], "losses": [comp]}, None, {comp["label"]: "losses.png"})
+    assert "## Task-inference losses side by side" in text and "![task-inference losses](losses.png)" in text
