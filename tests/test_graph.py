@@ -116,3 +116,16 @@ def test_the_plan_is_topological_and_in_the_declared_order(recipe):
     plain = with_key(recipe, "finetune.enabled", False)
     assert "finetune" not in graph.plan(plain)
     assert graph.plan(with_key(plain, "stages", ["bcq", "collect"])) == ["collect", "bcq"]
+
+
+def test_keys_added_since_stores_were_made_leave_their_digests_alone_at_the_default():
+    """The smoke recipe's digests as the code before the MetaGenRL and inference-loss keys made them
+    (revision 38443e7): a store made then stays fresh; setting a new key stales what reads it."""
+    from conftest import SMOKE
+    r = load(SMOKE)[0]
+    assert {k: graph.digest(r, k) for k in ("collect", "distill/mbml", "distill/neither", "eval/mbml")} == {
+        "collect": "d8f0871b9129b524", "distill/mbml": "6834ea6898e29d97",
+        "distill/neither": "4485b592e0736478", "eval/mbml": "e8fe5abe5326259b"}
+    for key in ("distill.dml_beta=2.0", "distill.inference_loss=infonce", "distill.metagenrl_window=10"):
+        assert graph.digest(load(SMOKE, [key])[0], "distill/mbml") != "6834ea6898e29d97", key
+    assert graph.digest(load(SMOKE, ["distill.dml_beta=2.0"])[0], "collect") == "d8f0871b9129b524"

@@ -94,6 +94,19 @@ def _drop(d: dict, dotted: str) -> None:
     d.pop(last, None)
 
 
+# Keys (dotted prefixes) added to the recipe after stores were made with it: at their default value they are
+# left out of every digest, so those stores stay fresh; any other value is hashed as usual.
+ADDED = ("distill.inference_loss", "distill.dml_", "distill.infonce_", "distill.metagenrl_")
+
+
+def _added_at_default(d: dict) -> list[str]:
+    from .config import Recipe                       # here: config imports this module
+    defaults = dataclasses.asdict(Recipe())
+    section = lambda path: path.rpartition(".")[0]
+    keys = [f"{sec}.{name}" for sec in {section(p) for p in ADDED} for name in d.get(sec, {})]
+    return [k for k in keys if k.startswith(ADDED) and _pick(d, k) == _pick(defaults, k)]
+
+
 def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
     """The hash of `key`'s recipe keys and of the digests of the records it needs."""
     memo = {} if _memo is None else _memo
@@ -103,6 +116,9 @@ def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
         picked = {k: _pick(d, k) for k in node.keys}
         for k in node.ignore:
             _drop(picked, k)
+        for k in _added_at_default(d):
+            if k.partition(".")[0] in picked:
+                _drop(picked, k)
         picked = {"stage": node.name, "keys": picked,
                   "needs": {need: digest(recipe, need, memo) for need in needs(recipe, key)}}
         memo[key] = hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]

@@ -140,14 +140,16 @@ def ordering(c: dict) -> str:
 
 
 def summary_table(reports: list[dict]) -> str:
-    """One row per condition of every report: best and last (mean ± std over seeds) of MBML, Contextual
-    BCQ, batch PEARL and `neither`, MBML's probe, and whether the paper's ordering holds."""
-    header = ["distribution", "seeds"] + [f"{a} best / last" for a in SUMMARY] + ["mbml probe", "paper's ordering"]
+    """One row per condition of every report: best and last (mean ± std over seeds) of MBML, the baselines
+    and `neither` (those some report has), MBML's probe, and whether the paper's ordering holds."""
+    conditions = [c for r in reports for c in r["conditions"]]
+    shown = [a for a in SUMMARY if any(a in c["algos"] for c in conditions)]     # a column only where some report has it
+    header = ["distribution", "seeds"] + [f"{a} best / last" for a in shown] + ["mbml probe", "paper's ordering"]
     rows = []
     for r in reports:
         for c in r["conditions"]:
             cells = [f"{pm(c['algos'][a]['best'])} / {pm(c['algos'][a]['last'])}" if a in c["algos"] else "—"
-                     for a in SUMMARY]
+                     for a in shown]
             probe = pm(c["algos"]["mbml"]["probe"]) if "mbml" in c["algos"] else "—"
             rows.append([c["label"], str(len(c["runs"]))] + cells + [probe, ordering(c)])
     return md(header, rows)
