@@ -27,7 +27,9 @@ class SquaredMean:
         return {"loss_toy": WEIGHT * (mu ** 2).sum(-1).mean()}
 
 
-def trainer(loss: str):
+def toy_inputs():
+    """K toy batches, K teachers of known form and the generator they were drawn from (shared with
+    tests/test_inference_losses.py)."""
     g = torch.Generator().manual_seed(0)
     obs = torch.randn(K, N, OBS, generator=g)
     act = torch.rand(K, N, ACT, generator=g) * 2 - 1
@@ -37,6 +39,11 @@ def trainer(loss: str):
     teachers = mbml.Teachers(q=lambda s, a: w * (s.sum(-1) - a.sum(-1)),
                              decode=lambda s, nu: torch.tanh(nu[..., :ACT] + w.unsqueeze(-1) * s),
                              actor=lambda s, a: (a + 0.05).clamp(-1, 1), vae_latent=2 * ACT)
+    return data, teachers, g
+
+
+def trainer(loss: str):
+    data, teachers, _ = toy_inputs()
     recipe = Recipe(distill=DistillConfig(q_hidden=[8], g_hidden=[8], xi_hidden=[8], encoder_hidden=[8], latent_dim=3,
                                           context_size=6, batch_size=5))
     torch.manual_seed(0)

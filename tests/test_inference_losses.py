@@ -151,19 +151,11 @@ def test_the_named_algorithms_and_the_recipe_key():
     assert len({s.salt for s in ALGOS.values()}) == len(ALGOS)
 
 
-K, N, OBS, ACT = 3, 40, 2, 2
+from test_inference_loss import ACT, K, N, OBS, toy_inputs  # noqa: E402 - the same toy batches and teachers
 
 
 def trainer(algo: str, **distill):
-    g = torch.Generator().manual_seed(0)
-    obs = torch.randn(K, N, OBS, generator=g)
-    act = torch.rand(K, N, ACT, generator=g) * 2 - 1
-    data = TaskData(obs=obs, act=act, rew=-obs.norm(dim=-1), next_obs=obs + 0.1 * act, terminal=torch.zeros(K, N),
-                    info=torch.zeros(K, N, 0), sizes=torch.tensor([N, N - 5, N - 9]))
-    w = torch.arange(1.0, K + 1).view(K, 1)
-    teachers = mbml.Teachers(q=lambda s, a: w * (s.sum(-1) - a.sum(-1)),
-                             decode=lambda s, nu: torch.tanh(nu[..., :ACT] + w.unsqueeze(-1) * s),
-                             actor=lambda s, a: (a + 0.05).clamp(-1, 1), vae_latent=2 * ACT)
+    data, teachers, g = toy_inputs()
     rel = mbml.Relabelled(torch.randn(K, K, N, generator=g),
                           (torch.rand(K, K, N, generator=g) > 0.3) & ~torch.eye(K, dtype=torch.bool).unsqueeze(-1))
     recipe = Recipe(distill=DistillConfig(q_hidden=[8], g_hidden=[8], xi_hidden=[8], encoder_hidden=[8], latent_dim=3,

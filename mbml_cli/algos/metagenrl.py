@@ -2,7 +2,7 @@
 2020, "Improving Generalization in Meta Reinforcement Learning using Learned Objectives" (ICLR),
 trained only from the K stored batches (no environment step).
 
-One agent per training task, all K in one module (`nets.BatchedLinear`, leading task dimension):
+One agent per training task, all K in one module (`nets.BatchedMLP`, leading task dimension):
 - twin critics Q_k (TD3: target policy smoothing with noise 0.2 clipped at 0.5, clipped double-Q,
   Polyak τ), trained every step on windows of task k's own batch;
 - a deterministic policy π_φk, updated every `policy_delay` steps ONLY through the shared learned
@@ -36,13 +36,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from ..recipe.config import Recipe, pick
 from .data import TaskData, gather_rows
-from .nets import BatchedLinear, adam, mlp, soft_update
+from .nets import BatchedMLP, adam, mlp, soft_update
 
 TARGET_NOISE, NOISE_CLIP = 0.2, 0.5     # TD3's target policy smoothing (the authors' values)
 ERROR_SCALE = 1e-3                      # L_α's error: tanh(ERROR_SCALE·e)/ERROR_SCALE (the authors')
@@ -130,22 +129,6 @@ class Trajectories:
 
 
 # ---- networks ----------------------------------------------------------------------------------------
-class LayerNormMLP(nn.Module):
-    """K MLPs with layer normalisation (no gain or bias) before each ReLU, as the authors' critics and
-    policies: (K, M, d_in) → (K, M, d_out)."""
-
-    def __init__(self, n: int, d_in: int, hidden: list[int], d_out: int):
-        super().__init__()
-        sizes = [d_in, *hidden, d_out]
-        self.layers = nn.ModuleList(BatchedLinear(n, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            h = layer(x)
-            x = F.layer_norm(h, h.shape[-1:]).relu()
-        return self.layers[-1](x)
-
-
 def flat(fn, x: torch.Tensor) -> torch.Tensor:
     """fn on (K, ..., d) inputs through its (K, M, d) shape."""
     K, lead = x.shape[0], x.shape[1:-1]
@@ -159,9 +142,9 @@ class Agents(nn.Module):
 
     def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: list[int]):
         super().__init__()
-        self.actor = LayerNormMLP(n, obs_dim, list(hidden), act_dim)
-        self.q1 = LayerNormMLP(n, obs_dim + act_dim, list(hidden), 1)
-        self.q2 = LayerNormMLP(n, obs_dim + act_dim, list(hidden), 1)
+        self.actor = BatchedMLP(n, obs_dim, list(hidden), act_dim, layer_norm=True)
+        self.q1 = BatchedMLP(n, obs_dim + act_dim, list(hidden), 1, layer_norm=True)
+        self.q2 = BatchedMLP(n, obs_dim + act_dim, list(hidden), 1, layer_norm=True)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.q1_target = copy.deepcopy(self.q1).requires_grad_(False)
         self.q2_target = copy.deepcopy(self.q2).requires_grad_(False)
@@ -315,7 +298,7 @@ class MetaGenRLPolicy(nn.Module):
                      "tau": float(tau)}
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.objective = Objective(objective_hidden, lstm_units)
-        self.shape = LayerNormMLP(1, obs_dim, list(hidden), act_dim).requires_grad_(False)   # π's layout
+        self.shape = BatchedMLP(1, obs_dim, list(hidden), act_dim, layer_norm=True).requires_grad_(False)   # π's layout
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
         self.register_buffer("sigma", init_scale(self.shape))

@@ -29,16 +29,21 @@ class BatchedLinear(nn.Module):
 
 
 class BatchedMLP(nn.Module):
-    """K MLPs d_in → hidden... → d_out with ReLU between layers; (K, B, d_in) → (K, B, d_out)."""
+    """K MLPs d_in → hidden... → d_out with ReLU between layers; (K, B, d_in) → (K, B, d_out). With
+    `layer_norm`, each hidden layer is normalised (no gain or bias) before its ReLU."""
 
-    def __init__(self, n: int, d_in: int, hidden: list[int], d_out: int):
+    def __init__(self, n: int, d_in: int, hidden: list[int], d_out: int, layer_norm: bool = False):
         super().__init__()
         sizes = [d_in, *hidden, d_out]
         self.layers = nn.ModuleList(BatchedLinear(n, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layer_norm = layer_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
-            x = layer(x).relu_()      # in place: baddbmm's output is not needed by its backward
+            x = layer(x)
+            if self.layer_norm:
+                x = nn.functional.layer_norm(x, x.shape[-1:])
+            x = x.relu_()             # in place: neither baddbmm's nor layer_norm's backward needs its output
         return self.layers[-1](x)
 
 
