@@ -77,3 +77,21 @@ def finetuned(smoke_run, tmp_path_factory):
     out = runner.invoke(app, ["run", SMOKE, "--store", str(path), *FAST, "--set", "finetune.enabled=true"])
     assert out.exit_code == 0, out.output
     return path, out.output
+
+
+def point_goal_batch():
+    """A fixed batch: 3 point_goal tasks, 20 episodes each of a noisy behaviour policy that heads for the
+    task's goal (so the actions depend on the state, as in a real batch)."""
+    import numpy as np
+    from mbml_cli import envs
+    from mbml_cli.algos.data import TaskData
+    from mbml_cli.run.rollout import make_envs, run_episode
+    dist = envs.get("point_goal")
+    goals = dist.tasks("train", 3, 0)
+    e = make_envs(dist, goals, 20)
+    rng = np.random.default_rng(0)
+    policy = lambda o: np.clip(5 * (goals - o) + 0.2 * rng.standard_normal((3, 2)), -1, 1)
+    eps = [run_episode(e, policy, seed=10 * k) for k in range(20)]
+    cat = lambda name: torch.from_numpy(np.concatenate([getattr(x, name) for x in eps], 1).astype(np.float32))
+    return TaskData(obs=cat("obs"), act=cat("act"), rew=cat("rew"), next_obs=cat("next_obs"),
+                    terminal=cat("terminal"), info=cat("info"), sizes=torch.full((3,), 400))

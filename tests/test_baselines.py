@@ -13,14 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mbml_cli import envs
 from mbml_cli.algos import batch_pearl as bp, bcq, contextual_bcq as cb, sac
 from mbml_cli.views.cli import app
 from mbml_cli.recipe.config import DistillConfig, Recipe
 from mbml_cli.algos.data import TaskData
-from mbml_cli.run.rollout import make_envs, run_episode
 from mbml_cli.core.store import Store
-from conftest import SMOKE
+from conftest import SMOKE, point_goal_batch
 
 RECIPE = Recipe(distill=DistillConfig(q_hidden=[32, 32], g_hidden=[32, 32], xi_hidden=[32, 32],
                                       encoder_hidden=[32, 32], latent_dim=3, context_size=16, batch_size=64, lr=1e-3))
@@ -30,17 +28,7 @@ PEARL = dataclasses.replace(bp.PearlConfig.of(RECIPE), gamma=0.9, tau=0.01)
 
 @pytest.fixture(scope="module")
 def data() -> TaskData:
-    """A fixed batch: 3 point_goal tasks, 20 episodes each of a noisy behaviour policy that heads
-    for the task's goal (so the actions depend on the state, as in a real batch)."""
-    dist = envs.get("point_goal")
-    goals = dist.tasks("train", 3, 0)
-    e = make_envs(dist, goals, 20)
-    rng = np.random.default_rng(0)
-    policy = lambda o: np.clip(5 * (goals - o) + 0.2 * rng.standard_normal((3, 2)), -1, 1)
-    eps = [run_episode(e, policy, seed=10 * k) for k in range(20)]
-    cat = lambda name: torch.from_numpy(np.concatenate([getattr(x, name) for x in eps], 1).astype(np.float32))
-    return TaskData(obs=cat("obs"), act=cat("act"), rew=cat("rew"), next_obs=cat("next_obs"),
-                    terminal=cat("terminal"), info=cat("info"), sizes=torch.full((3,), 400))
+    return point_goal_batch()
 
 
 def contextual(data, seed=0):

@@ -11,16 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from mbml_cli import envs
 from mbml_cli.algos import metagenrl as mg
 from mbml_cli.algos.data import TaskData
 from mbml_cli.errors import StageError
 from mbml_cli.recipe.config import DistillConfig, Recipe
-from mbml_cli.run.rollout import make_envs, run_episode
 from mbml_cli.run.stages import open_run, run_stage
 from mbml_cli.core.store import Store
 from mbml_cli.views.cli import app
-from conftest import SMOKE, runner
+from conftest import SMOKE, runner, point_goal_batch
 
 RECIPE = Recipe(distill=DistillConfig(metagenrl_hidden=[16, 16], metagenrl_objective_hidden=[8, 8],
                                       metagenrl_lstm_units=8, metagenrl_windows=6, metagenrl_anneal_steps=4,
@@ -38,16 +36,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def data() -> TaskData:
-    """3 point_goal tasks, 20 episodes each of a noisy policy heading for the task's goal."""
-    dist = envs.get("point_goal")
-    goals = dist.tasks("train", 3, 0)
-    e = make_envs(dist, goals, 20)
-    rng = np.random.default_rng(0)
-    policy = lambda o: np.clip(5 * (goals - o) + 0.2 * rng.standard_normal((3, 2)), -1, 1)
-    eps = [run_episode(e, policy, seed=10 * k) for k in range(20)]
-    cat = lambda name: torch.from_numpy(np.concatenate([getattr(x, name) for x in eps], 1).astype(np.float32))
-    return TaskData(obs=cat("obs"), act=cat("act"), rew=cat("rew"), next_obs=cat("next_obs"),
-                    terminal=cat("terminal"), info=cat("info"), sizes=torch.full((3,), 400))
+    return point_goal_batch()
 
 
 def trainer(data, seed=0) -> mg.MetaGenRLTrainer:
