@@ -99,9 +99,8 @@ def _drop(d: dict, dotted: str) -> None:
 ADDED = ("distill.inference_loss", "distill.dml_", "distill.infonce_", "distill.metagenrl_")
 
 
-def _added_at_default(d: dict) -> list[str]:
-    from .config import Recipe                       # here: config imports this module
-    defaults = dataclasses.asdict(Recipe())
+def _added_at_default(d: dict, recipe_type: type) -> list[str]:
+    defaults = dataclasses.asdict(recipe_type())         # the Recipe class's defaults (config imports this module)
     section = lambda path: path.rpartition(".")[0]
     keys = [f"{sec}.{name}" for sec in {section(p) for p in ADDED} for name in d.get(sec, {})]
     return [k for k in keys if k.startswith(ADDED) and _pick(d, k) == _pick(defaults, k)]
@@ -116,7 +115,7 @@ def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
         picked = {k: _pick(d, k) for k in node.keys}
         for k in node.ignore:
             _drop(picked, k)
-        for k in _added_at_default(d):
+        for k in _added_at_default(d, type(recipe)):
             if k.partition(".")[0] in picked:
                 _drop(picked, k)
         picked = {"stage": node.name, "keys": picked,
