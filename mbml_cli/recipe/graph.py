@@ -16,6 +16,7 @@ same algorithm's).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -99,8 +100,14 @@ def _drop(d: dict, dotted: str) -> None:
 ADDED = ("distill.inference_loss", "distill.dml_", "distill.infonce_", "distill.metagenrl_")
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults(recipe_type: type) -> dict:
+    """The Recipe class's defaults, made once (config imports this module, so the class is passed in)."""
+    return dataclasses.asdict(recipe_type())
+
+
 def _added_at_default(d: dict, recipe_type: type) -> list[str]:
-    defaults = dataclasses.asdict(recipe_type())         # the Recipe class's defaults (config imports this module)
+    defaults = _defaults(recipe_type)
     section = lambda path: path.rpartition(".")[0]
     keys = [f"{sec}.{name}" for sec in {section(p) for p in ADDED} for name in d.get(sec, {})]
     return [k for k in keys if k.startswith(ADDED) and _pick(d, k) == _pick(defaults, k)]

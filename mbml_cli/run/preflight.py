@@ -178,7 +178,9 @@ class Probe:
         episode = {"obs": np.zeros((T, H, self.obs_dim), np.float32), "act": np.zeros((T, H, A), np.float32),
                    "rew": np.zeros((T, H), np.float32), "next_obs": np.zeros((T, H, self.obs_dim), np.float32),
                    "mask": np.ones((T, H), np.float32)}
-        inferring = timed(lambda: Policy(trainer.policy).infer(**episode), repeats=1)
+        t0 = time.perf_counter()                 # once, no warm-up: MetaGenRL's inference is a training run
+        Policy(trainer.policy).infer(**episode)
+        inferring = time.perf_counter() - t0
         return timed(lambda: trainer.step(self.gen)), acting, inferring
 
 
