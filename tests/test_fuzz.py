@@ -397,7 +397,7 @@ def mutate_arrays(data: dict, rng: random.Random) -> dict:
         data[name] = np.array([{"x": 1}], dtype=object)
     elif roll == 7:
         data = {k: np.asarray(x)[:0] if np.ndim(x) and k != "task_params" else x for k, x in data.items()}
-    elif roll == 8 and name == "act":
+    elif roll == 8 and name == "act" and v.dtype.kind in "fiub":      # an earlier mutation may have made it an object
         data["act"] = v * 10.0
     else:
         data["task_params"] = rng.choice([np.zeros(3), np.array([np.nan, 0.0]), np.array(["a", "b"]), np.zeros((2, 2))])
