@@ -123,9 +123,21 @@ def test_keys_added_since_stores_were_made_leave_their_digests_alone_at_the_defa
     (revision 38443e7): a store made then stays fresh; setting a new key stales what reads it."""
     from conftest import SMOKE
     r = load(SMOKE)[0]
+    assert graph.digest(r, "bcq") == graph.digest(load(SMOKE, ["bcq.relabelled=false"])[0], "bcq")
     assert {k: graph.digest(r, k) for k in ("collect", "distill/mbml", "distill/neither", "eval/mbml")} == {
         "collect": "d8f0871b9129b524", "distill/mbml": "6834ea6898e29d97",
         "distill/neither": "4485b592e0736478", "eval/mbml": "e8fe5abe5326259b"}
-    for key in ("distill.dml_beta=2.0", "distill.inference_loss=infonce", "distill.metagenrl_window=10"):
+    for key in ("bcq.relabelled=true", "distill.dml_beta=2.0", "distill.inference_loss=infonce", "distill.metagenrl_window=10"):
         assert graph.digest(load(SMOKE, [key])[0], "distill/mbml") != "6834ea6898e29d97", key
     assert graph.digest(load(SMOKE, ["distill.dml_beta=2.0"])[0], "collect") == "d8f0871b9129b524"
+
+
+def test_teachers_from_every_task_run_after_relabel_and_read_the_reward_models(recipe):
+    """`bcq.relabelled`: bcq needs relabel, so the plan puts it after reward and relabel, and a change to
+    the reward models stales the teachers and everything they teach."""
+    r = with_key(recipe, "bcq", dataclasses.replace(recipe.bcq, relabelled=True))
+    assert graph.plan(r)[:4] == ["collect", "reward", "relabel", "bcq"]
+    assert graph.needs(r, "bcq") == ("collect", "relabel")
+    reward = with_key(r, "reward", dataclasses.replace(r.reward, steps=r.reward.steps + 1))
+    moved = {k for k in graph.plan(r) if graph.digest(r, k) != graph.digest(reward, k)}
+    assert moved == {"reward", "relabel", "bcq", "finetune"} | per_algo(TEACHERS) | per_algo(RELABELLED)

@@ -85,6 +85,14 @@ class BCQConfig:
     eval_every: int = doc("iterations between policy evaluations on each task", 5000, **rng(1))
     eval_episodes: int = doc("episodes per task and evaluation", 1, **rng(1))
     checkpoint_every: int = doc("iterations between resumable checkpoints", 5000, **rng(1))
+    relabelled: bool = doc("teachers from every task's data: task i's mini-batches also draw other tasks' "
+                           "transitions relabelled with R̂_i where Eq. 7 holds (the paper's Sec. 3 proposes it; a "
+                           "departure). bcq then runs after relabel", False)
+    relabelled_share: float = doc("with `relabelled`: the share of each mini-batch drawn from the relabelled "
+                                  "transitions; the rest from the task's own batch", 0.5, **rng(0, 1))
+    relabelled_next: str = doc("with `relabelled`, where tasks differ in dynamics (`reward.next_state`): next "
+                               "states predicted by task i's next-state ensemble, or the stored ones pooled as "
+                               "they are", "predicted", meta={"choices": ["predicted", "stored"]})
 
 
 @dataclass

@@ -49,7 +49,8 @@ def _distill_needs(r: Recipe, algo: str | None) -> tuple[str, ...]:
 NODES = (
     # seed, env and imported data shape every number: they are collect's, and so everyone's through the chain
     Node("collect", ("seed", "env", "data", "shards", "collect"), _needs(), ignore=("env.n_test",)),
-    Node("bcq", ("bcq",), _needs("collect")),
+    # teachers from every task's data (`bcq.relabelled`) read the relabelled transitions: bcq after relabel
+    Node("bcq", ("bcq",), lambda r, algo: ("collect", "relabel") if r.bcq.relabelled else ("collect",)),
     Node("reward", ("reward",), _needs("collect")),
     Node("relabel", ("relabel",), _needs("reward")),
     # distill evaluates on the test tasks as it trains: the protocol's sizes and the test tasks are its inputs
@@ -97,7 +98,7 @@ def _drop(d: dict, dotted: str) -> None:
 
 # Keys (dotted prefixes) added to the recipe after stores were made with it: at their default value they are
 # left out of every digest, so those stores stay fresh; any other value is hashed as usual.
-ADDED = ("distill.inference_loss", "distill.dml_", "distill.infonce_", "distill.metagenrl_")
+ADDED = ("bcq.relabelled", "distill.inference_loss", "distill.dml_", "distill.infonce_", "distill.metagenrl_")
 
 
 @functools.lru_cache(maxsize=None)

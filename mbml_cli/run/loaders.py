@@ -7,6 +7,7 @@ import torch
 
 from ..core import layout
 from ..algos.bcq import BCQ
+from ..algos.mbml import Relabelled
 from ..algos.reward_model import EnsembleModel
 from ..recipe.config import Recipe
 from ..algos.data import FIELDS, TaskData
@@ -33,6 +34,26 @@ def load_batches(store, split: str, tasks: list[int], device="cpu") -> TaskData:
         return torch.from_numpy(out).to(device)
 
     return TaskData(**{f: stack(f) for f in FIELDS}, sizes=torch.tensor(sizes, device=device))
+
+
+def load_relabelled(store, data: TaskData, next_state: bool = True) -> Relabelled:
+    """The relabel stage's rewards and eligibility for `data` (every training task). With `next_state`
+    False the stored s′ stand in for the predicted ones, and eligibility asks only the reward
+    ensemble's std (Eq. 7), not the next-state ensemble's."""
+    if store.stage("relabel").get("status") != "done":
+        raise StageError(f"{store.path}: stage 'relabel' must finish first (run `mbml relabel {store.path}`)")
+    info = layout.read_attrs(store, layout.RELABEL_INFO())
+    if list(info.get("sizes", [])) != data.sizes.tolist():
+        raise StageError(f"{store.path}: the relabelled rewards were made from other data; "
+                         f"run `mbml relabel {store.path} --force`")
+    read = lambda name: torch.from_numpy(store.read_array(layout.RELABEL(name)))
+    has_next = store.exists(layout.RELABEL("next_obs"))
+    mask = read("mask").bool()
+    if has_next and not next_state:
+        K = mask.shape[0]
+        real = torch.arange(mask.shape[-1])[None, None, :] < data.sizes.cpu()[None, :, None]
+        mask = (read("std") < info["std_threshold"]) & real & ~torch.eye(K, dtype=torch.bool)[:, :, None]
+    return Relabelled(read("mean"), mask, read("next_obs") if has_next and next_state else None)
 
 
 def load_bcq(store, recipe: Recipe | dict, which: str = "final", device="cpu") -> BCQ:

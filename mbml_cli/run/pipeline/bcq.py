@@ -1,6 +1,7 @@
 """`mbml bcq`: one BCQ teacher per training task, all trained as one batched network.
 
-Reads the training batches and the recipe's `bcq` section; writes (names of `layout.py`)
+Reads the training batches and the recipe's `bcq` section (with `bcq.relabelled`, also the relabel
+stage's rewards, eligibility and predicted next states: `data.MixedBatches`); writes (names of `layout.py`)
 
 - BCQ final/<i>, best/<i>: task i's BCQ (vae, actor, critic) — `best` at the evaluation with its
   highest return; meta holds obs_dim, act_dim, iteration, return (and, on `final`, the report:
@@ -35,7 +36,8 @@ from ...core import layout, seeds
 from .. import context
 from ... import envs as registry
 from ...algos import bcq as bcq_algo
-from ..loaders import load_batches
+from ..loaders import load_batches, load_relabelled
+from ...algos.data import MixedBatches, RelabelledPool
 from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
@@ -106,10 +108,21 @@ class BCQRun(Job):
         self.model = bcq_algo.BCQ(self.K, self.obs_dim, self.act_dim, self.cfg).to(self.device)
         self.gen_sample = torch.Generator(device=self.device).manual_seed(seeds.stream(self.r.seed, "bcq/sample", *todo))
         self.gen_noise = torch.Generator(device=self.device).manual_seed(seeds.stream(self.r.seed, "bcq/noise", *todo))
-        self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr, self.data, self.cfg, self.gen_noise)
+        self.tr = bcq_algo.BCQTrainer(self.model, self.cfg.lr, self.teacher_data(todo), self.cfg, self.gen_noise)
         self.best = np.full(self.K, -np.inf)
         self.last_eval = np.full(self.K, np.nan)
         self.started = time.time()
+
+    def teacher_data(self, todo: list[int]):
+        """What the teachers' mini-batches come from: their own batches, or with `bcq.relabelled` their
+        own and every other task's transitions relabelled with their reward models (data.MixedBatches)."""
+        if not self.cfg.relabelled:
+            return self.data
+        everyone = load_batches(self.store, "train", list(range(len(self.ctx.tasks("train")))), device=self.device)
+        rel = load_relabelled(self.store, everyone, next_state=self.cfg.relabelled_next == "predicted")
+        pool = RelabelledPool.build(everyone, todo, rel.mean.to(self.device), rel.mask.to(self.device),
+                                    None if rel.next_obs is None else rel.next_obs.to(self.device))
+        return MixedBatches(self.data, everyone, pool, self.cfg.relabelled_share)
 
     def run(self) -> None:
         cfg = self.cfg

@@ -27,8 +27,7 @@ from ...core import layout, seeds
 from ...api import Policy
 from ...recipe.config import Recipe
 from ...algos.data import TaskData
-from ...errors import StageError
-from ..loaders import load_batches, load_bcq
+from ..loaders import load_batches, load_bcq, load_relabelled
 from ..loop import Job, Schedule, run_loop
 from .common import check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
@@ -62,25 +61,11 @@ def ground_truth_relabel(ctx: RunContext, data: TaskData) -> Relabelled:
     return Relabelled(torch.from_numpy(mean), mask)
 
 
-def load_relabelled(ctx: RunContext, data: TaskData) -> Relabelled:
-    store = ctx.store
-    if store.stage("relabel").get("status") != "done":
-        raise StageError(f"{store.path}: stage 'relabel' must finish before this distill "
-                         f"(run `mbml relabel {store.path}`)")
-    if list(layout.read_attrs(store, layout.RELABEL_INFO()).get("sizes", [])) != data.sizes.tolist():
-        raise StageError(f"{store.path}: the relabelled rewards were made from other data; "
-                         f"run `mbml relabel {store.path} --force`")
-    nxt = store.read_array(layout.RELABEL("next_obs")) if store.exists(layout.RELABEL("next_obs")) else None
-    return Relabelled(torch.from_numpy(store.read_array(layout.RELABEL("mean"))),
-                      torch.from_numpy(store.read_array(layout.RELABEL("mask"))).bool(),
-                      None if nxt is None else torch.from_numpy(nxt))
-
-
 def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: Teachers | None):
     """The algorithm's trainer, with the teachers and relabelled rewards its spec says it reads."""
     spec, rel = ALGOS[algo], None
     if "relabel" in spec.needs:
-        rel = load_relabelled(ctx, data)
+        rel = load_relabelled(ctx.store, data)
     elif spec.variant is not None and spec.variant.true_rewards:
         rel = ground_truth_relabel(ctx, data)
     if rel is not None:
