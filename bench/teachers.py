@@ -1,54 +1,121 @@
-"""Final or best BCQ checkpoints: which are the better teachers? Not a test.
+"""BCQ teachers measured so that settings can be told apart. Not a test.
 
     python bench/teachers.py RUN [--episodes 10] [--json FILE]
+    python bench/teachers.py RUN --train 0,1,2 [--set bcq.relabelled=true ...] [--episodes 10] [--json FILE]
 
-`mbml bcq` scores only the final checkpoints (the stage records' `fraction`). The `best` ones were
-picked on the `eval_every` evaluations, which are few episodes each, so they are scored here again on
-fresh episodes by the stage's own `final_report` (at least `--episodes` episodes on every training
-task, with a random policy's return measured beside it; all K tasks at once rather than per shard,
-so the `final` row is near the stage records, not equal to them), and each prints its mean return,
-the fraction of the way from random to the batch's best episode, and how many tasks reach 0.8.
+Without `--train`: the store's own `final` and `best` checkpoints. `mbml bcq` scores only the final
+ones (the stage records' fractions); the `best` ones were picked on the `eval_every` evaluations,
+which are few episodes each. Both are scored here again on fresh episodes by the stage's own
+`final_report` (all K tasks at once rather than per shard, so the `final` row is near the stage
+records, not equal to them).
+
+With `--train SEEDS`: BCQ teachers trained again on the store's batches (nothing is written to the
+store), once per training seed, with the store's recipe and `--set` overrides (e.g. `bcq.relabelled=true`,
+other sizes or iterations), by the stage's own code (`pipeline/bcq.BCQRun`: the same networks, data and
+mini-batches). The training seed replaces the recipe's seed in BCQ's random streams (initialisation,
+mini-batches, noise); the batches, tasks and relabelled rewards are the store's. Each is timed (seconds
+per task-iteration, all K tasks in one batched network, one thread), its critics' mean Q is printed at
+tenths of the run (has Q levelled off?), and its final teachers are scored on `--episodes` fresh
+episodes per task.
+
+Every score prints both scales of the teacher bar (`read/batches.py`): the fraction of the way from a
+random policy to the batch's best episode, and to the mean of its best 10 % of episodes (the bar's
+scale: ≥ 0.8 on ≥ 8 of 10 tasks).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import time
 
 import numpy as np
 import torch
 
 from mbml_cli.core import layout
+from mbml_cli.read.batches import BAR, bar_tasks
 from mbml_cli.run import stages
 from mbml_cli.run.loaders import load_bcq
-from mbml_cli.run.pipeline.bcq import final_report
+from mbml_cli.run.pipeline.bcq import BCQRun, final_report
+
+
+def summary(rows: list[dict]) -> dict:
+    """Returns and both fractions of one set of K teachers."""
+    ret, frac, top = (np.array([row[k] for row in rows]) for k in ("bcq_return", "fraction", "fraction_top10"))
+    return {"returns": ret.tolist(), "fractions": frac.tolist(), "fractions_top10": top.tolist(),
+            "return_mean": float(ret.mean()), "fraction_mean": float(frac.mean()),
+            "fraction_top10_mean": float(top.mean()), "tasks_at_bar": int((frac >= BAR).sum()),
+            "tasks_at_bar_top10": int((top >= BAR).sum()),
+            "random": [row["random_return"] for row in rows], "best_batch": [row["best_batch_return"] for row in rows],
+            "top10_batch": [row["top10_batch_return"] for row in rows]}
+
+
+def line(label: str, s: dict) -> str:
+    K = len(s["returns"])
+    return (f"{label:10s} return {s['return_mean']:8.2f}  fraction (best) {s['fraction_mean']:.2f}, "
+            f"(best 10 %) {s['fraction_top10_mean']:.2f}; tasks ≥ {BAR}: {s['tasks_at_bar']} / "
+            f"{s['tasks_at_bar_top10']} of {K} (bar: {bar_tasks(K)})")
+
+
+def score_checkpoints(ctx, envs, episodes: int) -> dict:
+    out = {}
+    for which in ("final", "best"):
+        model = load_bcq(ctx.store, ctx.recipe, which)
+        out[which] = summary(final_report(model, envs, ctx.store, list(range(len(envs))), ctx.recipe.seed, episodes))
+        print(line(which, out[which]))
+    return out
+
+
+def train_once(ctx, seed: int, episodes: int) -> dict:
+    """BCQ teachers for all K tasks trained with training seed `seed`; timed, Q tracked, scored."""
+    ctx.recipe = dataclasses.replace(ctx.recipe, seed=seed)
+    job = BCQRun(ctx, list(range(len(ctx.tasks("train")))), digest="bench")
+    its, K = ctx.recipe.bcq.iterations, job.K
+    marks, q, t0 = set(np.linspace(its / 10, its, 10).astype(int)), [], time.perf_counter()
+    for t in range(1, its + 1):
+        out = job.tr.step(job.gen_sample)
+        if t in marks:
+            q.append(out["q"].mean().item())
+    seconds = time.perf_counter() - t0
+    rows = final_report(job.model, job.envs, ctx.store, job.todo, seed, episodes)
+    for env in job.envs:
+        env.close()
+    res = {"seed": seed, "seconds": seconds, "ms_per_task_iteration": 1e3 * seconds / (its * K),
+           "q_at_tenths": q, **summary(rows)}
+    print(line(f"seed {seed}", res) + f"; {res['ms_per_task_iteration']:.3f} ms per task-iteration; "
+          f"mean Q at tenths {np.round(q, 1).tolist()}", flush=True)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--episodes", type=int, default=10)
-    ap.add_argument("--json", help="write each checkpoint's returns and fractions to this file")
+    ap.add_argument("--train", help="training seeds, e.g. 0,1,2: train the teachers again, once per seed")
+    ap.add_argument("--set", action="append", default=[], help="a recipe override for --train (repeatable)")
+    ap.add_argument("--json", help="write each checkpoint's or seed's returns and fractions to this file")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    ctx = stages.open_run(args.run, mode="r")                       # a reader: no writer lock
+    ctx = stages.open_run(args.run, args.set or None, mode="r")             # a reader: no writer lock
     r = ctx.recipe
     params = ctx.tasks("train")
-    envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
-    recs = [ctx.store.stage(layout.stage_key("bcq", i)) for i in range(len(params))]
-    print(f"{args.run}: {len(params)} training tasks, {args.episodes} episodes each; "
-          f"the stage records' final fractions: {np.round([rec['fraction'] for rec in recs], 2).tolist()}")
-    out = {"run": args.run, "episodes": args.episodes, "record_fractions": [rec["fraction"] for rec in recs]}
-    for which in ("final", "best"):
-        model = load_bcq(ctx.store, r, which)
-        rows = final_report(model, envs, ctx.store, list(range(len(params))), r.seed, args.episodes)
-        ret, frac = (np.array([row[k] for row in rows]) for k in ("bcq_return", "fraction"))
-        at = int((frac >= 0.8).sum())
-        print(f"{which:5s}  return {ret.mean():8.2f}  fraction mean {frac.mean():.2f}, "
-              f"tasks ≥ 0.8: {at}/{len(frac)}  per task {np.round(frac, 2).tolist()}")
-        out[which] = {"returns": ret.tolist(), "fractions": frac.tolist(), "fraction_mean": float(frac.mean()),
-                      "tasks_at_0.8": at,
-                      "random": [row["random_return"] for row in rows],
-                      "best_batch": [row["best_batch_return"] for row in rows]}
+    K = len(params)
+    print(f"{args.run}: {K} training tasks, {args.episodes} episodes each; the stage records' final fractions "
+          f"(best episode): {np.round([ctx.store.stage(layout.stage_key('bcq', i)).get('fraction', np.nan) for i in range(K)], 2).tolist()}")
+    out = {"run": args.run, "episodes": args.episodes, "set": args.set}
+    if not args.train:
+        envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
+        out.update(score_checkpoints(ctx, envs, args.episodes))
+    else:
+        print(f"training: bcq {dataclasses.asdict(r.bcq)}")
+        runs = [train_once(ctx, int(s), args.episodes) for s in args.train.split(",")]
+        stat = lambda k: (float(np.mean([x[k] for x in runs])), float(np.std([x[k] for x in runs])))
+        out.update(runs=runs, bcq=dataclasses.asdict(r.bcq), **{f"{k}_mean_sd": stat(k) for k in (
+            "return_mean", "fraction_mean", "fraction_top10_mean", "tasks_at_bar_top10", "ms_per_task_iteration")})
+        print("over seeds (mean ± sd): " + ", ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in
+                                                     ((k, out[f"{k}_mean_sd"]) for k in ("return_mean",
+                                                      "fraction_top10_mean", "tasks_at_bar_top10",
+                                                      "ms_per_task_iteration"))))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

@@ -97,3 +97,27 @@ def test_teachers_from_every_task_resume_exactly_after_a_kill_and_follow_the_rew
     assert fresh("relabel") and fresh("bcq")
     run(plain, "relabel", opts, force=True)
     assert fresh("relabel") and not fresh("bcq")
+
+
+class EpisodesStore:
+    """A stand-in store: task 0's batch holds 20 one-step episodes with returns 1, …, 20 (in a shuffled
+    order), and its bcq record a teacher from before the best-10 % scale."""
+    def read_rows(self, path, columns=None):
+        import numpy as np
+        rew = np.array([7, 3, 20, 1, 12, 19, 5, 9, 2, 14, 4, 6, 8, 10, 11, 13, 15, 16, 17, 18], np.float32)
+        return {"rew": rew, "terminal": np.ones(20, bool), "truncated": np.zeros(20, bool)}
+
+    def stage(self, key):
+        return {"random_return": 1.5, "bcq_return": 15.0, "best_batch_return": 20.0, "fraction": 13.5 / 18.5}
+
+
+def test_the_teacher_bar_counts_from_random_to_the_mean_of_the_best_tenth_of_episodes():
+    from mbml_cli.read.batches import bar_tasks, teacher_report, top_batch_return
+    store = EpisodesStore()
+    assert top_batch_return(store, 0) == (20 + 19) / 2                    # the best 2 of 20 episodes
+    assert top_batch_return(store, 0, share=0.25) == (20 + 19 + 18 + 17 + 16) / 5
+    rec = teacher_report(store, 1)[0]                                    # added to a record from before
+    assert rec["top10_batch_return"] == 19.5
+    assert abs(rec["fraction_top10"] - (15 - 1.5) / (19.5 - 1.5)) < 1e-12 and rec["fraction_top10"] == 0.75
+    assert rec["fraction"] == 13.5 / 18.5                                  # the old scale stays beside it
+    assert [bar_tasks(n) for n in (10, 5, 3, 1)] == [8, 4, 3, 1]

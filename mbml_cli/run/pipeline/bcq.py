@@ -5,7 +5,7 @@ stage's rewards, eligibility and predicted next states: `data.MixedBatches`); wr
 
 - BCQ final/<i>, best/<i>: task i's BCQ (vae, actor, critic) — `best` at the evaluation with its
   highest return; meta holds obs_dim, act_dim, iteration, return (and, on `final`, the report:
-  random_return, best_batch_return, bcq_return, fraction). `loaders.load_bcq` reads them back as
+  random_return, best_batch_return, top10_batch_return, bcq_return, fraction, fraction_top10). `loaders.load_bcq` reads them back as
   one module over all K training tasks;
 - METRICS bcq/train (`train_<shard>` for a shard): `iteration` and per task (a (rows, K) column each,
   the table's `tasks` naming them) `vae_loss`, `critic_loss`, `actor_loss`, `q` (means since the last
@@ -21,8 +21,9 @@ stage's rewards, eligibility and predicted next states: `data.MixedBatches`); wr
 Resume is exact: mini-batches and noise come from two checkpointed generators, evaluations from
 generators seeded by (seed, iteration), so a killed and resumed run ends with the same weights.
 At the end the stage prints, per task, a random policy's return, the best episode return in the
-task's batch, the final BCQ policy's return (mean of `max(10, eval_episodes)` episodes) and the
-fraction of the way from the first to the second that BCQ covers.
+task's batch and the mean of its best 10 %, the final BCQ policy's return (mean of
+`max(10, eval_episodes)` episodes) and the fraction of the way from random to each top that BCQ
+covers (the teacher bar's scale is the second: `read/batches.py`).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
 from ..progress import Reporter, format_returns
-from ...read.batches import best_batch_return
+from ...read.batches import best_batch_return, fraction, top_batch_return
 from .common import run_shards, shard_name
 
 REPORT_EPISODES = 10
@@ -174,7 +175,8 @@ class BCQRun(Job):
                             on_episode=lambda e: final.update(e, "BCQ, then random actions"))
         final.close()
         if self.envs:
-            table = Table("task", "random", "best in batch", "BCQ", "fraction",
+            table = Table("task", "random", "best in batch", "best 10 % mean", "BCQ", "fraction (best)",
+                          "fraction (best 10 %)",
                           title=f"bcq {self.shard}: final policies ({rows[0]['episodes']} episodes each)")
         else:                                   # no environment: only the batch's own returns are known
             report.console.print(f"bcq {self.shard}: no environment to run the final policies on; eval's offline "
@@ -186,10 +188,10 @@ class BCQRun(Job):
                 self.store.delete(layout.BCQ("best", i))
             self.store.set_stage(layout.stage_key("bcq", i), status="done", hash=self.digest, started=self.started,
                                  ended=time.time(), progress=1.0, shard=self.shard, **row)
-            cells = (row["random_return"], row["best_batch_return"], row["bcq_return"]) if self.envs else \
-                (row["best_batch_return"],)
+            cells = (row["random_return"], row["best_batch_return"], row["top10_batch_return"], row["bcq_return"]) \
+                if self.envs else (row["best_batch_return"],)
             table.add_row(str(i), *(f"{v:.1f}" if np.isfinite(v) else "— (no finished episode)" for v in cells),
-                          *([f"{row['fraction']:.2f}"] if self.envs else []))
+                          *([f"{row['fraction']:.2f}", f"{row['fraction_top10']:.2f}"] if self.envs else []))
         for env in self.envs:
             env.close()
         report.console.print(table)
@@ -197,9 +199,9 @@ class BCQRun(Job):
 
 def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1,
                  on_episode=None) -> list[dict]:
-    """Per task: a random policy's return, the best episode return in the task's batch, `model`'s
-    return (means over `max(REPORT_EPISODES, eval_episodes)` episodes) and the fraction of the way
-    from the first to the second that BCQ covers."""
+    """Per task: a random policy's return, the best episode return in the task's batch and the mean of
+    its best 10 % of episodes, `model`'s return (means over `max(REPORT_EPISODES, eval_episodes)`
+    episodes) and the fraction of the way from random to each top that BCQ covers (`read/batches.py`)."""
     episodes = max(REPORT_EPISODES, eval_episodes) if envs else 0
     tick = on_episode or (lambda e: None)
     if envs:
@@ -209,8 +211,9 @@ def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, 
         final = rand = np.full(len(tasks), np.nan)
     rows = []
     for k, i in enumerate(tasks):
-        best = best_batch_return(store, i)
-        frac = (final[k] - rand[k]) / (best - rand[k]) if best != rand[k] else float("nan")
+        best, top = best_batch_return(store, i), top_batch_return(store, i)
         rows.append({"return": float(final[k]), "random_return": float(rand[k]), "best_batch_return": float(best),
-                     "bcq_return": float(final[k]), "fraction": float(frac), "episodes": episodes})
+                     "top10_batch_return": top, "bcq_return": float(final[k]),
+                     "fraction": float(fraction(final[k], rand[k], best)),
+                     "fraction_top10": float(fraction(final[k], rand[k], top)), "episodes": episodes})
     return rows

@@ -15,7 +15,7 @@ import numpy as np
 
 from ...core import layout
 from ...read import finetune as ft
-from ...read.batches import batch_progress, teacher_report
+from ...read.batches import BAR, bar_tasks, batch_progress, teacher_report
 from ...read.scores import history_scores, summarise
 from ...read.values import num
 from ...recipe import graph
@@ -188,21 +188,28 @@ def n_train(store: Store) -> int:
 
 
 def teachers(stores: list[Store]) -> dict | None:
-    """BCQ teachers: per seed the mean over training tasks of random, best-in-batch and BCQ returns and
-    of the fraction of the way from the first to the second that BCQ covers (`read/batches.py`)."""
-    fields = ("fraction", "random_return", "best_batch_return", "bcq_return")
+    """BCQ teachers: per seed the mean over training tasks of random, best-in-batch, best-10 % and BCQ
+    returns and of the fractions of the way from random to each top that BCQ covers, and how many
+    tasks are at the teacher bar on each scale (`read/batches.py`)."""
+    fields = ("fraction", "fraction_top10", "random_return", "best_batch_return", "top10_batch_return", "bcq_return")
     per_seed = {f: [] for f in fields}
-    per_task = []
+    per_task = {"fraction": [], "fraction_top10": []}
     for s in stores:
         recs = teacher_report(s, n_train(s))
-        per_task.append([number(r.get("fraction")) for r in recs])
+        for f in per_task:
+            per_task[f].append([number(r.get(f)) for r in recs])
         for f in fields:
             vals = [number(r.get(f)) for r in recs]
             vals = [v for v in vals if v is not None]
             per_seed[f].append(float(np.mean(vals)) if vals else None)
     if all(v is None for v in per_seed["fraction"]):
         return None
-    return {**{f: stat(per_seed[f]) for f in fields}, "fraction_per_task": per_task}
+    at_bar = {f"at_bar{suffix}": [sum(v is not None and v >= BAR for v in tasks) for tasks in per_task[f]]
+              for f, suffix in (("fraction", ""), ("fraction_top10", "_top10"))}
+    need = [bar_tasks(len(tasks)) for tasks in per_task["fraction"]]
+    return {**{f: stat(per_seed[f]) for f in fields}, "fraction_per_task": per_task["fraction"],
+            "fraction_top10_per_task": per_task["fraction_top10"], **at_bar, "bar_tasks": need,
+            "bar_met_top10": all(a >= n for a, n in zip(at_bar["at_bar_top10"], need))}
 
 
 def batches(stores: list[Store]) -> dict | None:

@@ -67,16 +67,26 @@ def per_seed_table(c: dict) -> str:
 
 
 def teachers_table(c: dict) -> str | None:
+    """Per seed: random, the batch's best episode and best-10 % mean, BCQ, the fraction of the way from
+    random to each, and the tasks at the bar (≥ 0.8) on each scale; the bar is the best-10 % one."""
     t = c.get("teachers")
     if not t:
         return None
-    rows = [[f"seed {r['seed']}", num(t["random_return"]["per_seed"][i]), num(t["best_batch_return"]["per_seed"][i]),
-             num(t["bcq_return"]["per_seed"][i]), num(t["fraction"]["per_seed"][i]),
-             f"{num(min(_known(t['fraction_per_task'][i])))}–{num(max(_known(t['fraction_per_task'][i])))}"
-             if _known(t["fraction_per_task"][i]) else "—"] for i, r in enumerate(c["runs"])]
-    rows.append(["mean ± std", pm(t["random_return"]), pm(t["best_batch_return"]), pm(t["bcq_return"]),
-                 pm(t["fraction"]), ""])
-    return md(["teachers", "random", "best in batch", "BCQ", "fraction", "fraction, tasks min–max"], rows)
+    get = lambda f, i: t[f]["per_seed"][i] if f in t else None
+    rows = []
+    for i, r in enumerate(c["runs"]):
+        span = _known(t["fraction_top10_per_task"][i]) if "fraction_top10_per_task" in t else []
+        at = (f"{t['at_bar'][i]} / {t['at_bar_top10'][i]} of {len(t['fraction_per_task'][i])}"
+              if "at_bar_top10" in t else "—")
+        rows.append([f"seed {r['seed']}", *(num(get(f, i)) for f in ("random_return", "best_batch_return",
+                     "top10_batch_return", "bcq_return", "fraction", "fraction_top10")),
+                     f"{num(min(span))}–{num(max(span))}" if span else "—", at])
+    rows.append(["mean ± std", *(pm(t[f]) if f in t else "—" for f in ("random_return", "best_batch_return",
+                 "top10_batch_return", "bcq_return", "fraction", "fraction_top10")), "",
+                 ("bar met" if t["bar_met_top10"] else f"bar not met (needs {t['bar_tasks'][0]} on every seed)")
+                 if "bar_met_top10" in t else ""])
+    return md(["teachers", "random", "best episode", "best 10 % mean", "BCQ", "fraction (best)",
+               "fraction (best 10 %)", "fraction (best 10 %), tasks min–max", "tasks ≥ 0.8 (best / best 10 %)"], rows)
 
 
 def batches_table(c: dict) -> str | None:
@@ -139,19 +149,30 @@ def ordering(c: dict) -> str:
     return "yes" if margin >= max(best["mbml"]["std"], best[near]["std"]) else f"yes, within noise of {near}"
 
 
+def bar_cell(c: dict) -> str:
+    """Tasks at the teacher bar per seed on the best-10 % scale, e.g. "8 / 6 / 9 of 10" (— for a report
+    from before that scale)."""
+    t = c.get("teachers") or {}
+    if "at_bar_top10" not in t:
+        return "—"
+    n = len(t["fraction_top10_per_task"][0])
+    return " / ".join(map(str, t["at_bar_top10"])) + f" of {n}" + (" ✓" if t["bar_met_top10"] else "")
+
+
 def summary_table(reports: list[dict]) -> str:
     """One row per condition of every report: best and last (mean ± std over seeds) of MBML, the baselines
     and `neither` (those some report has), MBML's probe, and whether the paper's ordering holds."""
     conditions = [c for r in reports for c in r["conditions"]]
     shown = [a for a in SUMMARY if any(a in c["algos"] for c in conditions)]     # a column only where some report has it
-    header = ["distribution", "seeds"] + [f"{a} best / last" for a in shown] + ["mbml probe", "paper's ordering"]
+    header = ["distribution", "seeds"] + [f"{a} best / last" for a in shown] + \
+        ["mbml probe", "teachers ≥ 0.8 (best 10 %), per seed", "paper's ordering"]
     rows = []
     for r in reports:
         for c in r["conditions"]:
             cells = [f"{pm(c['algos'][a]['best'])} / {pm(c['algos'][a]['last'])}" if a in c["algos"] else "—"
                      for a in shown]
             probe = pm(c["algos"]["mbml"]["probe"]) if "mbml" in c["algos"] else "—"
-            rows.append([c["label"], str(len(c["runs"]))] + cells + [probe, ordering(c)])
+            rows.append([c["label"], str(len(c["runs"]))] + cells + [probe, bar_cell(c), ordering(c)])
     return md(header, rows)
 
 
@@ -174,8 +195,9 @@ def markdown(report: dict, figures: dict[str, dict[str, str]] | None = None,
         out += ["", "### Per seed", "", per_seed_table(c)]
         for title, table in (("Batches: did the collector learn? Mean return of the first → last 10 % of each "
                               "task's episodes (✓: risen by more than twice its standard error)", batches_table(c)),
-                             ("BCQ teachers: fraction of the way from a random policy to the best episode "
-                              "in the batch (mean over training tasks)", teachers_table(c)),
+                             ("BCQ teachers: fraction of the way from a random policy to the batch's best episode "
+                              "and to the mean of its best 10 % of episodes (the teacher bar's scale; mean over "
+                              "training tasks)", teachers_table(c)),
                              ("Reward models", reward_table(c)), ("Fine-tuning (the paper's Fig. 8)", finetune_table(c))):
             if table:
                 out += ["", f"### {title}", "", table]
