@@ -18,10 +18,11 @@ import ctypes
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 from ..errors import StageError
@@ -85,7 +86,8 @@ class RayExecutor:
         self.task = ray.remote(execute)
 
     def start(self, unit: Unit):
-        return self.task.options(num_cpus=unit.threads, num_gpus=unit.gpus, max_retries=0).remote(asdict(unit))
+        watched = replace(unit, driver=os.getpid(), host=socket.gethostname())     # stops if this process dies
+        return self.task.options(num_cpus=unit.threads, num_gpus=unit.gpus, max_retries=0).remote(asdict(watched))
 
     def result(self, handle) -> int | None:
         done, _ = self.ray.wait([handle], timeout=0)

@@ -36,6 +36,8 @@ class Unit:
     resume: bool = False        # shard: the stage resumes (else its group starts afresh)
     threads: int = 1            # its share of the CPU cores
     gpus: float = 0.0           # GPUs it asks for (Ray)
+    driver: int = 0             # Ray: the pid of the process that started it, and that process's host, so that
+    host: str = ""              # the task stops when its driver dies (`worker.watch_driver`); 0: not watched
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -4,13 +4,16 @@
 """
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
+import socket
 import sys
+import threading
 import traceback
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from .unit import Unit, output_to
 
@@ -37,8 +40,49 @@ def execute(unit: dict | Unit, redirect: bool = True) -> int:
     """Run one unit here; its exit code. `redirect`: send this process's output to the unit's log."""
     unit = unit if isinstance(unit, Unit) else Unit(**unit)
     os.makedirs(os.path.dirname(unit.log) or ".", exist_ok=True)
-    with output_to(unit.log) if redirect else nullcontext():
-        return _execute(unit)
+    with output_to(unit.log) if redirect else nullcontext(), watch_driver(unit) as gone:
+        return 130 if gone() else _execute(unit)
+
+
+def driver_alive(unit: Unit) -> bool:
+    try:
+        os.kill(unit.driver, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextmanager
+def watch_driver(unit: Unit, every: float = 0.5, grace: float = 30.0):
+    """A Ray task runs in a pooled worker process that Ray kills only when it notices the driver gone,
+    which can take minutes: while the unit runs, a thread checks its driver's pid (same host only) and,
+    once it is gone, interrupts the unit as Ctrl-C would (its stage records `interrupted`), then ends
+    the process after `grace` seconds if the unit has not stopped. Local workers die with their parent
+    already (`executors._die_with_parent`). Yields `gone()`: whether the driver was found gone."""
+    found, done = threading.Event(), threading.Event()
+    if not unit.driver or unit.host != socket.gethostname() or unit.driver == os.getpid():
+        yield found.is_set
+        return
+    if not driver_alive(unit):
+        found.set()
+
+    def watch():
+        while not done.wait(every):
+            if not driver_alive(unit):
+                found.set()
+                _thread.interrupt_main()
+                if not done.wait(grace):
+                    os._exit(130)
+                return
+    thread = threading.Thread(target=watch, name="watch-driver", daemon=True)
+    thread.start()
+    try:
+        yield found.is_set
+    finally:
+        done.set()
+        thread.join()
 
 
 def _execute(unit: Unit) -> int:
