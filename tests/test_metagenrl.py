@@ -184,6 +184,10 @@ def test_smoke_run(smoke):
         assert np.all(np.isfinite(m[col])), col                         # each agent's own Q and TD error
     assert store.read_array("eval/metagenrl/test/returns").shape == (2, 3)
     assert store.read_rows("eval/metagenrl/history")["returns"].shape == (2, 2, 3)
+    agents = store.read_rows("eval/metagenrl/agents")                   # each agent on its own training task
+    np.testing.assert_array_equal(agents["epoch"], [1, 2])
+    assert agents["returns"].shape == (2, 3) and np.all(np.isfinite(agents["returns"]))
+    assert len(np.unique(agents["returns"])) > 1                          # K agents, K tasks: not one number
     assert "metagenrl" in result.output.split("test-task score")[-1]
     assert "probe metagenrl: skipped" in result.output                  # no task encoder to probe
     info = runner.invoke(app, ["info", str(path)])
@@ -202,6 +206,7 @@ def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch):
     store = ctx.store
     ref_metrics = store.metrics("distill", "metagenrl")
     ref_history = store.read_rows("eval/metagenrl/history")
+    ref_agents = store.read_rows("eval/metagenrl/agents")
     ref_weights, _ = store.load_weights("models/distill/metagenrl/final")
 
     real_step, calls = mg.MetaGenRLTrainer.step, {"n": 0}
@@ -225,6 +230,9 @@ def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch):
     hist = store.read_rows("eval/metagenrl/history")
     for col in ("epoch", "score", "returns", "z_mean"):
         np.testing.assert_array_equal(hist[col], ref_history[col], err_msg=col)
+    agents = store.read_rows("eval/metagenrl/agents")
+    for col in ("epoch", "returns"):
+        np.testing.assert_array_equal(agents[col], ref_agents[col], err_msg=col)
     weights, _ = store.load_weights("models/distill/metagenrl/final")
     for name, value in ref_weights.items():
         np.testing.assert_array_equal(weights[name], value, err_msg=name)

@@ -251,6 +251,10 @@ def test_report_json_equals_the_stores(reported):
     assert np.array(c["reward_error"]["matrix"]) == pytest.approx(np.mean(errors, axis=0))
     assert c["teachers"]["fraction"]["per_seed"] == pytest.approx(
         [np.mean([s.stage(f"bcq/{i}")["fraction"] for i in range(3)]) for s in stores])
+    assert c["teachers"]["fraction_top10"]["per_seed"] == pytest.approx(
+        [np.mean([s.stage(f"bcq/{i}")["fraction_top10"] for i in range(3)]) for s in stores])
+    assert c["teachers"]["at_bar_top10"] == [sum(s.stage(f"bcq/{i}")["fraction_top10"] >= 0.8 for i in range(3))
+                                             for s in stores] and c["teachers"]["bar_tasks"] == [3, 3, 3]
     rows = [[batch_progress(s, i) for i in range(3)] for s in stores]
     assert c["batches"]["per_task"] == rows and c["batches"]["tasks"] == [3, 3, 3]
     assert c["batches"]["first"]["per_seed"] == pytest.approx([np.mean([r["first"] for r in seed]) for seed in rows])

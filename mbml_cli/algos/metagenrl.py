@@ -395,6 +395,14 @@ class MetaGenRLTrainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "agents": self.agents}
 
+    @torch.no_grad()
+    def agents_act(self, obs) -> "np.ndarray":
+        """Each training agent's deterministic action on its own task: numpy (K, obs) → (K, act), for
+        `rollout.run_episode` over the K training tasks (the authors' Fig. 5 plots these returns)."""
+        s = torch.as_tensor(obs, dtype=torch.float32, device=self.policy.obs_mean.device)
+        s = (s - self.policy.obs_mean) / self.policy.obs_std
+        return self.agents.pi(s.unsqueeze(1)).squeeze(1).cpu().numpy()
+
     def progress(self) -> float:
         """The annealing weight p of L_α in the policy loss: t / anneal_steps, at most 1."""
         n = self.cfg.metagenrl_anneal_steps

@@ -64,6 +64,7 @@ FINETUNE_BATCH     | data/finetune/{init}/{task}        | table   | finetune    
 FINETUNE_WEIGHTS   | models/finetune/{init}/{task}      | weights | finetune    | a fine-tuned agent
 METRICS            | metrics/{stage}/{name}             | table   | every stage | training curves, one row per log interval; a per-task metric is one (rows, K) column, its K tasks in the attribute `tasks`
 EVAL_HISTORY       | eval/{algo}/history                | table   | distill     | evaluations during training: epoch, score, returns (T, E), z_mean (T, L)
+AGENT_HISTORY      | eval/{algo}/agents                 | table   | distill     | MetaGenRL: each training agent's return on its own task at each evaluation: epoch, returns (K,)
 EVALUATION         | eval/{algo}/{split}                | group   | eval        | split: test, unseen; returns (T, E), z_mean (T, L), z_points (T, n, L), tasks; attrs: score, score_std, skip, which, epoch; split offline (data without an environment): td_error, action_error per task
 PROBE              | eval/{algo}/probe                  | group   | probe       | closer, kl_own, kl_other (K, K); attrs: score (fraction of pairs read by reward)
 OFFLINE_CHECK      | eval/{algo}/offline                | group   | eval        | data without an environment: td_error, action_error (K,) on held-out episodes; attrs: their means, rows, in_sample
@@ -74,7 +75,7 @@ STAGE              | stages/{key}                       | attrs   | every stage 
 NAMES = tuple(line.split("|")[0].strip() for line in _TABLE.strip().splitlines())
 SCHEMA = tuple(Artefact(*(cell.strip() for cell in line.split("|")[1:])) for line in _TABLE.strip().splitlines())
 (TASKS, BATCH, HELDOUT_BATCH, SAC, CHECKPOINT, BCQ, REWARD_MODEL, REWARD_ERROR, RELABEL, RELABEL_INFO, DISTILL,
- DISTILL_CHECKPOINT, FINETUNE_BATCH, FINETUNE_WEIGHTS, METRICS, EVAL_HISTORY, EVALUATION, PROBE, OFFLINE_CHECK,
+ DISTILL_CHECKPOINT, FINETUNE_BATCH, FINETUNE_WEIGHTS, METRICS, EVAL_HISTORY, AGENT_HISTORY, EVALUATION, PROBE, OFFLINE_CHECK,
  FINETUNE_CURVE, FINETUNE_SUMMARY, STAGE) = SCHEMA
 
 

@@ -6,6 +6,7 @@ Reads  the train batches, the BCQ teachers (`loaders.load_bcq`), the relabelled 
 Writes (`layout.py`) METRICS distill/<algo>  one row per epoch: step, epoch, loss_q, loss_g, loss_xi,
                                              loss_triplet, kl, valid_pairs, wall
        EVAL_HISTORY   one row per evaluation: epoch, score, returns (T, E), z_mean (T, L)
+       AGENT_HISTORY  per-task agents (MetaGenRL): each one's return on its own training task, per evaluation
        DISTILL        final and best: the policy (weights + the meta needed to rebuild it)
        DISTILL_CHECKPOINT  policy + Adam state + RNG state + row counts (`checkpoint.py`)
 
@@ -31,6 +32,7 @@ from ..loaders import load_batches, load_bcq, load_relabelled
 from ..loop import Job, Schedule, run_loop
 from .common import check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
+from ..rollout import run_episode
 from ...algos.nets import device_of, seed_everything
 from ..context import RunContext, stage
 
@@ -107,12 +109,15 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
 
     test_tasks = ctx.tasks("test")
     envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
+    own = getattr(trainer, "agents_act", None)           # per-task agents (MetaGenRL): also on their own tasks
+    own_envs = [ctx.dist.make_env(p, r.env.horizon) for p in ctx.tasks("train")] if own and envs else []
     spe = cfg.steps_per_epoch
 
     class Distilling(Job):
         title, stage, size = f"distill {algo}", f"distill/{algo}", f"{cfg.epochs} epochs × {spe} steps"
         metrics, history = layout.METRICS("distill", algo), layout.EVAL_HISTORY(algo)
-        checkpoint, tables = layout.checkpoint("distill", algo), [metrics, history]
+        agents = layout.AGENT_HISTORY(algo)
+        checkpoint, tables = layout.checkpoint("distill", algo), [metrics, history] + ([agents] if own_envs else [])
         best = {"score": -np.inf, "epoch": -1}
 
         def state(self):
@@ -143,6 +148,9 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
             store.append_rows(self.history, {"epoch": np.array([epoch]), "score": np.array([result.score]),
                                              "returns": result.returns[None].astype(np.float32),
                                              "z_mean": result.z_mean[None].astype(np.float32)})
+            if own_envs:
+                returns = run_episode(own_envs, own, seed=eval_seed(r.seed, epoch - 1)).returns
+                store.append_rows(self.agents, {"epoch": np.array([epoch]), "returns": returns[None].astype(np.float32)})
             if result.score > self.best["score"]:
                 self.best = {"score": float(result.score), "epoch": epoch}
                 store.save_weights(layout.DISTILL(algo, "best"), policy.state_dict(), {**policy.meta, **self.best, "algo": algo})
@@ -157,7 +165,7 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
             return {self.metrics: row}, line
 
         def finish(self, t, report):
-            for env in envs:
+            for env in envs + own_envs:
                 env.close()
             store.save_weights(layout.DISTILL(algo, "final"), policy.state_dict(),
                                {**policy.meta, "epoch": cfg.epochs, "algo": algo, "best_epoch": self.best["epoch"]})

@@ -72,6 +72,12 @@ def learning_curves(c: dict, algos: tuple[str, ...], title: str, path: Path) -> 
             ax.plot(x, m, color=colour, linewidth=2, marker="o", markersize=4, label=a,
                     linestyle="-" if a in COLOURS else "--")
             curves.append({"label": a, "color": colour, "points": len(x)})
+            agents = c["algos"][a].get("agents_curve")
+            if agents:                                  # MetaGenRL's agents on their own training tasks
+                x, m = (np.asarray(agents[k], dtype=float) for k in ("epoch", "mean"))
+                label = f"{a}: training agents, own tasks"
+                ax.plot(x, m, color=colour, linewidth=1.5, linestyle=":", marker="s", markersize=3, label=label)
+                curves.append({"label": label, "color": colour, "points": len(x)})
         n = len(c["runs"])
         ax.set(xlabel="distillation epoch", ylabel="test-task score (mean return)",
                title=_heading(c["label"], title, fig) + f"\nmean ± 1 std over {n} seed{'s' * (n > 1)}")

@@ -148,18 +148,29 @@ def skip_of(store: Store) -> int:
     return int((store.recipe.get("eval") or {}).get("skip", 2))
 
 
-def curve(stores: list[Store], algo: str) -> dict | None:
-    """Test-task score per evaluation during training: the epochs every seed evaluated, per seed and
-    mean ± std over seeds."""
-    found = [history_scores(s, algo, skip_of(s)) for s in stores]
-    found = [(e, per_task.mean(axis=1)) for e, per_task in (h for h in found if h is not None)]
+def aligned(found: list[tuple[np.ndarray, np.ndarray]]) -> dict | None:
+    """Per-seed (epochs, values) on the epochs every seed has: per seed and mean ± std over seeds."""
     if not found:
         return None
     common = sorted(set.intersection(*(set(e.tolist()) for e, _ in found)))
     if not common:
         return None
-    rows = [np.array([dict(zip(e.tolist(), scores))[c] for c in common]) for e, scores in found]
+    rows = [np.array([dict(zip(e.tolist(), values))[c] for c in common]) for e, values in found]
     return {"epoch": [int(c) for c in common], **band(rows), "per_seed": [[number(v) for v in r] for r in rows]}
+
+
+def curve(stores: list[Store], algo: str) -> dict | None:
+    """Test-task score per evaluation during training: the epochs every seed evaluated, per seed and
+    mean ± std over seeds."""
+    found = [history_scores(s, algo, skip_of(s)) for s in stores]
+    return aligned([(e, per_task.mean(axis=1)) for e, per_task in (h for h in found if h is not None)])
+
+
+def agents_curve(stores: list[Store], algo: str) -> dict | None:
+    """Per-task agents (MetaGenRL): the mean over the training agents of each one's return on its own
+    task, per evaluation (`layout.AGENT_HISTORY`), as `curve`."""
+    rows = [s.read_rows(layout.AGENT_HISTORY(algo)) for s in stores if s.exists(layout.AGENT_HISTORY(algo))]
+    return aligned([(r["epoch"], r["returns"].mean(axis=1)) for r in rows if len(r["epoch"])])
 
 
 def loss_of(recipe: dict, algo: str) -> str | None:
@@ -180,6 +191,9 @@ def algorithm(stores: list[Store], algo: str) -> dict:
     out["best_epoch"] = [r["best_epoch"] if r["best_epoch"] >= 0 else None for r in rows]
     out["last_epoch"] = [r["last_epoch"] if r["last_epoch"] >= 0 else None for r in rows]
     out["curve"] = curve(stores, algo)
+    agents = agents_curve(stores, algo)
+    if agents:
+        out["agents_curve"] = agents
     return out
 
 
