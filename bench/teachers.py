@@ -2,6 +2,7 @@
 
     python bench/teachers.py RUN [--episodes 10] [--json FILE]
     python bench/teachers.py RUN --train 0,1,2 [--set bcq.relabelled=true ...] [--episodes 10] [--json FILE]
+    python bench/teachers.py RUN --train 0,1,2 --reference PATH/TO/sfujim/BCQ [--set ...]
 
 Without `--train`: the store's own `final` and `best` checkpoints. `mbml bcq` scores only the final
 ones (the stage records' fractions); the `best` ones were picked on the `eval_every` evaluations,
@@ -16,7 +17,9 @@ mini-batches). The training seed replaces the recipe's seed in BCQ's random stre
 mini-batches, noise); the batches, tasks and relabelled rewards are the store's. Each is timed (seconds
 per task-iteration, all K tasks in one batched network, one thread), its critics' mean Q is printed at
 tenths of the run (has Q levelled off?), and its final teachers are scored on `--episodes` fresh
-episodes per task.
+episodes per task. With `--reference`, Fujimoto's reference BCQ (bench/peers.py) is trained instead,
+on each task's batch alone, at the recipe's widths and settings, and scored the same way (its
+`select_action` draws 100 candidates, ours `bcq.n_candidates`).
 
 Every score prints both scales of the teacher bar (`read/batches.py`): the fraction of the way from a
 random policy to the batch's best episode, and to the mean of its best 10 % of episodes (the bar's
@@ -35,8 +38,10 @@ import torch
 from mbml_cli.core import layout
 from mbml_cli.read.batches import BAR, bar_tasks
 from mbml_cli.run import stages
-from mbml_cli.run.loaders import load_bcq
+from mbml_cli.run.loaders import load_batches, load_bcq
 from mbml_cli.run.pipeline.bcq import BCQRun, final_report
+
+import peers                                       # bench/peers.py: the reference BCQ
 
 
 def summary(rows: list[dict]) -> dict:
@@ -87,12 +92,42 @@ def train_once(ctx, seed: int, episodes: int) -> dict:
     return res
 
 
+def train_reference(ctx, seed: int, episodes: int, path: str) -> dict:
+    """Fujimoto's reference BCQ (bench/peers.py) trained on each task's batch alone, one task after
+    another, with training seed `seed` (torch's and numpy's global generators, which it draws from);
+    timed per task-iteration and scored as ours."""
+    r, K = ctx.recipe, len(ctx.tasks("train"))
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    data = load_batches(ctx.store, "train", list(range(K)))
+    pols, t0 = [], time.perf_counter()
+    for i in range(K):
+        n = int(data.sizes[i])
+        pol = peers.reference_bcq(path, r.bcq, data.obs.shape[-1], data.act.shape[-1])
+        rows = {f: getattr(data, f)[i, :n].numpy() for f in ("obs", "act", "next_obs", "rew", "terminal")}
+        pol.train(peers.Buffer(rows["obs"], rows["act"], rows["next_obs"], rows["rew"], 1.0 - rows["terminal"]),
+                  r.bcq.iterations, batch_size=r.bcq.batch_size)
+        pols.append(pol)
+    seconds = time.perf_counter() - t0
+    envs = [ctx.dist.make_env(p, r.env.horizon) for p in ctx.tasks("train")]
+    act = lambda obs: np.stack([pol.select_action(o) for pol, o in zip(pols, obs)])
+    rows = final_report(None, envs, ctx.store, list(range(K)), seed, episodes, act=act)
+    for env in envs:
+        env.close()
+    res = {"seed": seed, "seconds": seconds, "ms_per_task_iteration": 1e3 * seconds / (r.bcq.iterations * K),
+           **summary(rows)}
+    print(line(f"seed {seed}", res) + f"; {res['ms_per_task_iteration']:.3f} ms per task-iteration", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--train", help="training seeds, e.g. 0,1,2: train the teachers again, once per seed")
     ap.add_argument("--set", action="append", default=[], help="a recipe override for --train (repeatable)")
+    ap.add_argument("--reference", help="with --train: a checkout of github.com/sfujim/BCQ, trained in the place of ours "
+                    "(one task at a time, at the recipe's widths)")
     ap.add_argument("--json", help="write each checkpoint's or seed's returns and fractions to this file")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -108,9 +143,10 @@ def main() -> None:
         out.update(score_checkpoints(ctx, envs, args.episodes))
     else:
         print(f"training: bcq {dataclasses.asdict(r.bcq)}")
-        runs = [train_once(ctx, int(s), args.episodes) for s in args.train.split(",")]
+        runs = [train_reference(ctx, int(s), args.episodes, args.reference) if args.reference else
+                train_once(ctx, int(s), args.episodes) for s in args.train.split(",")]
         stat = lambda k: (float(np.mean([x[k] for x in runs])), float(np.std([x[k] for x in runs])))
-        out.update(runs=runs, bcq=dataclasses.asdict(r.bcq), **{f"{k}_mean_sd": stat(k) for k in (
+        out.update(runs=runs, bcq=dataclasses.asdict(r.bcq), impl="sfujim/BCQ" if args.reference else "mbml", **{f"{k}_mean_sd": stat(k) for k in (
             "return_mean", "fraction_mean", "fraction_top10_mean", "tasks_at_bar_top10", "ms_per_task_iteration")})
         print("over seeds (mean ± sd): " + ", ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in
                                                      ((k, out[f"{k}_mean_sd"]) for k in ("return_mean",

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -52,6 +51,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mbml_cli.recipe.load import load, resolve
 from mbml_cli.run.preflight import Probe
+
+import peers                                       # bench/peers.py: the reference BCQ
 
 ROOT = Path(__file__).resolve().parent.parent
 GEMMS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
@@ -293,47 +294,16 @@ def d3rlpy_bcq(r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str
 
 def reference_bcq(path: str, r, obs_dim: int, act_dim: int, n: int) -> tuple[float | None, str]:
     """Seconds per iteration of sfujim/BCQ's `train` (one task) at the recipe's sizes, or (None, why)."""
-    p = Path(path)
-    file = next((f for f in (p, p / "BCQ.py", p / "continuous_BCQ" / "BCQ.py") if f.is_file()), None)
-    if file is None:
-        return None, f"no BCQ.py at {path} (expected a checkout of github.com/sfujim/BCQ)"
-    spec = importlib.util.spec_from_file_location("sfujim_bcq", file)
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    import copy
-    from torch import nn
-    b = r.bcq
-    pol = ref.BCQ(obs_dim, act_dim, 1.0, torch.device("cpu"), b.gamma, b.tau, b.lmbda, b.phi)
-
-    def chain(module, names, d_in, hidden, d_out):              # resize its fixed layers to the recipe's
-        for name, a, o in zip(names, [d_in, *hidden], [*hidden, d_out]):
-            setattr(module, name, nn.Linear(a, o))
-    ad, ah, ch, vh, L = obs_dim + act_dim, b.actor_hidden, b.critic_hidden, b.vae_hidden, 2 * act_dim
-    chain(pol.actor, ["l1", "l2", "l3"], ad, ah, act_dim)
-    chain(pol.critic, ["l1", "l2", "l3"], ad, ch, 1)
-    chain(pol.critic, ["l4", "l5", "l6"], ad, ch, 1)
-    chain(pol.vae, ["e1", "e2"], ad, vh[:1], vh[-1])
-    pol.vae.mean, pol.vae.log_std = nn.Linear(vh[-1], L), nn.Linear(vh[-1], L)
-    chain(pol.vae, ["d1", "d2", "d3"], obs_dim + L, vh, act_dim)
-    pol.actor_target, pol.critic_target = copy.deepcopy(pol.actor), copy.deepcopy(pol.critic)
-    pol.actor_optimizer = torch.optim.Adam(pol.actor.parameters(), lr=b.lr)
-    pol.critic_optimizer = torch.optim.Adam(pol.critic.parameters(), lr=b.lr)
-    pol.vae_optimizer = torch.optim.Adam(pol.vae.parameters(), lr=b.lr)
-
-    class Buffer:                                               # its utils.ReplayBuffer.sample, on random rows
-        def __init__(self, N=2048):
-            g = np.random.default_rng(0)
-            self.s, self.a = g.standard_normal((N, obs_dim)), g.uniform(-1, 1, (N, act_dim))
-            self.s2, self.r, self.nd = g.standard_normal((N, obs_dim)), g.standard_normal((N, 1)), np.ones((N, 1))
-
-        def sample(self, batch_size):
-            i = np.random.randint(0, len(self.s), size=batch_size)
-            return tuple(torch.FloatTensor(x[i]) for x in (self.s, self.a, self.s2, self.r, self.nd))
-    buf = Buffer()
-    pol.train(buf, 2, batch_size=b.batch_size)
+    try:
+        pol = peers.reference_bcq(path, r.bcq, obs_dim, act_dim)
+    except ValueError as e:
+        return None, str(e)
+    buf = peers.Buffer.random(obs_dim, act_dim)
+    pol.train(buf, 2, batch_size=r.bcq.batch_size)
     t0 = time.perf_counter()
-    pol.train(buf, n, batch_size=b.batch_size)
-    return (time.perf_counter() - t0) / n, f"{file}: train(replay_buffer, {n}), layers resized to the recipe's"
+    pol.train(buf, n, batch_size=r.bcq.batch_size)
+    return (time.perf_counter() - t0) / n, f"{peers.reference_module(path).FILE}: train(replay_buffer, {n}), " \
+        "layers resized to the recipe's"
 
 
 # ---- the run -----------------------------------------------------------------------------------------------

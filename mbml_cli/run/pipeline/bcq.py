@@ -197,15 +197,17 @@ class BCQRun(Job):
         report.console.print(table)
 
 
-def final_report(model: bcq_algo.BCQ, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1,
-                 on_episode=None) -> list[dict]:
+def final_report(model: bcq_algo.BCQ | None, envs, store, tasks: list[int], seed: int, eval_episodes: int = 1,
+                 on_episode=None, act=None) -> list[dict]:
     """Per task: a random policy's return, the best episode return in the task's batch and the mean of
     its best 10 % of episodes, `model`'s return (means over `max(REPORT_EPISODES, eval_episodes)`
-    episodes) and the fraction of the way from random to each top that BCQ covers (`read/batches.py`)."""
+    episodes) and the fraction of the way from random to each top that BCQ covers (`read/batches.py`).
+    `act` (numpy (K, obs) → (K, act)) scores another policy in `model`'s place (bench/teachers.py)."""
     episodes = max(REPORT_EPISODES, eval_episodes) if envs else 0
     tick = on_episode or (lambda e: None)
     if envs:
-        final = evaluate(model, envs, episodes, seeds.stream(seed, "bcq/report"), tick)
+        final = evaluate(model, envs, episodes, seeds.stream(seed, "bcq/report"), tick) if act is None else \
+            mean_returns(envs, act, episodes, seeds.stream(seed, "bcq/report"), tick)
         rand = random_returns(envs, episodes, seeds.stream(seed, "bcq/random"), lambda e: tick(episodes + e))
     else:                                       # no environment: only the batches' own returns are known
         final = rand = np.full(len(tasks), np.nan)
