@@ -3,6 +3,7 @@
     python bench/teachers.py RUN [--episodes 10] [--json FILE]
     python bench/teachers.py RUN --train 0,1,2 [--set bcq.relabelled=true ...] [--episodes 10] [--json FILE]
     python bench/teachers.py RUN --train 0,1,2 --reference PATH/TO/sfujim/BCQ [--set ...]
+    python bench/teachers.py --table A.json B.json ...      # the --train JSONs side by side (Markdown)
 
 Without `--train`: the store's own `final` and `best` checkpoints. `mbml bcq` scores only the final
 ones (the stage records' fractions); the `best` ones were picked on the `eval_every` evaluations,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 
 import numpy as np
@@ -120,7 +122,32 @@ def train_reference(ctx, seed: int, episodes: int, path: str) -> dict:
     return res
 
 
+def table(files: list[str]) -> str:
+    """The side-by-side table (Markdown) of `--train` JSONs: per file the setting, the mean over its
+    training seeds ± their sd of the return and both fractions, the tasks at the bar per seed, ms per
+    task-iteration and the critics' mean Q at the end."""
+    head = ["setting", "seeds", "return", "fraction (best)", "fraction (best 10 %)", "tasks ≥ 0.8 per seed (best 10 %)",
+            "ms / task-iteration", "mean Q at the end"]
+    rows = []
+    for f in files:
+        d = json.load(open(f))
+        runs = d["runs"]
+        pm = lambda k, p=2: f"{np.mean([x[k] for x in runs]):.{p}f} ± {np.std([x[k] for x in runs]):.{p}f}"
+        sets = [x for x in d.get("set", []) if not x.startswith("threads=")]
+        label = ("reference BCQ (sfujim/BCQ)" if d.get("impl") == "sfujim/BCQ" else "ours") + \
+            (", " + ", ".join(f"`{x}`" for x in sets) if sets else ", the recipe's settings")
+        q = [x["q_at_tenths"][-1] for x in runs if x.get("q_at_tenths")]
+        rows.append([label, ",".join(str(x["seed"]) for x in runs), pm("return_mean"),
+                     pm("fraction_mean"), pm("fraction_top10_mean"),
+                     " / ".join(str(x["tasks_at_bar_top10"]) for x in runs) + f" of {len(runs[0]['returns'])}",
+                     pm("ms_per_task_iteration", 2), f"{np.mean(q):.1f}" if q else "—"])
+    return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *rows])
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        print(table(sys.argv[2:]))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run")
     ap.add_argument("--episodes", type=int, default=10)
