@@ -121,3 +121,27 @@ def test_the_teacher_bar_counts_from_random_to_the_mean_of_the_best_tenth_of_epi
     assert abs(rec["fraction_top10"] - (15 - 1.5) / (19.5 - 1.5)) < 1e-12 and rec["fraction_top10"] == 0.75
     assert rec["fraction"] == 13.5 / 18.5                                  # the old scale stays beside it
     assert [bar_tasks(n) for n in (10, 5, 3, 1)] == [8, 4, 3, 1]
+
+
+def test_a_generator_of_the_own_rows_never_sees_the_relabelled_ones():
+    """`bcq.relabelled_generator: own`: BCQ's VAE loss is the same whatever the borrowed rows' actions are;
+    the critic's is not."""
+    from conftest import random_batch
+    from mbml_cli.algos import bcq
+    from mbml_cli.recipe.config import BCQConfig
+    cfg = BCQConfig(actor_hidden=[8], critic_hidden=[8], vae_hidden=[8], batch_size=6)
+    batch = {**random_batch(0, 2, 6, 3, 2), "generator_rows": 4}
+    other = {**batch, "act": torch.cat([batch["act"][:, :4], -batch["act"][:, 4:]], 1)}
+    out = []
+    for b in (batch, other):
+        torch.manual_seed(0)
+        model = bcq.BCQ(2, 3, 2, cfg)
+        tr = bcq.BCQTrainer(model, 1e-3)
+        out.append(bcq.update(tr, b, cfg, bcq.sample_noise(2, 6, model.vae.latent_dim, cfg.n_candidates,
+                                                           torch.Generator().manual_seed(1))))
+    assert torch.equal(out[0]["vae_loss"], out[1]["vae_loss"])
+    assert not torch.equal(out[0]["critic_loss"], out[1]["critic_loss"])
+    data, mean = toy()
+    mask = ~torch.eye(3, dtype=torch.bool)[:, :, None] & (torch.arange(4) < data.sizes[None, :, None])
+    mixed = MixedBatches(data, data, RelabelledPool.build(data, [0, 1, 2], mean, mask), 0.25, generator_own=True)
+    assert mixed.sample(8, torch.Generator().manual_seed(2))["generator_rows"] == 6

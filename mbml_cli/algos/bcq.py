@@ -170,10 +170,12 @@ def update(tr: BCQTrainer, batch: dict[str, torch.Tensor], cfg: BCQConfig,
     if noise is None:
         noise = sample_noise(K, B, m.vae.latent_dim, n, generator, s.device)
 
-    # ---- generator G_ω: VAE reconstruction + KL (Alg. 1)
+    # ---- generator G_ω: VAE reconstruction + KL (Alg. 1); on the first `generator_rows` rows only when
+    # the batch says so (teachers from every task's data whose G models their own behaviour)
     s_in = s.detach()   # `obs` may carry gradient (Contextual BCQ's z): only the critics pass it on
-    recon, mean, std = m.vae(s_in, a, noise["vae"])
-    recon_loss = (recon - a).pow(2).mean(dim=(1, 2))
+    g = slice(batch.get("generator_rows"))
+    recon, mean, std = m.vae(s_in[:, g], a[:, g], noise["vae"][:, g])
+    recon_loss = (recon - a[:, g]).pow(2).mean(dim=(1, 2))
     kl = -0.5 * (1 + (std.pow(2)).log() - mean.pow(2) - std.pow(2)).mean(dim=(1, 2))
     vae_loss = recon_loss + cfg.kl_weight * kl                                   # (K,)
     tr.vae_opt.zero_grad(set_to_none=True)

@@ -128,9 +128,11 @@ class MixedBatches:
     everyone: TaskData
     pool: RelabelledPool
     share: float
+    generator_own: bool = False      # G (BCQ's VAE) learns from the own rows only: `generator_rows` in the batch
 
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
         n_rel = int(round(self.share * batch_size))
         own = self.own.sample(batch_size - n_rel, generator)
         rel = self.pool.sample(self.everyone, n_rel, generator)
-        return {f: torch.cat([own[f], rel[f]], 1) for f in BCQ_FIELDS}
+        out = {f: torch.cat([own[f], rel[f]], 1) for f in BCQ_FIELDS}
+        return {**out, "generator_rows": batch_size - n_rel} if self.generator_own else out

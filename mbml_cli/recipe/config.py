@@ -90,6 +90,9 @@ class BCQConfig:
                            "departure). bcq then runs after relabel", False)
     relabelled_share: float = doc("with `relabelled`: the share of each mini-batch drawn from the relabelled "
                                   "transitions; the rest from the task's own batch", 0.5, **rng(0, 1))
+    relabelled_generator: str = doc("with `relabelled`: the rows BCQ's generative model G (the batch constraint) "
+                                    "learns from: all (own and relabelled) or own (the task's own behaviour only; the "
+                                    "critics and ξ still learn from both)", "all", meta={"choices": ["all", "own"]})
     relabelled_next: str = doc("with `relabelled`, where tasks differ in dynamics (`reward.next_state`): next "
                                "states predicted by task i's next-state ensemble, or the stored ones pooled as "
                                "they are", "predicted", meta={"choices": ["predicted", "stored"]})

@@ -123,7 +123,8 @@ class BCQRun(Job):
         rel = load_relabelled(self.store, everyone, next_state=self.cfg.relabelled_next == "predicted")
         pool = RelabelledPool.build(everyone, todo, rel.mean.to(self.device), rel.mask.to(self.device),
                                     None if rel.next_obs is None else rel.next_obs.to(self.device))
-        return MixedBatches(self.data, everyone, pool, self.cfg.relabelled_share)
+        return MixedBatches(self.data, everyone, pool, self.cfg.relabelled_share,
+                            generator_own=self.cfg.relabelled_generator == "own")
 
     def run(self) -> None:
         cfg = self.cfg
