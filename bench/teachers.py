@@ -3,7 +3,8 @@
     python bench/teachers.py RUN [--episodes 10] [--json FILE]
     python bench/teachers.py RUN --train 0,1,2 [--set bcq.relabelled=true ...] [--episodes 10] [--json FILE]
     python bench/teachers.py RUN --train 0,1,2 --reference PATH/TO/sfujim/BCQ [--set ...]
-    python bench/teachers.py --table A.json B.json ...      # the --train JSONs side by side (Markdown)
+    python bench/teachers.py --table A.json B.json+C.json ...  # the --train JSONs side by side (Markdown;
+                                                               # B+C: one setting's seeds in two files)
 
 Without `--train`: the store's own `final` and `best` checkpoints. `mbml bcq` scores only the final
 ones (the stage records' fractions); the `best` ones were picked on the `eval_every` evaluations,
@@ -130,8 +131,8 @@ def table(files: list[str]) -> str:
             "ms / task-iteration", "mean Q at the end"]
     rows = []
     for f in files:
-        d = json.load(open(f))
-        runs = d["runs"]
+        parts = [json.load(open(x)) for x in f.split("+")]        # A.json+B.json: one setting's seeds in two files
+        d, runs = parts[0], [x for p in parts for x in p["runs"]]
         pm = lambda k, p=2: f"{np.mean([x[k] for x in runs]):.{p}f} ± {np.std([x[k] for x in runs]):.{p}f}"
         sets = [x for x in d.get("set", []) if not x.startswith("threads=")]
         label = ("reference BCQ (sfujim/BCQ)" if d.get("impl") == "sfujim/BCQ" else "ours") + \
