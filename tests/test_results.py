@@ -157,3 +157,19 @@ def test_summary_of_a_file_that_is_not_a_report_is_one_line(tmp_path):
     for bad in (ROOT / "README.md", tmp_path / "x.json", tmp_path / "missing.json"):
         out = runner.invoke(app, ["report", "--summary", str(bad)])
         assert out.exit_code == 2 and str(bad) in out.output and "Traceback" not in out.output
+
+
+def test_teacher_tables_are_bench_teachers_of_the_committed_jsons(monkeypatch):
+    """RESULTS.md's teachers retrained per training seed: each table is `bench/teachers.py --table` of the
+    JSONs its caption names, verbatim."""
+    import importlib.util
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))                 # its sibling `peers`
+    spec = importlib.util.spec_from_file_location("bench_teachers", ROOT / "bench" / "teachers.py")
+    teachers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(teachers)
+    text = section("## Strong teachers: measured per training seed, and from every task's data")
+    captions = re.findall(r"`(results/teachers/[^`{]+)\{([^}]+)\}\.json`:", text)
+    assert len(captions) == 2
+    for stem, names in captions:
+        files = [str(ROOT / f"{stem}{n}.json") for n in names.split(",")]
+        assert teachers.table(files) in text, stem
