@@ -438,3 +438,23 @@ def test_a_ray_task_stops_when_its_driver_dies():
     with watch_driver(Unit(kind="run", label="x", store="", log=os.devnull)) as gone:
         time.sleep(0.1)
     assert not gone()
+
+
+def test_a_sweep_written_before_a_recipe_key_was_added_is_the_same_sweep():
+    """A sweep's own file from before a key was added (`graph.ADDED`) still matches today's same recipe,
+    so the sweep resumes; the new key set off its default is another sweep."""
+    import copy
+
+    from mbml_cli.recipe.load import load, to_dict
+    from mbml_cli.run.sweep import Sweep
+    today = to_dict(load(SMOKE)[0])
+    before = copy.deepcopy(today)
+    for section, key in (("bcq", "relabelled_generator"), ("bcq", "relabelled"), ("distill", "inference_loss")):
+        del before[section][key]
+    assert Sweep("s", today, [0], {}, {}).same_experiment(Sweep("s", before, [0], {}, {})) == []
+    changed = copy.deepcopy(today)
+    changed["bcq"]["relabelled"] = True
+    assert Sweep("s", changed, [0], {}, {}).same_experiment(Sweep("s", before, [0], {}, {})) == ["recipe"]
+    changed = copy.deepcopy(today)
+    changed["bcq"]["lr"] = 0.5
+    assert Sweep("s", changed, [0], {}, {}).same_experiment(Sweep("s", today, [0], {}, {})) == ["recipe"]

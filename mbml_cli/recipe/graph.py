@@ -15,6 +15,7 @@ same algorithm's).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -112,6 +113,15 @@ def _added_at_default(d: dict, recipe_type: type) -> list[str]:
     section = lambda path: path.rpartition(".")[0]
     keys = [f"{sec}.{name}" for sec in {section(p) for p in ADDED} for name in d.get(sec, {})]
     return [k for k in keys if k.startswith(ADDED) and _pick(d, k) == _pick(defaults, k)]
+
+
+def without_added(d: dict, recipe_type: type) -> dict:
+    """The recipe dict `d` without the added keys (`ADDED`) that are at their default: a recipe written
+    before they existed compares equal to today's same recipe (a sweep's own file, say)."""
+    out = copy.deepcopy(d)
+    for k in _added_at_default(out, recipe_type):
+        _drop(out, k)
+    return out
 
 
 def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core import lock as lockmod
+from ..recipe import graph
 from ..recipe.config import Recipe
 from ..errors import StageError, RecipeError
 from .executors import make, run_units, share
@@ -65,8 +66,10 @@ class Sweep:
                 "lock": self.lock}
 
     def same_experiment(self, other: "Sweep") -> list[str]:
-        """What differs from `other` (the lock aside)."""
-        return [what for what, a, b in (("recipe", self.recipe, other.recipe), ("seeds", self.seeds, other.seeds),
+        """What differs from `other` (the lock aside; recipe keys added since either was written count
+        only where they are off their default)."""
+        recipes = [graph.without_added(r, Recipe) for r in (self.recipe, other.recipe)]
+        return [what for what, a, b in (("recipe", *recipes), ("seeds", self.seeds, other.seeds),
                                         ("grid", self.grid, other.grid)) if a != b]
 
     def runs(self, directory: Path, jobs: int = 1) -> list[SweepRun]:
