@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -171,18 +172,28 @@ def main() -> None:
         out.update(score_checkpoints(ctx, envs, args.episodes))
     else:
         print(f"training: bcq {dataclasses.asdict(r.bcq)}")
-        runs = [train_reference(ctx, int(s), args.episodes, args.reference) if args.reference else
-                train_once(ctx, int(s), args.episodes) for s in args.train.split(",")]
-        stat = lambda k: (float(np.mean([x[k] for x in runs])), float(np.std([x[k] for x in runs])))
-        out.update(runs=runs, bcq=dataclasses.asdict(r.bcq), impl="sfujim/BCQ" if args.reference else "mbml", **{f"{k}_mean_sd": stat(k) for k in (
-            "return_mean", "fraction_mean", "fraction_top10_mean", "tasks_at_bar_top10", "ms_per_task_iteration")})
+        out.update(bcq=dataclasses.asdict(r.bcq), impl="sfujim/BCQ" if args.reference else "mbml", runs=[])
+        for seed in args.train.split(","):                  # the JSON after every seed: a killed run keeps them
+            out["runs"].append(train_reference(ctx, int(seed), args.episodes, args.reference) if args.reference
+                               else train_once(ctx, int(seed), args.episodes))
+            runs = out["runs"]
+            stat = lambda k: (float(np.mean([x[k] for x in runs])), float(np.std([x[k] for x in runs])))
+            out.update({f"{k}_mean_sd": stat(k) for k in ("return_mean", "fraction_mean", "fraction_top10_mean",
+                                                          "tasks_at_bar_top10", "ms_per_task_iteration")})
+            write(args.json, out)
         print("over seeds (mean ± sd): " + ", ".join(f"{k} {m:.3f} ± {s:.3f}" for k, (m, s) in
                                                      ((k, out[f"{k}_mean_sd"]) for k in ("return_mean",
                                                       "fraction_top10_mean", "tasks_at_bar_top10",
                                                       "ms_per_task_iteration"))))
-    if args.json:
-        with open(args.json, "w") as f:
+    write(args.json, out)
+
+
+def write(path: str | None, out: dict) -> None:
+    """`out` as JSON at `path` (if any), replaced atomically."""
+    if path:
+        with open(path + ".tmp", "w") as f:
             json.dump(out, f, indent=1)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
