@@ -44,6 +44,7 @@ from mbml_cli.read.batches import BAR, bar_tasks
 from mbml_cli.run import stages
 from mbml_cli.run.loaders import load_batches, load_bcq
 from mbml_cli.run.pipeline.bcq import BCQRun, final_report
+from mbml_cli.run.rollout import make_envs
 
 import peers                                       # bench/peers.py: the reference BCQ
 
@@ -113,7 +114,7 @@ def train_reference(ctx, seed: int, episodes: int, path: str) -> dict:
                   r.bcq.iterations, batch_size=r.bcq.batch_size)
         pols.append(pol)
     seconds = time.perf_counter() - t0
-    envs = [ctx.dist.make_env(p, r.env.horizon) for p in ctx.tasks("train")]
+    envs = make_envs(ctx.dist, ctx.tasks("train"), r.env.horizon)
     act = lambda obs: np.stack([pol.select_action(o) for pol, o in zip(pols, obs)])
     rows = final_report(None, envs, ctx.store, list(range(K)), seed, episodes, act=act)
     for env in envs:
@@ -168,7 +169,7 @@ def main() -> None:
           f"(best episode): {np.round([ctx.store.stage(layout.stage_key('bcq', i)).get('fraction', np.nan) for i in range(K)], 2).tolist()}")
     out = {"run": args.run, "episodes": args.episodes, "set": args.set}
     if not args.train:
-        envs = [ctx.dist.make_env(p, r.env.horizon) for p in params]
+        envs = make_envs(ctx.dist, params, r.env.horizon)
         out.update(score_checkpoints(ctx, envs, args.episodes))
     else:
         print(f"training: bcq {dataclasses.asdict(r.bcq)}")

@@ -112,10 +112,10 @@ class EpisodesStore:
 
 
 def test_the_teacher_bar_counts_from_random_to_the_mean_of_the_best_tenth_of_episodes():
-    from mbml_cli.read.batches import bar_tasks, teacher_report, top_batch_return
+    from mbml_cli.read.batches import bar_tasks, batch_tops, teacher_report
     store = EpisodesStore()
-    assert top_batch_return(store, 0) == (20 + 19) / 2                    # the best 2 of 20 episodes
-    assert top_batch_return(store, 0, share=0.25) == (20 + 19 + 18 + 17 + 16) / 5
+    assert batch_tops(store, 0) == (20, (20 + 19) / 2)                    # the best, and the best 2 of 20 episodes
+    assert batch_tops(store, 0, share=0.25)[1] == (20 + 19 + 18 + 17 + 16) / 5
     rec = teacher_report(store, 1)[0]                                    # added to a record from before
     assert rec["top10_batch_return"] == 19.5
     assert abs(rec["fraction_top10"] - (15 - 1.5) / (19.5 - 1.5)) < 1e-12 and rec["fraction_top10"] == 0.75

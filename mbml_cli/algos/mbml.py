@@ -135,6 +135,10 @@ class Relabelled:
     mask: torch.Tensor               # (K, K, N) bool
     next_obs: torch.Tensor | None = None   # (K, K, N, obs_dim)
 
+    def to(self, device) -> "Relabelled":
+        return Relabelled(self.mean.to(device), self.mask.to(device),
+                          None if self.next_obs is None else self.next_obs.to(device))
+
 
 # ---- 3. one step -------------------------------------------------------------------------------------
 def relabelled_pairs(rel: Relabelled, own: dict, idx: torch.Tensor) -> tuple[dict, torch.Tensor]:

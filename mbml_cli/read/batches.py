@@ -22,16 +22,13 @@ def batch_returns(store, task: int) -> list[float]:
     return episode_returns(rows["rew"].astype(np.float64), rows["terminal"] | rows["truncated"])
 
 
-def best_batch_return(store, task: int) -> float:
-    """The best finished episode's return in task `task`'s batch."""
-    returns = batch_returns(store, task)
-    return max(returns) if returns else float("nan")
-
-
-def top_batch_return(store, task: int, share: float = 0.1) -> float:
-    """The mean return of the best `share` of the finished episodes (at least one) of task `task`'s batch."""
+def batch_tops(store, task: int, share: float = 0.1) -> tuple[float, float]:
+    """The tops of task `task`'s batch, read once: its best finished episode's return, and the mean
+    return of its best `share` of finished episodes (at least one). nan, nan without one."""
     returns = np.sort(batch_returns(store, task))[::-1]
-    return float(returns[:max(1, int(round(share * len(returns))))].mean()) if len(returns) else float("nan")
+    if not len(returns):
+        return float("nan"), float("nan")
+    return float(returns[0]), float(returns[:max(1, int(round(share * len(returns))))].mean())
 
 
 BAR = 0.8                          # a teacher at ≥ BAR of the way from random to the batch's top
@@ -69,7 +66,7 @@ def teacher_report(store, n_train: int) -> list[dict]:
     for i in range(n_train):
         rec = dict(store.stage(layout.stage_key("bcq", i)))
         if "bcq_return" in rec and "fraction_top10" not in rec:
-            rec["top10_batch_return"] = top_batch_return(store, i)
+            rec["top10_batch_return"] = batch_tops(store, i)[1]
             rec["fraction_top10"] = fraction(rec["bcq_return"], rec["random_return"], rec["top10_batch_return"])
         out.append(rec)
     return out

@@ -115,13 +115,17 @@ def _added_at_default(d: dict, recipe_type: type) -> list[str]:
     return [k for k in keys if k.startswith(ADDED) and _pick(d, k) == _pick(defaults, k)]
 
 
+def _strip_added(d: dict, recipe_type: type) -> dict:
+    """`d` with the added keys (`ADDED`) that are at their default dropped, in place."""
+    for k in _added_at_default(d, recipe_type):
+        _drop(d, k)
+    return d
+
+
 def without_added(d: dict, recipe_type: type) -> dict:
-    """The recipe dict `d` without the added keys (`ADDED`) that are at their default: a recipe written
-    before they existed compares equal to today's same recipe (a sweep's own file, say)."""
-    out = copy.deepcopy(d)
-    for k in _added_at_default(out, recipe_type):
-        _drop(out, k)
-    return out
+    """A copy of the recipe dict `d` without the added keys at their default: a recipe written before
+    they existed compares equal to today's same recipe (a sweep's own file, say), as its digests do."""
+    return _strip_added(copy.deepcopy(d), recipe_type)
 
 
 def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
@@ -129,13 +133,10 @@ def digest(recipe: Recipe, key: str, _memo: dict | None = None) -> str:
     memo = {} if _memo is None else _memo
     if key not in memo:
         node = GRAPH[split(key)[0]]
-        d = dataclasses.asdict(recipe)
+        d = _strip_added(dataclasses.asdict(recipe), type(recipe))
         picked = {k: _pick(d, k) for k in node.keys}
         for k in node.ignore:
             _drop(picked, k)
-        for k in _added_at_default(d, type(recipe)):
-            if k.partition(".")[0] in picked:
-                _drop(picked, k)
         picked = {"stage": node.name, "keys": picked,
                   "needs": {need: digest(recipe, need, memo) for need in needs(recipe, key)}}
         memo[key] = hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]

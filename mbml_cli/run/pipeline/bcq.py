@@ -43,7 +43,7 @@ from ...algos.nets import device_of, seed_everything, task_state
 from ..rollout import run_episode
 from ..loop import Job, Schedule, run_loop
 from ..progress import Reporter, format_returns
-from ...read.batches import best_batch_return, fraction, top_batch_return
+from ...read.batches import batch_tops, fraction
 from .common import run_shards, shard_name
 
 REPORT_EPISODES = 10
@@ -119,10 +119,10 @@ class BCQRun(Job):
         own and every other task's transitions relabelled with their reward models (data.MixedBatches)."""
         if not self.cfg.relabelled:
             return self.data
-        everyone = load_batches(self.store, "train", list(range(len(self.ctx.tasks("train")))), device=self.device)
-        rel = load_relabelled(self.store, everyone, next_state=self.cfg.relabelled_next == "predicted")
-        pool = RelabelledPool.build(everyone, todo, rel.mean.to(self.device), rel.mask.to(self.device),
-                                    None if rel.next_obs is None else rel.next_obs.to(self.device))
+        every = list(range(len(self.ctx.tasks("train"))))
+        everyone = self.data if todo == every else load_batches(self.store, "train", every, device=self.device)
+        rel = load_relabelled(self.store, everyone, next_state=self.cfg.relabelled_next == "predicted").to(self.device)
+        pool = RelabelledPool.build(everyone, todo, rel.mean, rel.mask, rel.next_obs)
         return MixedBatches(self.data, everyone, pool, self.cfg.relabelled_share,
                             generator_own=self.cfg.relabelled_generator == "own")
 
@@ -214,8 +214,8 @@ def final_report(model: bcq_algo.BCQ | None, envs, store, tasks: list[int], seed
         final = rand = np.full(len(tasks), np.nan)
     rows = []
     for k, i in enumerate(tasks):
-        best, top = best_batch_return(store, i), top_batch_return(store, i)
-        rows.append({"return": float(final[k]), "random_return": float(rand[k]), "best_batch_return": float(best),
+        best, top = batch_tops(store, i)
+        rows.append({"return": float(final[k]), "random_return": float(rand[k]), "best_batch_return": best,
                      "top10_batch_return": top, "bcq_return": float(final[k]),
                      "fraction": float(fraction(final[k], rand[k], best)),
                      "fraction_top10": float(fraction(final[k], rand[k], top)), "episodes": episodes})

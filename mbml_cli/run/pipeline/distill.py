@@ -32,7 +32,7 @@ from ..loaders import load_batches, load_bcq, load_relabelled
 from ..loop import Job, Schedule, run_loop
 from .common import check_algo
 from ..evaluate import evaluate_tasks, make_eval_envs
-from ..rollout import run_episode
+from ..rollout import make_envs, run_episode
 from ...algos.nets import device_of, seed_everything
 from ..context import RunContext, stage
 
@@ -71,8 +71,7 @@ def make_trainer(ctx: RunContext, algo: str, data: TaskData, device, teachers: T
     elif spec.variant is not None and spec.variant.true_rewards:
         rel = ground_truth_relabel(ctx, data)
     if rel is not None:
-        rel = Relabelled(rel.mean.to(device), rel.mask.to(device),
-                         None if rel.next_obs is None else rel.next_obs.to(device))
+        rel = rel.to(device)
     if "bcq" in spec.needs:
         teachers = teachers or load_teachers(ctx, device)
     return build_trainer(ctx.recipe, algo, data, device, teachers, rel)
@@ -110,7 +109,7 @@ def distill(ctx: RunContext, algo: str = "mbml", teachers: Teachers | None = Non
     test_tasks = ctx.tasks("test")
     envs = make_eval_envs(ctx.dist, test_tasks, r.env.horizon, r.eval.repeats)
     own = getattr(trainer, "agents_act", None)           # per-task agents (MetaGenRL): also on their own tasks
-    own_envs = [ctx.dist.make_env(p, r.env.horizon) for p in ctx.tasks("train")] if own and envs else []
+    own_envs = make_envs(ctx.dist, ctx.tasks("train"), r.env.horizon) if own and envs else []
     spe = cfg.steps_per_epoch
 
     class Distilling(Job):

@@ -72,19 +72,15 @@ def teachers_table(c: dict) -> str | None:
     t = c.get("teachers")
     if not t:
         return None
-    get = lambda f, i: t[f]["per_seed"][i] if f in t else None
+    fields = ("random_return", "best_batch_return", "top10_batch_return", "bcq_return", "fraction", "fraction_top10")
     rows = []
     for i, r in enumerate(c["runs"]):
-        span = _known(t["fraction_top10_per_task"][i]) if "fraction_top10_per_task" in t else []
-        at = (f"{t['at_bar'][i]} / {t['at_bar_top10'][i]} of {len(t['fraction_per_task'][i])}"
-              if "at_bar_top10" in t else "—")
-        rows.append([f"seed {r['seed']}", *(num(get(f, i)) for f in ("random_return", "best_batch_return",
-                     "top10_batch_return", "bcq_return", "fraction", "fraction_top10")),
-                     f"{num(min(span))}–{num(max(span))}" if span else "—", at])
-    rows.append(["mean ± std", *(pm(t[f]) if f in t else "—" for f in ("random_return", "best_batch_return",
-                 "top10_batch_return", "bcq_return", "fraction", "fraction_top10")), "",
-                 ("bar met" if t["bar_met_top10"] else f"bar not met (needs {t['bar_tasks'][0]} on every seed)")
-                 if "bar_met_top10" in t else ""])
+        span = _known(t["fraction_top10_per_task"][i])
+        rows.append([f"seed {r['seed']}", *(num(t[f]["per_seed"][i]) for f in fields),
+                     f"{num(min(span))}–{num(max(span))}" if span else "—",
+                     f"{t['at_bar'][i]} / {t['at_bar_top10'][i]} of {len(t['fraction_per_task'][i])}"])
+    rows.append(["mean ± std", *(pm(t[f]) for f in fields), "",
+                 "bar met" if t["bar_met_top10"] else f"bar not met (needs {t['bar_tasks'][0]} on every seed)"])
     return md(["teachers", "random", "best episode", "best 10 % mean", "BCQ", "fraction (best)",
                "fraction (best 10 %)", "fraction (best 10 %), tasks min–max", "tasks ≥ 0.8 (best / best 10 %)"], rows)
 
