@@ -377,8 +377,11 @@ def mutate_arrays(data: dict, rng: random.Random) -> dict:
     v = np.asarray(data[name])
     roll = rng.randrange(10)
     if roll == 0:
-        data[name] = v.astype(rng.choice([np.float16, np.float64, np.int8, np.int64, np.bool_, np.complex64,
-                                          np.uint8, "<U3"]))
+        dtype = rng.choice([np.float16, np.float64, np.int8, np.int64, np.bool_, np.complex64, np.uint8, "<U3"])
+        try:
+            data[name] = v.astype(dtype)
+        except (TypeError, ValueError):            # an earlier mutation made it strings or objects
+            data[name] = v.astype("<U3")
     elif roll == 1:
         data[name] = v[:rng.randrange(len(v) + 1)] if v.ndim else v
     elif roll == 2:

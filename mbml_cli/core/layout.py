@@ -120,8 +120,12 @@ def find(path: str, kinds: set[str] | None = None) -> Artefact | None:
 
 # ---- typed readers and writers --------------------------------------------------------------------
 def children(store, group: str) -> list[str]:
-    """Names of the subgroups of `group` (empty when it does not exist)."""
-    return sorted(store.root[group].group_keys()) if store.exists(group) else []
+    """Names of the subgroups of `group` (empty when it does not exist; one line when damaged)."""
+    from .guard import reading
+    if not store.exists(group):
+        return []
+    with reading(store.path, group):        # a child's damaged metadata is read here too
+        return sorted(store.root[group].group_keys())
 
 
 def read_tasks(store, split: str) -> np.ndarray:
