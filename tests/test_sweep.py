@@ -458,3 +458,25 @@ def test_a_sweep_written_before_a_recipe_key_was_added_is_the_same_sweep():
     changed = copy.deepcopy(today)
     changed["bcq"]["lr"] = 0.5
     assert Sweep("s", changed, [0], {}, {}).same_experiment(Sweep("s", today, [0], {}, {})) == ["recipe"]
+
+
+def test_live_eta_counts_from_a_resumed_stage_checkpoint(monkeypatch):
+    """A resumed unit's record first shows how far the killed run got (5 %), then its stage restarts
+    from its last checkpoint (3 %). The ETA's rate counts from the lower mark: 60 s from 3 % to 6 %
+    leaves 94 % at 3 % per minute, 1,880 s (counted from 5 % over all 90 s it was 8,460 s, and
+    nothing at all while the progress sat below 5 %)."""
+    from types import SimpleNamespace
+    from mbml_cli.read import records
+    from mbml_cli.run import live
+    clock, shown = [1000.0], iter([0.05, 0.03, 0.06])
+    monkeypatch.setattr(live.time, "time", lambda: clock[0])
+    monkeypatch.setattr(records, "progress", lambda store, keys, weights: SimpleNamespace(stage="collect", fraction=next(shown)))
+    unit = live.Tracked("ant-s0", "store", ["collect"], opened=object())
+    unit.read({})
+    unit.status, unit.started, unit.start_progress = "running", clock[0], unit.progress
+    clock[0] += 30.0
+    unit.read({})                                   # back to the checkpoint: the baseline moves down
+    assert (unit.started, unit.start_progress) == (1030.0, 0.03)
+    clock[0] += 60.0
+    unit.read({})
+    assert unit.eta == pytest.approx(60.0 * 0.94 / 0.03)

@@ -4,7 +4,8 @@
 Progress comes from the stores' stage records (what `mbml dash` reads; nothing is asked of the
 workers): the fraction of the unit's stage keys done, each weighted by its projected seconds when a
 pre-flight gave them (else equally), the running stage counting with its own progress. The ETA is
-the time this unit has run so far, scaled by the progress still to make over the progress made.
+the time this unit has run so far, scaled by the progress still to make over the progress made
+(both counted from the lowest progress seen: a resumed stage first falls back to its checkpoint).
 On a terminal the view is a rich table redrawn in place; elsewhere (a log, CI) a line is printed when
 a unit starts or ends and every `quiet` seconds one per running unit.
 """
@@ -47,6 +48,11 @@ class Tracked:
         except Exception:                   # noqa: BLE001 - not made yet, or caught mid-write: next time
             return
         self.stage, self.progress = found.stage, found.fraction
+        if self.status == "running" and self.progress < self.start_progress:
+            # resumed: the record said how far the killed run got, the stage restarted from its last
+            # checkpoint, behind that; the rate counts from here (else a sliver of progress over the
+            # minutes since the start gave a days-long ETA)
+            self.started, self.start_progress = time.time(), self.progress
 
     @property
     def eta(self) -> float | None:
