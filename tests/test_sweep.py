@@ -380,6 +380,26 @@ def test_sweep_dashboard_lists_the_runs_and_opens_one(swept):
     assert asyncio.run(go()) == str(directory / "smoke-s1.zarr")
 
 
+def test_the_sweep_dashboard_weighs_progress_as_the_sweep_does(swept, monkeypatch, tmp_path):
+    """The sweep writes its pre-flight's seconds per stage key (`estimates.yaml`); the dashboard weighs
+    each run's progress by them, as the sweep's live view does (equal weights made a 45-minute run
+    whose collect was a quarter done read 3 %, ETA 3 h). A damaged file gives equal weights, no error."""
+    from mbml_cli.read import records
+    from mbml_cli.run.sweep import ESTIMATES, read_estimates
+    from mbml_cli.views.dash.sweep import read_rows
+    directory = swept[0]
+    estimates = read_estimates(directory)
+    planned = records.planned_keys(Store.open(directory / "smoke-s0.zarr").recipe)
+    assert estimates and set(estimates) <= set(planned) and all(v > 0 for v in estimates.values())
+    seen, real = [], records.progress
+    monkeypatch.setattr(records, "progress", lambda store, keys, weights=None: seen.append(weights) or real(store, keys, weights))
+    read_rows(directory, {}, time.time())
+    assert len(seen) == 3 and all(w == estimates for w in seen)
+    for damaged in ("{not yaml", "[1, 2]", "collect: -3\nbcq: .nan\nreward: yes\n"):
+        (tmp_path / ESTIMATES).write_text(damaged)
+        assert read_estimates(tmp_path) == {}
+
+
 def test_live_view_on_a_terminal_draws_its_rows(smoke_run):
     """The view as a terminal shows it (the tests' other runs have no terminal, and a terminal-only
     path once raised before it drew anything): a unit's row goes from running to done."""

@@ -38,6 +38,7 @@ from .stages import pending, plan
 from .unit import Unit
 
 SWEEP_FILE = "sweep.yaml"
+ESTIMATES = "estimates.yaml"        # the pre-flight's seconds per stage key, so `mbml dash` weighs progress alike
 LOGS = "logs"
 
 
@@ -258,6 +259,8 @@ def execute(sweep: Sweep, runs: list[SweepRun], directory: Path, jobs: int, exec
     console.print(f"sweep [bold]{clean(sweep.name)}[/bold]: {len(runs)} runs ({len(done)} finished before), "
                   f"{min(jobs, max(1, len(units)))} at a time ({executor}) → {clean(str(directory))}/", highlight=False)
     codes: dict[str, int] = {}
+    if weights:
+        write_yaml(directory / ESTIMATES, {key: float(seconds) for key, seconds in weights.items()})
     if units:
         runner = make(executor, address)
         try:
@@ -267,6 +270,18 @@ def execute(sweep: Sweep, runs: list[SweepRun], directory: Path, jobs: int, exec
             runner.close()
     return {r.label: "skipped" if r.label in done else
             {0: "done", 130: "interrupted", 143: "interrupted"}.get(codes.get(r.label, 1), "failed") for r in runs}
+
+
+def read_estimates(directory: Path) -> dict[str, float]:
+    """The pre-flight's seconds per stage key that `execute` wrote; {} when absent or unreadable."""
+    try:
+        doc = read_yaml(directory / ESTIMATES)
+    except Exception:                                  # noqa: BLE001 - only weights: equal ones will do
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {str(k): float(v) for k, v in doc.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")}
 
 
 def log_of(directory: Path, label: str) -> Path:

@@ -2,8 +2,10 @@
 polled like the run dashboard (a thread reads the stores, nothing is written). Enter on a row opens
 that run's usual dashboard (`app.py`); `q` there comes back to the sweep.
 
-Progress is `read.records.progress` over the stage records a run of the store's recipe makes; the ETA of a
-running run is the time since its first stage started, scaled by the progress still to make.
+Progress is `read.records.progress` over the stage records a run of the store's recipe makes, each
+weighted by the seconds the sweep's pre-flight projected for it (`estimates.yaml`, else equally, as
+the sweep's own live view does); the ETA of a running run is the time since its first stage started,
+scaled by the progress still to make.
 """
 from __future__ import annotations
 
@@ -40,15 +42,16 @@ class RunRow:
 
 def read_rows(directory: Path, opened: dict[str, Store], now: float) -> tuple[str, list[RunRow]]:
     """(the sweep's name, a row per run in the sweep's order); `opened` caches stores between polls."""
-    from ...run.sweep import SWEEP_FILE, from_file
+    from ...run.sweep import SWEEP_FILE, from_file, read_estimates
     sweep = from_file(directory / SWEEP_FILE)
+    weights = read_estimates(directory)
     rows = []
     for run in sweep.runs(directory):
         row = RunRow(run.label, run.store, {"seed": run.seed, **run.values})
         try:
             store = opened.get(run.store) or Store.open(run.store)
             opened[run.store] = store
-            found = records.progress(store, records.planned_keys(store.recipe))
+            found = records.progress(store, records.planned_keys(store.recipe), weights)
         except Exception:                           # noqa: BLE001 - not made yet, or caught mid-write
             rows.append(row)
             continue
