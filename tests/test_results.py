@@ -173,3 +173,56 @@ def test_teacher_tables_are_bench_teachers_of_the_committed_jsons(monkeypatch):
     for stem, names in captions:
         files = ["+".join(str(ROOT / f"{stem}{part}.json") for part in n.split("+")) for n in names.split(",")]
         assert teachers.table(files) in text, stem
+
+
+def table_after(marker: str) -> list[list[str]]:
+    """The rows (cells stripped, header and rule left out) of the first Markdown table after `marker`."""
+    text = (ROOT / "RESULTS.md").read_text()
+    lines = text[text.index(marker):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        rows.append([c.strip() for c in line.split("|")[1:-1]])
+    return rows
+
+
+def cell(text: str) -> tuple[float, ...]:
+    """`−11.18 ± 0.40` → (−11.18, 0.40); `−155.47` → (−155.47,)."""
+    return tuple(number(x) for x in re.findall(r"[−-]?\d+\.\d+", text))
+
+
+def mean_std(stat: dict) -> tuple[float, ...]:
+    return (round(stat["mean"], 2),) if stat["n"] == 1 else (round(stat["mean"], 2), round(stat["std"], 2))
+
+
+METAGENRL = {"**point_goal, 3 seeds** (the committed recipe with `algos: [mbml, neither, metagenrl]`": "results/metagenrl/point_goal.json",
+             "**ant_dir_cpu, 3 seeds** (where the paper's Fig. 5 is)": "results/metagenrl/ant_dir_cpu.json"}
+LOSSES = {"**point_goal, 3 seeds** (mean ± std over seeds; probe": "results/inference-losses/point_goal.json",
+          "**halfcheetah_vel_cpu, seed 0 only.**": "results/inference-losses/halfcheetah_vel_cpu.json"}
+
+
+@pytest.mark.parametrize("marker, path", METAGENRL.items())
+def test_metagenrl_tables_are_the_reports(marker, path):
+    """RESULTS.md's Fig. 5 tables: algorithm | best | last | per seed best / last, from the JSON."""
+    algos = json.loads((ROOT / path).read_text())["conditions"][0]["algos"]
+    rows = table_after(marker)
+    assert {r[0] for r in rows} >= {"mbml", "metagenrl"}
+    for algo, best, last, per_seed in rows:
+        a = algos[algo]
+        assert (cell(best), cell(last)) == (mean_std(a["best"]), mean_std(a["last"])), algo
+        if per_seed:
+            pairs = [round(v, 2) for pair in zip(a["best"]["per_seed"], a["last"]["per_seed"]) for v in pair]
+            assert list(cell(per_seed)) == pairs, algo
+
+
+@pytest.mark.parametrize("marker, path", LOSSES.items())
+def test_inference_loss_tables_are_the_reports(marker, path):
+    """RESULTS.md's task-inference-loss tables: algorithm | loss | best | last | probe, from the JSON."""
+    algos = json.loads((ROOT / path).read_text())["conditions"][0]["algos"]
+    rows = table_after(marker)
+    assert {r[0] for r in rows} == {"mbml", "mbml_dml", "mbml_infonce", "no_relabel", "neither"}
+    for algo, _, best, last, probe in rows:
+        a = algos[algo]
+        assert (cell(best), cell(last), cell(probe)) == (mean_std(a["best"]), mean_std(a["last"]), mean_std(a["probe"])), algo
