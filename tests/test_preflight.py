@@ -39,3 +39,15 @@ def test_a_sweep_projects_each_runs_start_up(tmp_path):
     assert out.returncode == 0, out.stderr
     found = re.search(r"one\s+run\s+alone:\s+(\d+)\s+s,\s+of\s+which\s+(\d+)\s+s\s+start-up", out.stderr)
     assert found and int(found.group(2)) >= 1 and int(found.group(1)) >= int(found.group(2)), out.stderr
+
+
+def test_a_projection_made_on_a_busy_machine_says_so(monkeypatch):
+    """Timed while other work holds every core, the over-limit warning names the load rather than
+    calling a CPU recipe 'sized for a GPU' (a halfcheetah_vel_cpu sweep timed beside three ant_dir runs
+    projected 4.4 h)."""
+    from mbml_cli.views import cli as views
+    monkeypatch.setattr(views.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(views.os, "getloadavg", lambda: (5.7, 3.0, 2.0))
+    assert views.busy_note() == "timed while the machine was busy (load 5.7 on 2 cores)"
+    monkeypatch.setattr(views.os, "getloadavg", lambda: (1.9, 3.0, 2.0))
+    assert views.busy_note() == ""

@@ -173,6 +173,16 @@ def run_and_report(ctx, estimates: dict[str, float], jobs: int = 1, executor: st
               f"[bold]mbml info {path}[/bold]", highlight=False)
 
 
+def busy_note() -> str:
+    """'timed while the machine was busy (load L on N cores)' when other work held every core, else ''
+    (a projection made then is for the busy machine, not the recipe's size)."""
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):
+        return ""
+    return f"timed while the machine was busy (load {load:.1f} on {cores} cores)" if load > cores else ""
+
+
 def preflight_check(path: Path, r, keys: list[str], yes: bool, jobs: int = 1) -> dict[str, float]:
     """Time each pending stage (`preflight.py`; units `jobs` at a time), print the table, and on a CPU
     refuse a run projected over LIMIT_HOURS unless the user agrees at a terminal or gave --yes.
@@ -193,7 +203,9 @@ def preflight_check(path: Path, r, keys: list[str], yes: bool, jobs: int = 1) ->
     if device.type == "cpu" and total > LIMIT_HOURS * 3600:
         smaller = path.with_name(f"{path.stem}_cpu{path.suffix}")
         hint = f"use {smaller} instead, sized for a CPU" if smaller.is_file() else "use a smaller recipe"
-        err.print(f"[bold yellow]{clean(str(path))} is sized for a GPU:[/bold yellow] projected "
+        busy = busy_note()           # then the projection says more about the other work than the recipe
+        hint = f"{busy}: try again when it is quiet, or {hint}" if busy else hint
+        err.print(f"[bold yellow]{clean(str(path))}{' is sized for a GPU' if not busy else ''}:[/bold yellow] projected "
                   f"{fmt_duration(total)} on this CPU; {clean(hint)}.")
         if not yes:
             if not sys.stdin.isatty() or not typer.confirm("Run it here anyway?", default=False):
