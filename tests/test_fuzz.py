@@ -500,7 +500,8 @@ def test_fuzz_commands_in_a_bounded_worker(tmp_path):
     try:
         base = tmp_path / "base.zarr"                  # a collected store the link and writer cases copy
         made = worker.ask({"cli": ["run", SMOKE, "--store", str(base), "--set", "stages=[collect]", "--set", "threads=1",
-                                   "--set", "collect.steps=120", "--set", "collect.random_steps=60"]}, "base store")
+                                   "--set", "collect.steps=120", "--set", "collect.random_steps=60"]}, "base store",
+                          seconds=3 * SECONDS)      # the setup, in a worker that first imports torch: not a case
         assert made["code"] == 0, made
         kinds = ["run"] * RUN_CASES + ["arrays"] * ARRAY_CASES + ["link"] * LINK_CASES + ["writer"] * WRITER_CASES
         rng.shuffle(kinds)
