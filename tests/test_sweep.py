@@ -359,6 +359,27 @@ def test_report_of_a_missing_store_is_one_line(tmp_path):
     one_error(["report", str(tmp_path / "nope.zarr")], "nope.zarr", "no such store")
 
 
+def test_report_joins_earlier_report_jsons_whose_stores_are_gone(reported, tmp_path):
+    """A report JSON given beside a sweep joins with its conditions and loss comparisons as they are (its
+    stores are gone: a committed result), so one report covers distributions run in different sessions."""
+    directory, _, smoke, _ = reported
+    earlier = ROOT / "results" / "inference-losses" / "point_goal.json"
+    from mbml_cli.views.report.gather import read_report
+    committed = read_report(str(earlier))                    # made before the best-10 % scale: its fields are None
+    assert committed["conditions"][0]["teachers"]["bar_met_top10"] is None
+    assert not Path(committed["conditions"][0]["runs"][0]["store"]).exists()
+    out = tmp_path / "joined"
+    result = runner.invoke(app, ["report", str(directory), str(earlier), "--out", str(out), "--json", str(out / "j.json")])
+    assert result.exit_code == 0, result.output
+    joined = json.loads((out / "j.json").read_text())
+    assert joined["conditions"] == smoke["conditions"] + committed["conditions"]
+    assert joined["losses"] == smoke["losses"] + committed["losses"]
+    assert "mbml_infonce" in result.output and (out / "losses-2.png").is_file()
+    assert (out / "point_goal" / "fig5-metagenrl.png").is_file() and not (out / "point_goal" / "embeddings.png").exists()
+    (tmp_path / "bad.json").write_text('{"mbml_report": 1}')
+    one_error(["report", str(directory), str(tmp_path / "bad.json")], "bad.json", "not a report JSON")
+
+
 # ---- mbml dash runs/<sweep>/ ---------------------------------------------------------------------------
 def test_sweep_dashboard_lists_the_runs_and_opens_one(swept):
     from mbml_cli.views.dash.sweep import SweepApp

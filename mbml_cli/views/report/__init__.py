@@ -42,14 +42,5 @@ def make_report(inputs: list[str], out: Path, json_path: Path | None = None) -> 
 
 def summarise_reports(paths: list[str]) -> str:
     """The summary table (`tables.summary_table`) of report JSONs written by `mbml report`."""
-    from ...errors import StageError
-    reports = []
-    for p in paths:
-        try:
-            r = json.loads(Path(p).read_text())
-        except (OSError, ValueError) as e:
-            raise StageError(f"{p}: not a readable report JSON ({e.__class__.__name__})") from None
-        if not isinstance(r, dict) or r.get("mbml_report") != 1:
-            raise StageError(f"{p}: not a report JSON written by `mbml report` (no \"mbml_report\": 1)")
-        reports.append(r)
-    return summary_table(reports)
+    from .gather import read_report
+    return summary_table([read_report(p) for p in paths])

@@ -140,8 +140,11 @@ def finetune_curves(c: dict, path: Path) -> Path | None:
 
 
 def embeddings(c: dict, path: Path) -> Path | None:
-    """Per algorithm, the first seed's posterior means of z on the test tasks (eval's z_points), PCA to 2-D."""
+    """Per algorithm, the first seed's posterior means of z on the test tasks (eval's z_points), PCA to 2-D;
+    none where that store is gone (a condition joined from an earlier report JSON)."""
     from ...read.embedding import embedding
+    if not Path(c["runs"][0]["store"]).exists():
+        return None
     store = Store.open(c["runs"][0]["store"])
     found = {}
     for a in c["algos"]:

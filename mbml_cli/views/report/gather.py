@@ -349,10 +349,47 @@ def loss_comparisons(groups: list[dict], conditions: list[dict]) -> list[dict]:
     return out
 
 
+def read_report(path: str) -> dict:
+    """A report JSON written by `mbml report`, or one error line naming the file."""
+    import json
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path}: not a readable report JSON ({e.__class__.__name__})") from None
+    if not isinstance(r, dict) or r.get("mbml_report") != SCHEMA or not isinstance(r.get("conditions"), list) \
+            or not isinstance(r.get("losses", []), list):
+        raise StoreError(f"{path}: not a report JSON written by `mbml report` (no \"mbml_report\": {SCHEMA})")
+    for c in r["conditions"]:
+        upgrade_teachers(c)
+    return r
+
+
+def upgrade_teachers(c: dict) -> None:
+    """A condition reported before the best-10 % scale: its teachers get that scale's fields, unknown
+    (None), and the tasks at the bar on the old scale counted from its per-task fractions."""
+    t = c.get("teachers")
+    if not t or "fraction_top10" in t:
+        return
+    n = len(t["fraction_per_task"])
+    unknown = stat([None] * n)
+    t.update(fraction_top10=unknown, top10_batch_return=unknown,
+             fraction_top10_per_task=[[None] * len(f) for f in t["fraction_per_task"]],
+             at_bar=[sum(v is not None and v >= BAR for v in f) for f in t["fraction_per_task"]],
+             at_bar_top10=[None] * n, bar_tasks=[bar_tasks(len(f)) for f in t["fraction_per_task"]],
+             bar_met_top10=None)
+
+
 def gather(inputs: list[str]) -> dict:
+    """The report of `inputs`: stores and sweeps are read; report JSONs (`*.json`, an earlier `mbml report`
+    whose stores may be gone) join with their conditions and loss comparisons as they are."""
     from ... import __version__
     from ...core import lock
-    groups = group(find_stores(inputs))
+    earlier = [read_report(i) for i in inputs if i.endswith(".json")]
+    groups = group(find_stores([i for i in inputs if not i.endswith(".json")]))
     conditions = [condition(g, groups) for g in groups]
+    losses = loss_comparisons(groups, conditions)
+    for r in earlier:
+        conditions += r["conditions"]
+        losses += r.get("losses", [])
     return {"mbml_report": SCHEMA, "mbml": __version__, "revision": lock.revision(),
-            "conditions": conditions, "losses": loss_comparisons(groups, conditions)}
+            "conditions": conditions, "losses": losses}

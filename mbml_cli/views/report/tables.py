@@ -78,9 +78,10 @@ def teachers_table(c: dict) -> str | None:
         span = _known(t["fraction_top10_per_task"][i])
         rows.append([f"seed {r['seed']}", *(num(t[f]["per_seed"][i]) for f in fields),
                      f"{num(min(span))}–{num(max(span))}" if span else "—",
-                     f"{t['at_bar'][i]} / {t['at_bar_top10'][i]} of {len(t['fraction_per_task'][i])}"])
+                     f"{t['at_bar'][i]} / {num(t['at_bar_top10'][i], 0)} of {len(t['fraction_per_task'][i])}"])
+    met = t["bar_met_top10"]
     rows.append(["mean ± std", *(pm(t[f]) for f in fields), "",
-                 "bar met" if t["bar_met_top10"] else f"bar not met (needs {t['bar_tasks'][0]} on every seed)"])
+                 "—" if met is None else "bar met" if met else f"bar not met (needs {t['bar_tasks'][0]} on every seed)"])
     return md(["teachers", "random", "best episode", "best 10 % mean", "BCQ", "fraction (best)",
                "fraction (best 10 %)", "fraction (best 10 %), tasks min–max", "tasks ≥ 0.8 (best / best 10 %)"], rows)
 
@@ -149,7 +150,7 @@ def bar_cell(c: dict) -> str:
     """Tasks at the teacher bar per seed on the best-10 % scale, e.g. "8 / 6 / 9 of 10" (— for a report
     from before that scale)."""
     t = c.get("teachers") or {}
-    if "at_bar_top10" not in t:
+    if t.get("bar_met_top10") is None:
         return "—"
     n = len(t["fraction_top10_per_task"][0])
     return " / ".join(map(str, t["at_bar_top10"])) + f" of {n}" + (" ✓" if t["bar_met_top10"] else "")
