@@ -28,7 +28,7 @@ from mbml_cli.run.evaluate import make_eval_envs, run_protocol
 
 
 class Recorder(gym.Wrapper):
-    """Keeps every step's action, reward and features; `episodes()` splits them at the resets."""
+    """Keeps every step's (obs, action, reward, next obs, features), one list per episode in `runs`."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
@@ -100,7 +100,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     ctx = stages.open_run(args.run, mode="r")                       # a reader: no writer lock
-    act_dim = ctx.dist.make_env(ctx.tasks("test")[0], 1).action_space.shape[0]
+    probe_env = ctx.dist.make_env(ctx.tasks("test")[0], 1)
+    act_dim = probe_env.action_space.shape[0]
+    probe_env.close()
     policies = {a: load_policy(Run(ctx.store), a, args.which) for a in args.algo or ["mbml"]}
     policies.update({"zero action": Fixed(act_dim, "zero"), "uniform random": Fixed(act_dim, "random")})
     rows = {name: behaviour(ctx, p, ctx.recipe.eval.skip) for name, p in policies.items()}
