@@ -9,6 +9,7 @@ at a time in a worker process (`serve`) under a memory limit (RLIMIT_AS) and a p
 a case that hangs or grows without bound is reported, not waited for."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ NASTY = [0, -1, 1, 2 ** 31, 2 ** 32, 2 ** 64, 10 ** 30, -10 ** 12, 0.0, -0.5, 1e
 
 
 def nasty(rng: random.Random):
-    value = rng.choice(NASTY)
+    value = copy.deepcopy(rng.choice(NASTY))     # a fresh copy: a shared one could be mutated into a cycle
     if rng.random() < 0.2:                       # nest a nasty value a few levels deep
         for _ in range(rng.randint(1, 40)):
             value = [value] if rng.random() < 0.5 else {"k": value}
