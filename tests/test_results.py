@@ -202,7 +202,8 @@ METAGENRL = {"**point_goal, 3 seeds** (the committed recipe with `algos: [mbml, 
              "**ant_dir_cpu, 3 seeds** (where the paper's Fig. 5 is)": "results/metagenrl/ant_dir_cpu.json"}
 METAGENRL_CURVES = ("**MetaGenRL's evaluations on ant_dir_cpu, per seed**", "results/metagenrl/ant_dir_cpu.json")
 LOSSES = {"**point_goal, 3 seeds** (mean ± std over seeds; probe": "results/inference-losses/point_goal.json",
-          "**halfcheetah_vel_cpu, 3 seeds** (fresh stores": "results/inference-losses/halfcheetah_vel_cpu.json"}
+          "**halfcheetah_vel_cpu, 3 seeds** (fresh stores": "results/inference-losses/halfcheetah_vel_cpu.json",
+          "**umaze_goal_m_cpu, 3 seeds** (fresh stores": "results/inference-losses/umaze_goal_m_cpu.json"}
 
 
 @pytest.mark.parametrize("marker, path", METAGENRL.items())
