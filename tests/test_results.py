@@ -130,16 +130,37 @@ def test_walker_teacher_table_is_the_committed_json():
     assert checked == 5
 
 
-def test_summary_table_is_the_reports():
-    """RESULTS.md opens with `mbml report --summary` of the committed report JSONs it names, verbatim."""
-    text = section("## Summary: every distribution measured with `mbml report`")
+SUMMARIES = ["## Summary: every distribution measured with `mbml report`",
+             "### Fresh stores of today's recipes, beside the committed reports"]
+
+
+@pytest.mark.parametrize("title", SUMMARIES)
+def test_summary_table_is_the_reports(title):
+    """RESULTS.md's summary tables are `mbml report --summary` of the report JSONs they name, verbatim;
+    the first names every final report."""
+    text = section(title)
     command = re.search(r"`mbml report --summary ([^`]+)`", text).group(1).split()
     out = runner.invoke(app, ["report", "--summary", *[str(ROOT / p) for p in command]])
     assert out.exit_code == 0, out.output
     table = out.output.strip()
     assert table in text and table.count("\n") == len(command) + 1       # header, rule, a row per report
-    finals = {f"results/{p.name}" for p in (ROOT / "results").glob("*.json")} - {"results/inference-losses.json"}
-    assert finals <= set(command)              # every final report (the losses' join is issue 38's, below)
+    if title == SUMMARIES[0]:
+        finals = {f"results/{p.name}" for p in (ROOT / "results").glob("*.json")} - {"results/inference-losses.json"}
+        assert finals <= set(command)          # every final report (the losses' join is issue 38's, below)
+
+
+def test_kept_fractions_are_the_gap_jsons():
+    """The fresh stores' kept-fraction table: per seed, distill_gap's distilled/distilled kept_mean."""
+    rows = table_after("**How much of its teachers the distilled policy keeps**")
+    assert rows
+    def kept(folder: str) -> list[float]:
+        return [round(json.loads((ROOT / f"{folder}/s{s}.gap.json").read_text())["rows"]["distilled/distilled"]
+                      ["kept_mean"], 2) for s in range(3)]
+
+    for dist, *cells in rows:
+        assert [number(c) for c in cells[:3]] == kept(f"results/fresh/{dist}"), dist
+        if cells[3] != "not measured":
+            assert [number(c) for c in cells[3].split(" / ")] == kept(f"results/{dist}"), dist
 
 
 def test_paper_ordering_worked_example():
