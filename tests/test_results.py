@@ -149,14 +149,16 @@ def test_summary_table_is_the_reports(title):
         assert finals <= set(command)          # every final report (the losses' join is issue 38's, below)
 
 
+def kept(folder: str) -> list[float]:
+    """distill_gap's distilled/distilled kept_mean of seeds 0–2 in `folder`, rounded as RESULTS.md shows it."""
+    return [round(json.loads((ROOT / f"{folder}/s{s}.gap.json").read_text())["rows"]["distilled/distilled"]
+                  ["kept_mean"], 2) for s in range(3)]
+
+
 def test_kept_fractions_are_the_gap_jsons():
     """The fresh stores' kept-fraction table: per seed, distill_gap's distilled/distilled kept_mean."""
     rows = table_after("**How much of its teachers the distilled policy keeps**")
     assert rows
-    def kept(folder: str) -> list[float]:
-        return [round(json.loads((ROOT / f"{folder}/s{s}.gap.json").read_text())["rows"]["distilled/distilled"]
-                      ["kept_mean"], 2) for s in range(3)]
-
     for dist, *cells in rows:
         assert [number(c) for c in cells[:3]] == kept(f"results/fresh/{dist}"), dist
         if cells[3] != "not measured":
