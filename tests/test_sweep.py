@@ -455,30 +455,37 @@ def test_report_groups_a_store_made_before_a_key_existed_with_one_made_after():
     assert label(groups[1], groups) == f"{recipe['name']} distill.lr=0.001"
 
 
-def test_a_ray_task_stops_when_its_driver_dies():
+@pytest.mark.parametrize("sigint", [signal.default_int_handler, signal.SIG_IGN])
+def test_a_ray_task_stops_when_its_driver_dies(sigint):
     """`worker.watch_driver`: a unit whose driver (here a stand-in process) dies is interrupted as Ctrl-C
-    would (its stage then records `interrupted`) within a second; a unit whose driver is already gone
-    does not start; a unit without a driver (local workers) is not watched."""
+    would (its stage then records `interrupted`) within a second, also in a process that started with
+    SIGINT ignored (a background job), which gets its handler back after; a unit whose driver is already
+    gone does not start; a unit without a driver (local workers) is not watched."""
     import socket
 
     from mbml_cli.run.unit import Unit
     from mbml_cli.run.worker import execute, watch_driver
-    driver = subprocess.Popen(["sleep", "60"])
-    unit = Unit(kind="run", label="x", store="/nonexistent", log=os.devnull, driver=driver.pid,
-                host=socket.gethostname())
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        with watch_driver(unit, every=0.05) as gone:
-            assert not gone()
-            driver.kill()
-            driver.wait()
-            while time.monotonic() - started < 10:
-                time.sleep(0.01)
-    assert gone() and time.monotonic() - started < 2
-    assert execute(unit, redirect=False) == 130                  # already gone: the unit never starts
-    with watch_driver(Unit(kind="run", label="x", store="", log=os.devnull)) as gone:
-        time.sleep(0.1)
-    assert not gone()
+    previous = signal.signal(signal.SIGINT, sigint)
+    try:
+        driver = subprocess.Popen(["sleep", "60"])
+        unit = Unit(kind="run", label="x", store="/nonexistent", log=os.devnull, driver=driver.pid,
+                    host=socket.gethostname())
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            with watch_driver(unit, every=0.05) as gone:
+                assert not gone()
+                driver.kill()
+                driver.wait()
+                while time.monotonic() - started < 10:
+                    time.sleep(0.01)
+        assert gone() and time.monotonic() - started < 2
+        assert signal.getsignal(signal.SIGINT) == sigint
+        assert execute(unit, redirect=False) == 130                  # already gone: the unit never starts
+        with watch_driver(Unit(kind="run", label="x", store="", log=os.devnull)) as gone:
+            time.sleep(0.1)
+        assert not gone()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_sweep_written_before_a_recipe_key_was_added_is_the_same_sweep():

@@ -67,6 +67,11 @@ def watch_driver(unit: Unit, every: float = 0.5, grace: float = 30.0):
         return
     if not driver_alive(unit):
         found.set()
+    previous = None
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL) and \
+            threading.current_thread() is threading.main_thread():
+        # a process started in the background has SIGINT ignored, and interrupt_main would do nothing
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch():
         while not done.wait(every):
@@ -83,6 +88,8 @@ def watch_driver(unit: Unit, every: float = 0.5, grace: float = 30.0):
     finally:
         done.set()
         thread.join()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _execute(unit: Unit) -> int:
