@@ -1,5 +1,7 @@
 """The one checkpoint format: modules, Adam states, generators and accumulators round-trip exactly
-through a store, and distill checkpoints written with '.' separators (mbml ≤ 0.1.0) still load."""
+through a store (packed into one array per dtype, or one array per tensor as earlier versions wrote
+them), and distill checkpoints written with '.' separators (mbml ≤ 0.1.0) still load."""
+import numpy as np
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from conftest import random_batch
 from mbml_cli.core import checkpoint
 from mbml_cli.algos import sac
 from mbml_cli.core.store import Store
+from mbml_cli.errors import StoreError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 K, OBS, ACT = 2, 4, 2
@@ -29,15 +32,20 @@ def assert_same_optimisers(opt, fresh):
                 assert torch.equal(torch.as_tensor(sa[idx][key]), torch.as_tensor(sb[idx][key])), (name, idx, key)
 
 
-def test_training_state_round_trips_through_a_store(tmp_path):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "one array per tensor"])
+def test_training_state_round_trips_through_a_store(tmp_path, packed):
     agent, opt = trained(4)
     gen = torch.Generator().manual_seed(3)
     torch.rand(5, generator=gen)
     acc = {"loss": torch.tensor([1.5, 2.5], dtype=torch.float64)}
     store = Store.create(tmp_path / "s.zarr", {})
-    store.save_weights("models/x/checkpoint/all", checkpoint.training_state({"sac": agent}, dict(opt.items()),
-                                                                           {"rng": gen}, acc), {"t": 7})
-    tensors, meta = store.load_weights("models/x/checkpoint/all")
+    state = checkpoint.training_state({"sac": agent}, dict(opt.items()), {"rng": gen}, acc)
+    save = checkpoint.save if packed else Store.save_weights          # the latter: how earlier versions wrote it
+    save(store, "models/x/checkpoint/all", state, {"t": 7})
+    arrays, _ = store.load_weights("models/x/checkpoint/all")
+    assert sorted(arrays) == (["packed/float32", "packed/float64", "packed/uint8"] if packed else sorted(state))
+    tensors, meta = checkpoint.load(store, "models/x/checkpoint/all")
+    assert sorted(tensors) == sorted(state)
     fresh_agent, fresh_opt = trained(5)                     # other weights, other Adam state
     fresh_gen = torch.Generator().manual_seed(99)
     got = checkpoint.load_training_state(tensors, {"sac": fresh_agent}, dict(fresh_opt.items()),
@@ -69,3 +77,28 @@ def test_old_distill_checkpoint_keys_are_upgraded():
     for k, v in agent.state_dict().items():
         assert torch.equal(fresh_agent.state_dict()[k], v), k
     assert_same_optimisers(opt, fresh_opt)
+
+
+@pytest.mark.parametrize("damage", ["offset", "dtype", "shape"])
+def test_a_damaged_packed_index_is_one_line(tmp_path, damage):
+    store = Store.create(tmp_path / "s.zarr", {})
+    checkpoint.save(store, "models/x/checkpoint/all", {"w": torch.ones(3, 2), "step": torch.tensor(4)}, {"t": 1})
+    arrays, meta = store.load_weights("models/x/checkpoint/all")
+    name, dtype, shape, offset = meta["packed"][0]
+    meta["packed"][0] = {"offset": [name, dtype, shape, 5], "dtype": [name, "float16", shape, offset],
+                         "shape": [name, dtype, "x", offset]}[damage]
+    store.save_weights("models/x/checkpoint/all", arrays, meta)
+    with pytest.raises(StoreError, match="models/x/checkpoint/all: damaged checkpoint index") as e:
+        checkpoint.load(store, "models/x/checkpoint/all")
+    assert "\n" not in str(e.value)
+
+
+def test_packed_tensors_keep_their_values_and_shapes(tmp_path):
+    store = Store.create(tmp_path / "s.zarr", {})
+    state = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor(2.5), "c": torch.zeros(0, 4),
+             "n": torch.tensor([3, 4], dtype=torch.int64), "d": torch.tensor([1.0, -1.0])}
+    checkpoint.save(store, "models/x/checkpoint/all", state, {})
+    tensors, meta = checkpoint.load(store, "models/x/checkpoint/all")
+    assert meta == {} and list(tensors) == list(state)
+    for k, v in state.items():
+        assert tensors[k].dtype == v.numpy().dtype and np.array_equal(tensors[k], v.numpy()), k

@@ -12,6 +12,7 @@ from mbml_cli import api
 from mbml_cli.views.cli import app
 from mbml_cli.run.stages import open_run, run_stage
 from mbml_cli.core.store import Store
+from mbml_cli.core.checkpoint import load as load_checkpoint
 from conftest import SMOKE, runner
 
 PER_RUN = ["collect", "bcq", "reward", "relabel", "distill/mbml", "distill/neither", "eval/mbml",
@@ -114,7 +115,7 @@ def test_killed_distill_resumes_exactly(smoke, tmp_path, monkeypatch, extra):
     weights, _ = store.load_weights("models/distill/mbml/final")
     for name, value in ref_weights.items():
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
-    checkpoint, _ = store.load_weights("models/distill/mbml/checkpoint")
+    checkpoint, _ = load_checkpoint(store, "models/distill/mbml/checkpoint")
     trained = {k[len("policy/"):]: v for k, v in checkpoint.items() if k.startswith("policy/")}
     assert set(weights) == set(trained) and all(np.array_equal(weights[k], trained[k]) for k in weights)
 

@@ -8,11 +8,20 @@ pickles. Its tensors are
   <generator>                each torch.Generator's state (e.g. `rng`, `rng/noise`)
   acc/<name>                 loss accumulators between two log rows
 and its meta holds the stage's progress (step, row counts of its tables, the hash of its inputs).
+
+On disk (`save`) the tensors are packed: one flat array per dtype (`packed/<dtype>`) and, in the
+meta's `packed`, each tensor's [name, dtype, shape, offset]. A checkpoint is then a handful of zarr
+arrays instead of one per tensor (~75 for SAC with Adam): a few ms to write, not half a second.
+`load` reads packed checkpoints and the earlier ones of one array per tensor alike.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+
+from ..errors import StoreError
 
 
 def module_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -86,12 +95,44 @@ def upgrade(tensors: dict, modules: dict, optimisers: dict) -> dict:
     return out
 
 
+def save(store, path: str, tensors: dict, meta: dict) -> None:
+    """Write a checkpoint's tensors packed into one flat array per dtype (see the module docstring)."""
+    flat: dict[str, list[np.ndarray]] = {}
+    index, offsets = [], {}
+    for name, value in tensors.items():
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        dtype = value.dtype.name
+        index.append([name, dtype, list(value.shape), offsets.get(dtype, 0)])
+        offsets[dtype] = offsets.get(dtype, 0) + value.size
+        flat.setdefault(dtype, []).append(value.ravel())
+    arrays = {f"packed/{dtype}": np.concatenate(parts) for dtype, parts in flat.items()}
+    store.save_weights(path, arrays, {**meta, "packed": index})
+
+
+def load(store, path: str) -> tuple[dict[str, np.ndarray], dict]:
+    """(tensors by name, meta) of the checkpoint at `path`, packed or not."""
+    arrays, meta = store.load_weights(path)
+    index = meta.pop("packed", None)
+    if index is None:
+        return arrays, meta
+    tensors = {}
+    try:
+        for name, dtype, shape, offset in index:
+            size, flat = math.prod(shape), arrays[f"packed/{dtype}"]
+            if flat.dtype.name != dtype or not 0 <= offset <= flat.size - size:
+                raise ValueError(name)
+            tensors[name] = flat[offset:offset + size].reshape(shape)
+    except (ValueError, TypeError, KeyError) as e:
+        raise StoreError(f"{store.path}: {path}: damaged checkpoint index ({type(e).__name__}: {str(e)[:80]})") from None
+    return tensors, meta
+
+
 def read(ctx, path: str, **expected) -> tuple[dict, dict] | None:
     """(tensors, meta) of the checkpoint at `path` when resuming and its meta holds the `expected`
     values (hash, task list); else None and the stage starts afresh."""
     if not (ctx.resume and ctx.store.has_weights(path)):
         return None
-    tensors, meta = ctx.store.load_weights(path)
+    tensors, meta = load(ctx.store, path)
     return (tensors, meta) if all(meta.get(k) == v for k, v in expected.items()) else None
 
 

@@ -7,7 +7,8 @@ mbml_cli.core.layout` prints it), and a test checks that every node a run writes
 
 Kinds: `array` one zarr array; `table` an append-only row table (a group of equally long columns
 whose `n` attribute counts the complete rows, see `store.py`); `weights` one array per tensor in
-two slots `a`/`b` with the `current` one named in the group's attributes; `attrs` a group whose
+two slots `a`/`b` with the `current` one named in the group's attributes (a checkpoint packs its
+tensors into one array per dtype, see `checkpoint.py`); `attrs` a group whose
 attributes are the record; `group` a group of arrays with attributes.
 """
 from __future__ import annotations

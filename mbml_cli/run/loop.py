@@ -166,7 +166,7 @@ def run_loop(ctx, job: Job, schedule: Schedule) -> None:
         tensors = {**checkpoint.training_state(*job.state(), acc), **extra}
         meta = {**meta, **job.expected, "loop": FORMAT, "step": t, "acc_n": n,
                 "rows": {table: store.rows(table) for table in job.tables}}
-        store.save_weights(job.checkpoint, tensors, meta)
+        checkpoint.save(store, job.checkpoint, tensors, meta)
 
     try:
         while t < total:
