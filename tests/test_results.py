@@ -223,7 +223,8 @@ def mean_std(stat: dict) -> tuple[float, ...]:
 
 METAGENRL = {"**point_goal, 3 seeds** (the committed recipe with `algos: [mbml, neither, metagenrl]`": "results/metagenrl/point_goal.json",
              "**ant_dir_cpu, 3 seeds** (where the paper's Fig. 5 is)": "results/metagenrl/ant_dir_cpu.json"}
-METAGENRL_CURVES = ("**MetaGenRL's evaluations on ant_dir_cpu, per seed**", "results/metagenrl/ant_dir_cpu.json")
+METAGENRL_CURVES = {"**MetaGenRL's evaluations on point_goal, per seed**": "results/metagenrl/point_goal.json",
+                    "**MetaGenRL's evaluations on ant_dir_cpu, per seed**": "results/metagenrl/ant_dir_cpu.json"}
 LOSSES = {"**point_goal, 3 seeds** (mean ± std over seeds; probe": "results/inference-losses/point_goal.json",
           "**halfcheetah_vel_cpu, 3 seeds** (fresh stores": "results/inference-losses/halfcheetah_vel_cpu.json",
           "**umaze_goal_m_cpu, 3 seeds** (fresh stores": "results/inference-losses/umaze_goal_m_cpu.json"}
@@ -243,12 +244,13 @@ def test_metagenrl_tables_are_the_reports(marker, path):
             assert list(cell(per_seed)) == pairs, algo
 
 
-def test_metagenrl_curves_are_the_report():
-    """RESULTS.md's MetaGenRL evaluations on ant_dir_cpu, per seed and epoch: the test-task score
-    (`curve`) and the training agents' return on their own tasks (`agents_curve`), from the JSON."""
-    c = json.loads((ROOT / METAGENRL_CURVES[1]).read_text())["conditions"][0]
+@pytest.mark.parametrize("marker, path", METAGENRL_CURVES.items())
+def test_metagenrl_curves_are_the_report(marker, path):
+    """RESULTS.md's MetaGenRL evaluations, per seed and epoch: the test-task score (`curve`) and the
+    training agents' return on their own tasks (`agents_curve`), from the JSON."""
+    c = json.loads((ROOT / path).read_text())["conditions"][0]
     a = c["algos"]["metagenrl"]
-    rows = table_after(METAGENRL_CURVES[0])
+    rows = table_after(marker)
     expected = {f"seed {r['seed']}, {name}": [round(v, 1) for v in curve["per_seed"][i]]
                 for name, curve in (("test tasks", a["curve"]), ("training agents, own tasks", a["agents_curve"]))
                 for i, r in enumerate(c["runs"])}
