@@ -363,7 +363,9 @@ def test_report_joins_earlier_report_jsons_whose_stores_are_gone(reported, tmp_p
     """A report JSON given beside a sweep joins with its conditions and loss comparisons as they are (its
     stores are gone: a committed result), so one report covers distributions run in different sessions."""
     directory, _, smoke, _ = reported
-    earlier = ROOT / "results" / "inference-losses" / "point_goal.json"
+    earlier = tmp_path / "point_goal.json"          # the committed JSON, its stores moved where none is (this
+    text = (ROOT / "results" / "inference-losses" / "point_goal.json").read_text()   # machine may hold them)
+    earlier.write_text(text.replace('"store": "/', f'"store": "{tmp_path}/gone/'))
     from mbml_cli.views.report.gather import read_report
     committed = read_report(str(earlier))                    # made before the best-10 % scale: its fields are None
     assert committed["conditions"][0]["teachers"]["bar_met_top10"] is None
