@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import StoreError
+from .store import host_array
 
 
 def module_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -100,7 +101,7 @@ def save(store, path: str, tensors: dict, meta: dict) -> None:
     flat: dict[str, list[np.ndarray]] = {}
     index, offsets = [], {}
     for name, value in tensors.items():
-        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        value = host_array(value)
         dtype = value.dtype.name
         index.append([name, dtype, list(value.shape), offsets.get(dtype, 0)])
         offsets[dtype] = offsets.get(dtype, 0) + value.size

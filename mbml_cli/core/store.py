@@ -55,6 +55,11 @@ def _chunks(shape: tuple) -> tuple:
     return tuple(max(1, s) for s in shape)
 
 
+def host_array(value) -> np.ndarray:
+    """A tensor (on any device) or array-like as a numpy array on the host."""
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
 class Store:
     def __init__(self, root: zarr.Group, path: str):
         self.root, self.path = root, str(path)
@@ -253,7 +258,7 @@ class Store:
         self._clear(f"{path}/{slot}")        # the idle slot, cleared completely, then written, then flipped
         slot_group = group.create_group(slot)
         for name, value in tensors.items():
-            value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+            value = host_array(value)
             arr = slot_group.create_array(name, shape=value.shape, dtype=value.dtype, compressors=COMPRESSORS,
                                           chunks=_chunks(value.shape))
             if value.size:
